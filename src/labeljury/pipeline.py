@@ -1,0 +1,554 @@
+"""The annotation pipeline: data flows one way through the layers, and through the run store.
+
+    ingest -> encode -> bootstrap review -> fit + validate specialists
+           -> for each stage: predict -> vote -> route -> review (-> continual update)
+           -> finalize -> export
+
+Every step reads its inputs from the `RunStore` and writes its results there before the next step
+starts, marking itself done; rerunning the same command skips what is done, so a run killed at any
+moment resumes to the same output. A reviewer that must wait for a person stops the run with
+status "waiting"; rerunning resumes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import data, routing, voting
+from .errors import InputError, RunStoreError
+from .progress import Progress, SilentProgress
+from .review.base import Reviewer, ReviewItem
+from .specialists import DEFAULT_ENCODER, build_specialist, get_encoder
+from .specialists.catalog import auto_specialists, specialist_names
+from .store import CHUNK, RunStore
+from .task import SpecialistSpec, Task
+
+OUTPUT_COLUMNS = ("annotation", "annotation_confidence", "annotation_source")
+DETAIL_COLUMNS = ("annotation_vote", "annotation_vote_confidence", "annotation_votes")
+BOOTSTRAP_SAMPLE = 50_000  # k-means for the bootstrap runs on at most this many embeddings
+
+
+@dataclass
+class RunReport:
+    """What a call to `run` did. `status` is "complete" or "waiting" (for reviews in `queue`)."""
+
+    status: str
+    run_dir: Path
+    output: Path | None
+    rows: int
+    texts: int
+    sources: dict[str, int] = field(default_factory=dict)
+    reviews: int = 0
+    budget: int = 0
+    pending: int = 0
+    queue: Path | None = None
+    specialists: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.status == "waiting":
+            return (f"waiting for {self.pending} review(s) in {self.queue}: set \"label\" on each line, "
+                    "then rerun the same command")
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(self.sources.items()))
+        return f"labeled {self.rows} rows ({parts}); {self.reviews}/{self.budget} reviews; output {self.output}"
+
+
+def default_run_dir(output: str | Path) -> Path:
+    out = Path(output)
+    return out.with_name(out.name + ".run")
+
+
+def input_fingerprint(path: Path) -> dict[str, Any]:
+    """Size plus a hash of the first and last MiB: cheap, and catches a changed input."""
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(-(1 << 20), os.SEEK_END)
+            h.update(fh.read(1 << 20))
+    return {"size": size, "sha256_ends": h.hexdigest()}
+
+
+class Annotator:
+    """One run of a task over one input, backed by one run directory."""
+
+    def __init__(self, task: Task, input_path: str | Path, run_dir: str | Path,
+                 reviewer: Reviewer | None = None, progress: Progress | None = None):
+        self.task = task
+        self.input_path = Path(input_path)
+        self.run_dir = Path(run_dir)
+        self.progress = progress or SilentProgress()
+        self.labels = task.label_names
+        self.k = len(self.labels)
+        self._reviewer = reviewer
+        self.store: RunStore | None = None
+        self.models: dict[str, Any] = {}  # active specialists by name
+        self.versions: dict[str, int] = {}
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def _check_input(self) -> None:
+        cols = data.check_input(self.input_path, self.task.text_column)
+        taken = [c for c in (*OUTPUT_COLUMNS, *DETAIL_COLUMNS) if c in cols]
+        if taken:
+            raise InputError(f"{self.input_path.name} already has a column {taken[0]!r}; rename or drop it "
+                             "so labeljury can add its own")
+
+    def _open_store(self) -> RunStore:
+        store = RunStore(self.run_dir)
+        fp = {"task": self.task.fingerprint(), "input": input_fingerprint(self.input_path)}
+        old = store.get_meta("fingerprint")
+        if old is None:
+            store.set_meta("fingerprint", fp)
+            store.set_meta("task", self.task.model_dump(mode="json"))
+            store.set_meta("input_path", str(self.input_path.resolve()))
+        elif old != fp:
+            what = "task file" if old["task"] != fp["task"] else "input file"
+            store.close()
+            raise RunStoreError(f"run directory {str(self.run_dir)!r} belongs to a run with another {what}; "
+                                "pass a new --run-dir (or delete that one) to start afresh")
+        return store
+
+    def reviewer(self) -> Reviewer:
+        if self._reviewer is None:
+            self._reviewer = make_reviewer(self.task, self.input_path, self.run_dir)
+        return self._reviewer
+
+    def _specs(self) -> list[SpecialistSpec]:
+        return auto_specialists(self.task) if self.task.specialists == "auto" else list(self.task.specialists)
+
+    # -- the run -------------------------------------------------------------------------------------
+    def run(self, output: str | Path | None = None, details: bool = False) -> RunReport:
+        self._check_input()
+        if output is not None:
+            data.check_output(output, self.input_path)
+        reviewer = self.reviewer()
+        if hasattr(reviewer, "check"):
+            reviewer.check()
+        built = self._construct_specialists()  # an unknown specialist fails before anything is written
+        self.store = self._open_store()
+        try:
+            self._ingest()
+            self._build_specialists(built)
+            self._encode()
+            if not self._bootstrap():
+                return self._waiting()
+            self._validate_and_fit()
+            for stage, (start, stop) in enumerate(self._stages()):
+                self._predict(start, stop)
+                if not self._route_and_review(stage, start, stop):
+                    return self._waiting()
+            self._finalize()
+            if output is not None:
+                export(self.store, self.input_path, output, details=details, progress=self.progress)
+            return self._report("complete", None if output is None else Path(output))
+        finally:
+            self.store.close()
+            if hasattr(reviewer, "close"):
+                reviewer.close()
+
+    def _report(self, status: str, output: Path | None, pending: int = 0) -> RunReport:
+        s = self.store
+        n_rows = s.n_rows
+        return RunReport(
+            status=status, run_dir=self.run_dir, output=output, rows=n_rows, texts=s.n_texts,
+            sources=s.source_counts() if status == "complete" else {},
+            reviews=len(s.reviews()), budget=self.task.review.budget_rows(n_rows), pending=pending,
+            queue=getattr(self.reviewer(), "path", None), specialists=s.specialists())
+
+    def _waiting(self) -> RunReport:
+        pending = len(self.store.reviews(include_pending=True)) - len(self.store.reviews())
+        return self._report("waiting", None, pending)
+
+    # -- ingest ----------------------------------------------------------------------------------------
+    def _ingest(self) -> None:
+        s = self.store
+        if s.is_done("ingest"):
+            return
+        done = s.get_meta("ingested_rows", 0)
+        col = self.task.text_column
+        with self.progress.bar("reading rows", None) as bar:
+            for chunk in data.iter_chunks(self.input_path, columns=[col]):
+                start = int(chunk.index.start) if hasattr(chunk.index, "start") else int(chunk.index[0])
+                stop = start + len(chunk)
+                if stop <= done:
+                    bar.advance(stop - start)
+                    continue
+                values = chunk[col].tolist()[max(0, done - start):]
+                first = max(start, done)
+                texts = [v if data.is_text(v) else None for v in values]
+                s.add_rows(first, texts, [None if t is not None else "empty" for t in texts])
+                bar.advance(stop - start)
+        s.mark_done("ingest")
+
+    # -- specialists ------------------------------------------------------------------------------------
+    def _construct_specialists(self) -> list[tuple[Any, SpecialistSpec]]:
+        specs = self._specs()
+        return [(build_specialist(spec, self.task, name=n), spec)
+                for spec, n in zip(specs, specialist_names(specs), strict=True)]
+
+    def _build_specialists(self, built: list[tuple[Any, SpecialistSpec]]) -> None:
+        if not self.store.specialists():
+            self.store.save_specialists([{"name": m.name, "spec": spec.model_dump(mode="json")} for m, spec in built])
+        status = {e["name"]: e for e in self.store.specialists()}
+        for model, spec in built:
+            entry = status.get(model.name)
+            if entry is None or entry["spec"] != spec.model_dump(mode="json"):
+                raise RunStoreError(f"specialist {model.name!r} differs from the one this run started with; "
+                                    "pass a new --run-dir")
+            if entry["status"] == "active":
+                self.models[model.name] = model
+                self.versions[model.name] = entry["version"]
+                if model.trainable and entry["version"] > 0:
+                    self._restore(model, entry["version"])
+
+    def _encoders(self) -> list[str]:
+        encs = {m.encoder for m in self.models.values() if m.input_kind == "embedding" and m.encoder}
+        if self.task.review.bootstrap_rows(self.store.n_rows, self.k) > 0:
+            encs.add(next(iter(encs)) if encs else DEFAULT_ENCODER)
+        return sorted(encs)
+
+    def _encode(self) -> None:
+        """One encoder pass over the unique texts, cached per chunk: every embedding-based
+        specialist and the bootstrap sampler read it from the store."""
+        s = self.store
+        for enc_id in self._encoders():
+            todo = [(c, a, b) for c, a, b in s.chunks() if not s.has_embeddings(enc_id, c)]
+            if not todo:
+                continue
+            encoder = get_encoder(enc_id)
+            with self.progress.bar(f"encoding ({enc_id})", sum(b - a for _, a, b in todo)) as bar:
+                for c, a, b in todo:
+                    s.put_embeddings(enc_id, c, encoder.encode(s.texts(a, b)))
+                    bar.advance(b - a)
+
+    def _features(self, model: Any, start: int, stop: int) -> Any:
+        """The input `model` reads for text ids [start, stop): texts or cached embeddings."""
+        if model.input_kind != "embedding":
+            return self.store.texts(start, stop)
+        parts = []
+        for c in range(start // CHUNK, (stop - 1) // CHUNK + 1):
+            emb = self.store.get_embeddings(model.encoder, c)
+            lo = c * CHUNK
+            parts.append(emb[max(start, lo) - lo: min(stop, lo + len(emb)) - lo])
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    def _features_for_ids(self, model: Any, ids: np.ndarray) -> Any:
+        if model.input_kind != "embedding":
+            by_id = self.store.texts_by_id(ids.tolist())
+            return [by_id[int(i)][0] for i in ids]
+        out = None
+        for c in np.unique(ids // CHUNK):
+            emb = self.store.get_embeddings(model.encoder, int(c))
+            mask = ids // CHUNK == c
+            if out is None:
+                out = np.zeros((len(ids), emb.shape[1]), np.float32)
+            out[mask] = emb[ids[mask] - c * CHUNK]
+        return out if out is not None else np.zeros((0, 0), np.float32)
+
+    # -- bootstrap -------------------------------------------------------------------------------------
+    def _bootstrap(self) -> bool:
+        """Review a small diverse sample first. Returns False while reviews are pending."""
+        s = self.store
+        if not s.is_done("route:bootstrap"):
+            n = min(self.task.review.bootstrap_rows(s.n_rows, self.k), s.n_texts)
+            ids = self._diverse_sample(n) if n else np.zeros(0, np.int64)
+            s.add_routing(ids.tolist(), "bootstrap", None, stage=0, done_step="route:bootstrap")
+        return self._review(s.routed("bootstrap"), "bootstrap", None)
+
+    def _diverse_sample(self, n: int) -> np.ndarray:
+        s = self.store
+        rng = np.random.default_rng(self.task.seed)
+        pool = np.arange(s.n_texts)
+        if len(pool) > BOOTSTRAP_SAMPLE:
+            pool = np.sort(rng.choice(pool, BOOTSTRAP_SAMPLE, replace=False))
+        encs = self._encoders()
+        emb = None
+        if encs:
+            probe = type("Probe", (), {"input_kind": "embedding", "encoder": encs[0]})()
+            emb = self._features_for_ids(probe, pool)
+        picked = routing.select_bootstrap(emb, n, seed=self.task.seed, n_rows=len(pool))
+        return pool[picked]
+
+    # -- fit and validate -------------------------------------------------------------------------------
+    def _checkpoint(self, name: str, version: int) -> Path:
+        return self.run_dir / "checkpoints" / f"{name}-v{version}.joblib"
+
+    def _restore(self, model: Any, version: int) -> None:
+        path = self._checkpoint(model.name, version)
+        inner = getattr(model, "inner", model)
+        if path.exists() and hasattr(type(inner), "load"):
+            loaded = type(inner).load(path)
+            if hasattr(model, "inner"):
+                model.inner = loaded
+            else:
+                self.models[model.name] = loaded
+                loaded.name = model.name
+        else:  # no checkpoint (killed before it was written): refit on the same reviews
+            self._fit(model, version)
+
+    def _labeled(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, list[str]]:
+        reviews = self.store.labeled_reviews()
+        keep = reviews.keys() if ids is None else [i for i in ids if i in reviews]
+        keys = np.array(sorted(keep), dtype=np.int64)
+        return keys, [reviews[int(k)] for k in keys]
+
+    def _fit(self, model: Any, version: int) -> None:
+        ids, y = self._labeled()
+        model.fit(self._features_for_ids(model, ids), y)
+        inner = getattr(model, "inner", model)
+        if hasattr(inner, "save"):
+            path = self._checkpoint(model.name, version)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            inner.save(tmp)
+            os.replace(tmp, path)
+
+    def _validate_and_fit(self) -> None:
+        """Score every specialist on the reviewed bootstrap rows (trainable ones by cross-validation),
+        drop those worse than chance, then fit the trainable ones on every reviewed row."""
+        s = self.store
+        if not s.is_done("validate"):
+            ids, y = self._labeled(s.routed("bootstrap"))
+            chance = 1.0 / self.k
+            for name, model in list(self.models.items()):
+                acc = self._validation_accuracy(model, ids, y)
+                if acc is None:
+                    s.update_specialist(name, validation_rows=len(ids), note="not validated: too few reviewed rows")
+                    continue
+                if acc < chance:
+                    s.update_specialist(name, status="dropped", validation_accuracy=acc, validation_rows=len(ids),
+                                        note=f"dropped: accuracy {acc:.3f} on the bootstrap sample is below chance {chance:.3f}")
+                    self.progress.log(f"dropped specialist {name}: bootstrap accuracy {acc:.1%} < chance {chance:.1%}")
+                    del self.models[name]
+                else:
+                    s.update_specialist(name, validation_accuracy=acc, validation_rows=len(ids))
+            s.mark_done("validate")
+        for name, model in self.models.items():
+            if model.trainable and self.versions[name] == 0 and self._labeled()[0].size:
+                self._fit(model, 1)
+                self.versions[name] = 1
+                s.update_specialist(name, version=1)
+
+    def _validation_accuracy(self, model: Any, ids: np.ndarray, y: list[str]) -> float | None:
+        if len(ids) < 2 * self.k:
+            return None
+        y_idx = np.array([self.labels.index(v) for v in y])
+        if model.trainable:
+            pred = self._cross_val_predict(model, ids, y)
+        else:
+            proba = model.predict_proba(self._features_for_ids(model, ids))
+            voted = ~np.isnan(proba).any(axis=1)
+            pred = np.where(voted, np.nan_to_num(proba).argmax(axis=1), -1)
+        voted = pred >= 0
+        if voted.sum() < 2 * self.k:
+            return None
+        return float((pred[voted] == y_idx[voted]).mean())
+
+    def _cross_val_predict(self, model: Any, ids: np.ndarray, y: list[str]) -> np.ndarray:
+        from sklearn.model_selection import StratifiedKFold
+
+        y_arr = np.array(y)
+        counts = np.unique(y_arr, return_counts=True)[1]
+        folds = int(min(5, counts.min())) if len(counts) > 1 else 0
+        pred = np.full(len(ids), -1)
+        if folds < 2:
+            return pred
+        X = self._features_for_ids(model, ids)
+        for train, test in StratifiedKFold(folds, shuffle=True, random_state=self.task.seed).split(ids, y_arr):
+            clone = self._fresh(model.name)
+            Xtr = X[train] if isinstance(X, np.ndarray) else [X[i] for i in train]
+            Xte = X[test] if isinstance(X, np.ndarray) else [X[i] for i in test]
+            clone.fit(Xtr, y_arr[train].tolist())
+            pred[test] = np.nan_to_num(clone.predict_proba(Xte), nan=-1).argmax(axis=1)
+        return pred
+
+    def _fresh(self, name: str) -> Any:
+        specs = self._specs()
+        for spec, n in zip(specs, specialist_names(specs), strict=True):
+            if n == name:
+                return build_specialist(spec, self.task, name=n)
+        raise KeyError(name)
+
+    # -- stages ------------------------------------------------------------------------------------------
+    def _stages(self) -> list[tuple[int, int]]:
+        return [(0, self.store.n_texts)]
+
+    def _predict(self, start: int, stop: int) -> None:
+        s = self.store
+        todo = [(name, m, c, a, b) for name, m in self.models.items() if not (m.trainable and self.versions[name] == 0)
+                for c, a, b in s.chunks() if b > start and a < stop
+                and s.get_predictions(name, self.versions[name], c) is None]
+        if not todo:
+            return
+        with self.progress.bar("specialists voting", sum(b - a for *_, a, b in todo)) as bar:
+            for name, m, c, a, b in todo:
+                proba = np.asarray(m.predict_proba(self._features(m, a, b)), dtype=np.float32)
+                s.put_predictions(name, self.versions[name], c, proba)
+                bar.advance(b - a)
+
+    def vote_tensor(self, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
+        """(stop-start, m, k) probabilities of the active fitted specialists; NaN = abstain."""
+        names = [n for n, m in self.models.items() if not (m.trainable and self.versions[n] == 0)]
+        P = np.full((stop - start, len(names), self.k), np.nan, np.float32)
+        for j, name in enumerate(names):
+            for c, a, b in self.store.chunks():
+                if b <= start or a >= stop:
+                    continue
+                pr = self.store.get_predictions(name, self.versions[name], c)
+                lo, hi = max(a, start), min(b, stop)
+                P[lo - start: hi - start, j] = pr[lo - a: hi - a]
+        return P, names
+
+    def _known(self, start: int, stop: int) -> np.ndarray:
+        known = np.full(stop - start, -1, np.int64)
+        for t, lab in self.store.labeled_reviews().items():
+            if start <= t < stop:
+                known[t - start] = self.labels.index(lab)
+        return known
+
+    def aggregate(self, start: int, stop: int) -> tuple[voting.VoteResult, np.ndarray, list[str]]:
+        P, names = self.vote_tensor(start, stop)
+        known = self._known(start, stop)
+        if self.task.voting == "dawid-skene":
+            result = voting.aggregate(P, "dawid-skene", known=known)
+        elif self.task.voting == "soft" and (known >= 0).sum() >= 2 * self.k:
+            result = voting.aggregate(P, "soft", weights=voting.accuracy_weights(P, known))
+        else:
+            result = voting.aggregate(P, self.task.voting)
+        return result, P, names
+
+    def _route_and_review(self, stage: int, start: int, stop: int) -> bool:
+        s = self.store
+        step = f"route:hard:{stage}"
+        result = P = names = None
+        if not s.is_done(step):
+            result, P, names = self.aggregate(start, stop)
+            budget_left = max(0, self.task.review.budget_rows(s.n_rows) - s.n_routed)
+            routed = np.zeros(stop - start, bool)
+            for t in s.routed():
+                if start <= t < stop:
+                    routed[t - start] = True
+            h = routing.hardness(result, P, self.task.review.policy)
+            sel = routing.select_for_review(h, budget_left, threshold=self.task.review.threshold,
+                                            policy=self.task.review.policy, exclude=routed,
+                                            unanimous=result.unanimous)
+            s.add_routing((sel + start).tolist(), "hard", h[sel].tolist(), stage, done_step=step)
+        return self._review(s.routed("hard", stage), "hard", (start, stop))
+
+    # -- review -----------------------------------------------------------------------------------------
+    def _review(self, ids: list[int], why: str, span: tuple[int, int] | None) -> bool:
+        """Ask the reviewer for the routed ids that have no answer yet; store each answer at once.
+        Returns False while some answers are pending (a person has to fill in the queue)."""
+        s = self.store
+        done = s.reviews()
+        todo = [t for t in ids if t not in done]
+        if not todo:
+            return True
+        texts = s.texts_by_id(todo)
+        votes: dict[int, dict[str, Any]] = {}
+        if span is not None:
+            result, P, names = self.aggregate(*span)
+            for t in todo:
+                i = t - span[0]
+                votes[t] = {
+                    "vote": None if result.label[i] < 0 else self.labels[result.label[i]],
+                    "confidence": float(result.confidence[i]),
+                    "votes": {n: None if np.isnan(P[i, j]).any() else self.labels[int(P[i, j].argmax())]
+                              for j, n in enumerate(names)},
+                    "probabilities": {n: [] if np.isnan(P[i, j]).any() else [round(float(x), 4) for x in P[i, j]]
+                                      for j, n in enumerate(names)},
+                }
+        items = [ReviewItem(key=t, text=texts[t][0], row=texts[t][1], reason=why, **votes.get(t, {})) for t in todo]
+        pending = 0
+        with self.progress.bar(f"review ({why}, {self.reviewer().kind})", len(items)) as bar:
+            for res in self.reviewer().review(items):
+                s.put_review(res)
+                pending += res.pending
+                bar.advance()
+        return pending == 0
+
+    # -- finalize ---------------------------------------------------------------------------------------
+    def _finalize(self) -> None:
+        s = self.store
+        if s.is_done("finalize"):
+            return
+        reviews = s.reviews()
+        n = s.n_texts
+        result, P, names = self.aggregate(0, n)
+
+        def records():
+            for t in range(n):
+                lab = int(result.label[t])
+                vote = None if lab < 0 else self.labels[lab]
+                vconf = None if lab < 0 else round(float(result.confidence[t]), 6)
+                votes = json.dumps({nm: None if np.isnan(P[t, j]).any() else self.labels[int(P[t, j].argmax())]
+                                    for j, nm in enumerate(names)})
+                r = reviews.get(t)
+                if r is not None and r.label is not None:
+                    yield (t, r.label, r.confidence, r.source, vote, vconf, votes)
+                elif vote is None:
+                    yield (t, None, None, r.source if r is not None else "skipped:no-vote", None, None, votes)
+                else:
+                    source = r.source if r is not None else (
+                        "consensus" if result.unanimous[t] and result.n_votes[t] == len(names) else "vote")
+                    yield (t, vote, vconf, source, vote, vconf, votes)
+
+        s.put_final(records())
+
+
+def make_reviewer(task: Task, input_path: Path, run_dir: Path) -> Reviewer:
+    from .review import FileReviewer, GoldReviewer
+
+    spec = task.reviewer
+    if spec.kind == "gold":
+        return GoldReviewer(input_path, spec.column or "label", task.label_names)
+    if spec.kind == "file":
+        return FileReviewer(spec.path or (run_dir / "review_queue.jsonl"), task.label_names)
+    from .review.llm import make_llm_reviewer  # the LLM layer is only imported when used
+
+    return make_llm_reviewer(task, run_dir)
+
+
+def export(store: RunStore, input_path: str | Path, output: str | Path, details: bool = False,
+           progress: Progress | None = None) -> Path:
+    """Write every input row, its columns in order, plus the annotation columns. Atomic."""
+    progress = progress or SilentProgress()
+    output = Path(output)
+    if not store.is_done("finalize"):
+        raise RunStoreError(f"run {str(store.run_dir)!r} has not finished labeling; rerun `labeljury run` first")
+    data.check_output(output, input_path)
+    with data.ChunkWriter(output) as writer, progress.bar("writing output", store.n_rows) as bar:
+        for chunk in data.iter_chunks(input_path):
+            start = int(chunk.index.start) if hasattr(chunk.index, "start") else int(chunk.index[0])
+            stop = start + len(chunk)
+            ids, skips = store.row_text_ids(start, stop)
+            fin = store.final_for(ids)
+            rows = [fin.get(int(t)) if t >= 0 else None for t in ids]
+            chunk = chunk.copy()
+            chunk["annotation"] = [r[0] if r else None for r in rows]
+            chunk["annotation_confidence"] = np.array([r[1] if r and r[1] is not None else np.nan for r in rows],
+                                                     dtype=np.float64)
+            chunk["annotation_source"] = [r[2] if r else f"skipped:{why}" for r, why in zip(rows, skips)]
+            if details:
+                chunk["annotation_vote"] = [r[3] if r else None for r in rows]
+                chunk["annotation_vote_confidence"] = np.array(
+                    [r[4] if r and r[4] is not None else np.nan for r in rows], dtype=np.float64)
+                chunk["annotation_votes"] = [r[5] if r else None for r in rows]
+            writer.write(chunk)
+            bar.advance(stop - start)
+    return output
+
+
+def run(task: Task, input_path: str | Path, output: str | Path, run_dir: str | Path | None = None, *,
+        reviewer: Reviewer | None = None, progress: Progress | None = None, details: bool = False) -> RunReport:
+    """Label `input_path` with `task` and write `output`. Resumes the run in `run_dir` if it exists."""
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(output)
+    return Annotator(task, input_path, run_dir, reviewer=reviewer, progress=progress).run(output, details=details)

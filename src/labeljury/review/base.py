@@ -1,0 +1,49 @@
+"""The reviewer protocol: who labels the rows the specialists find hard.
+
+The pipeline hands a reviewer `ReviewItem`s (the text plus everything the specialists said) and
+stores each `ReviewResult` as soon as it is yielded, so a killed run never asks for a review twice.
+A reviewer that cannot answer a row yields a result with `label=None` and a `source` saying why
+(e.g. `queued:llm-invalid-answer`); such rows keep the specialists' vote and go to the human queue.
+A reviewer that must wait for a person (the file reviewer) yields `pending=True` results; the run
+stops and resumes when rerun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One unique text to review, with the specialists' opinions."""
+
+    key: int  # text id in the run store
+    text: str
+    row: int  # the first input row holding this text (0-based), for gold lookups
+    vote: str | None = None  # the aggregated label before review
+    confidence: float | None = None  # the aggregate confidence of `vote`
+    votes: dict[str, str | None] = field(default_factory=dict)  # specialist -> its label (None: abstained)
+    probabilities: dict[str, list[float]] = field(default_factory=dict)  # specialist -> task-ordered probs
+    reason: str = "hard"  # why it is reviewed: "bootstrap" or "hard"
+
+
+@dataclass(frozen=True)
+class ReviewResult:
+    key: int
+    label: str | None  # None: the reviewer could not answer (see `source`)
+    source: str  # "reviewed:gold", "reviewed:file", "reviewed:llm", or "queued:<why>"
+    confidence: float | None = None
+    reason: str | None = None  # the reviewer's one-sentence justification, when it gives one
+    pending: bool = False  # waiting for a person; ask again on the next run
+    cost_usd: float = 0.0
+
+
+@runtime_checkable
+class Reviewer(Protocol):
+    kind: str
+
+    def review(self, items: Sequence[ReviewItem]) -> Iterator[ReviewResult]:
+        """Yield one result per item, in any order, as each is ready."""
+        ...

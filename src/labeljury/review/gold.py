@@ -1,0 +1,54 @@
+"""The gold reviewer: answers from a column of the input itself.
+
+This is the paper's human-reviewer setting, used to evaluate: the dataset's own labels stand in for
+a person. Every answer counts as one review against the budget, so results are honest about cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from .. import data
+from ..errors import ReviewError
+from .base import ReviewItem, ReviewResult
+
+
+class GoldReviewer:
+    kind = "gold"
+
+    def __init__(self, input_path: str | Path, column: str, labels: Sequence[str]):
+        self.input_path = Path(input_path)
+        self.column = column
+        self.labels = list(labels)
+
+    def check(self) -> None:
+        """Fail early, with one line, if the gold column is missing."""
+        cols = data.input_columns(self.input_path)
+        if self.column not in cols:
+            raise ReviewError(
+                f"the gold reviewer's column {self.column!r} is not in {self.input_path.name} "
+                f"(columns: {', '.join(map(str, cols))}); set reviewer.column in the task file")
+
+    def review(self, items: Sequence[ReviewItem]) -> Iterator[ReviewResult]:
+        wanted = {it.row: it for it in items}
+        if not wanted:
+            return
+        by_lower = {label.lower(): label for label in self.labels}
+        last = max(wanted)
+        for chunk in data.iter_chunks(self.input_path, columns=[self.column]):
+            lo, hi = chunk.index[0], chunk.index[-1]
+            for row in [r for r in wanted if lo <= r <= hi]:
+                item = wanted.pop(row)
+                value = chunk.at[row, self.column]
+                label = by_lower.get(str(value).strip().lower()) if data.is_text(value) else None
+                if label is None:
+                    yield ReviewResult(item.key, None, "queued:gold-label-missing" if not data.is_text(value)
+                                       else "queued:gold-label-unknown")
+                else:
+                    yield ReviewResult(item.key, label, "reviewed:gold", 1.0)
+            if hi >= last or not wanted:
+                break
+        for item in wanted.values():  # rows past the end: the input shrank since ingest
+            raise ReviewError(f"input row {item.row} is gone from {self.input_path.name}; the input changed "
+                              "since the run started — rerun with a new --run-dir")

@@ -1,0 +1,258 @@
+"""The LLM reviewer: an LLM labels the rows the specialists find hard, seeing what they said.
+
+Unlike the paper's blind zero-shot relabel, the prompt carries the task's instructions, the label
+descriptions, few-shot examples and every specialist's vote and confidence. Answers are typed (the
+label must be one of the task's), cached and paid for under the task's budget; a row the LLM cannot
+answer is queued with the reason (`queued:llm-budget`, `queued:llm-invalid-answer`...), never given
+a default label. With `llm.batch_size` > 1 several rows share one request (and one copy of the
+instructions); a row missing or invalid in a batch answer is asked again alone, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypedDict
+
+from pydantic import BaseModel, ValidationError, create_model
+
+from ..errors import LLMError
+from ..llm.cache import CallCache, SQLiteCallCache
+from ..llm.client import LLMClient
+from ..llm.cost import (
+    MESSAGE_OVERHEAD_TOKENS,
+    REQUEST_OVERHEAD_TOKENS,
+    Ledger,
+    estimate_tokens,
+    price_for,
+)
+from ..llm.prompt import Embed, ExampleSelector, answer_model, format_examples, quote, task_header
+from ..llm.structured import Answer, ask, extract_json
+from ..task import Example, Task
+from .base import ReviewItem, ReviewResult
+
+log = logging.getLogger(__name__)
+
+_ROLE = (
+    "Small specialist models have already voted on each text; it is here because they disagree or are "
+    "unsure. Their votes are hints, often wrong on such texts: decide from the text itself. "
+    "Answer with the label, your confidence (0 to 1) and a one-sentence reason."
+)
+
+
+def system_prompt(task: Task, examples: Sequence[Example]) -> str:
+    parts = [task_header(task), _ROLE, format_examples(examples)]
+    return "\n\n".join(p for p in parts if p)
+
+
+def item_block(task: Task, item: ReviewItem) -> str:
+    """The text and the specialists' opinions of it."""
+    lines = [f"Text: {quote(item.text)}"]
+    votes = []
+    for name, label in item.votes.items():
+        if label is None:
+            votes.append(f"{name}: abstained")
+            continue
+        probs = item.probabilities.get(name)
+        index = task.label_names.index(label) if label in task.labels else -1
+        if probs is not None and 0 <= index < len(probs) and not math.isnan(probs[index]):
+            votes.append(f"{name}: {label} ({probs[index]:.2f})")
+        else:
+            votes.append(f"{name}: {label}")
+    if votes:
+        lines.append("Specialist votes: " + "; ".join(votes))
+    if item.vote is not None:
+        combined = f" ({item.confidence:.2f})" if item.confidence is not None else ""
+        lines.append(f"Combined vote: {item.vote}{combined}")
+    return "\n".join(lines)
+
+
+def batch_block(task: Task, items: Sequence[ReviewItem]) -> str:
+    head = (
+        f"Label each of these {len(items)} items. Answer with one entry per item in `answers`, "
+        "`index` being the item number."
+    )
+    return "\n\n".join([head, *(f"### Item {i}\n{item_block(task, item)}" for i, item in enumerate(items))])
+
+
+def _reviewed(item: ReviewItem, value: Any, cost: float) -> ReviewResult:
+    return ReviewResult(item.key, value.label, "reviewed:llm", value.confidence, value.reason.strip(), cost_usd=cost)
+
+
+def _queued(item: ReviewItem, reason: str, cost: float) -> ReviewResult:
+    return ReviewResult(item.key, None, f"queued:llm-{reason}", cost_usd=cost)
+
+
+class LLMReviewer:
+    """Reviews items with `client`; `cache` makes repeated calls free, `ledger` enforces the budget
+    (by default a fresh one from `client.spec`). `embed` (texts -> vectors) picks the most similar
+    `max_examples` few-shot examples when the task has more."""
+
+    kind = "llm"
+
+    def __init__(
+        self,
+        task: Task,
+        client: LLMClient,
+        cache: CallCache | None = None,
+        ledger: Ledger | None = None,
+        *,
+        embed: Embed | None = None,
+        max_examples: int = 8,
+    ) -> None:
+        self.task = task
+        self.client = client
+        self.cache = cache
+        self.ledger = ledger if ledger is not None else Ledger.for_spec(client.spec)
+        self._selector = ExampleSelector(task.examples, k=max_examples, embed=embed)
+        self._single = answer_model(task.label_names)
+        self._item = answer_model(task.label_names, index=True)
+        self._batch = create_model("BatchAnswer", answers=(list[self._item], ...))  # type: ignore[name-defined]
+
+    def review(self, items: Sequence[ReviewItem]) -> Iterator[ReviewResult]:
+        """Yield a result per item as each request completes. Closing the iterator early cancels
+        the requests not yet made."""
+        items = list(items)
+        if not items:
+            return
+        size = max(1, self.client.spec.batch_size)
+        groups = [items[i : i + size] for i in range(0, len(items), size)]
+        examples = self._selector.choose([[item.text for item in group] for group in groups])
+        futures = [self.client.submit(self._review_group(g, ex)) for g, ex in zip(groups, examples, strict=True)]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield from future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+            log.info("LLM review: %s", self.ledger.summary())
+
+    async def _ask(
+        self, messages: list[dict[str, str]], schema: type[BaseModel], *, max_tokens: int, reask: bool
+    ) -> Answer[Any]:
+        return await ask(
+            self.client, messages, schema, cache=self.cache, ledger=self.ledger, max_tokens=max_tokens, reask=reask
+        )
+
+    def _messages(self, examples: Sequence[Example], user: str) -> list[dict[str, str]]:
+        return [{"role": "system", "content": system_prompt(self.task, examples)}, {"role": "user", "content": user}]
+
+    async def _review_one(self, item: ReviewItem, examples: Sequence[Example], *, reask: bool = True) -> ReviewResult:
+        messages = self._messages(examples, item_block(self.task, item))
+        answer = await self._ask(messages, self._single, max_tokens=self.client.spec.max_tokens, reask=reask)
+        if answer.value is None:
+            return _queued(item, answer.reason or "invalid-answer", answer.cost_usd)
+        return _reviewed(item, answer.value, answer.cost_usd)
+
+    async def _review_group(self, items: Sequence[ReviewItem], examples: Sequence[Example]) -> list[ReviewResult]:
+        if len(items) == 1:
+            return [await self._review_one(items[0], examples)]
+        messages = self._messages(examples, batch_block(self.task, items))
+        limit = self.client.spec.max_tokens * len(items)
+        answer = await self._ask(messages, self._batch, max_tokens=limit, reask=False)
+        share = answer.cost_usd / len(items)
+        if answer.value is None and answer.reason != "invalid-answer":
+            return [_queued(item, answer.reason or "invalid-answer", share) for item in items]
+        found = self._salvage(answer, len(items))
+        missing = [item for i, item in enumerate(items) if i not in found]
+        # missing or invalid in the batch answer: each is asked alone, once
+        alone = await asyncio.gather(*(self._review_one(item, examples, reask=False) for item in missing))
+        redone = {r.key: replace(r, cost_usd=r.cost_usd + share) for r in alone}
+        return [_reviewed(item, found[i], share) if i in found else redone[item.key] for i, item in enumerate(items)]
+
+    def close(self) -> None:
+        """Stop the client's loop thread and close its connections (and the cache's, if it has one)."""
+        self.client.close()
+        close = getattr(self.cache, "close", None)
+        if close is not None:
+            close()
+
+    def _salvage(self, answer: Answer[Any], n: int) -> dict[int, Any]:
+        """The valid entries of a batch answer, by item index (the first entry for an index wins)."""
+        if answer.value is not None:
+            entries: list[Any] = list(answer.value.answers)
+        else:
+            try:
+                data = extract_json(answer.raw or "")
+            except ValueError:
+                return {}
+            raw_entries = data.get("answers") if isinstance(data, dict) else data
+            entries = []
+            for raw in raw_entries if isinstance(raw_entries, list) else []:
+                try:
+                    entries.append(self._item.model_validate(raw))
+                except ValidationError:
+                    continue
+        found: dict[int, Any] = {}
+        for entry in entries:
+            if 0 <= entry.index < n and entry.index not in found:
+                found[entry.index] = entry
+        return found
+
+
+def make_llm_reviewer(task: Task, run_dir: str | Path, *, embed: Embed | None = None) -> LLMReviewer:
+    """The pipeline's LLM reviewer for `task.llm`: its calls are cached in the run's `run.db`, and
+    its budget starts from what earlier runs of this directory already paid, so that resuming
+    neither pays twice nor resets the cap."""
+    if task.llm is None:
+        raise LLMError("reviewer kind `llm` needs an `llm:` section (model, base_url, api_key_env)")
+    client = LLMClient(task.llm)
+    cache = SQLiteCallCache(Path(run_dir) / "run.db")
+    spent_usd, spent_tokens = cache.totals()
+    ledger = Ledger.for_spec(task.llm, spent_usd=spent_usd, spent_tokens=spent_tokens)
+    return LLMReviewer(task, client, cache, ledger, embed=embed)
+
+
+class CostEstimate(TypedDict):
+    tokens_in: int
+    tokens_out: int
+    usd: float
+    calls: int
+    price_known: bool
+
+
+_TYPICAL_REASON = "The text clearly expresses this, and the dissenting specialist misread its sarcasm here."
+
+
+def estimate_review_cost(task: Task, n_review_rows: int, avg_chars: float) -> CostEstimate:
+    """What reviewing `n_review_rows` rows of about `avg_chars` characters with `task.llm` should
+    cost, for `labeljury plan`. Tokens are ~4 characters each (see `cost.estimate_tokens`); answers
+    are assumed one sentence long; re-asks and retries are not counted."""
+    spec = task.llm
+    if spec is None:
+        raise LLMError("the task has no `llm:` section, so there is no LLM review to estimate")
+    size = max(1, spec.batch_size)
+    n_specialists = len(task.specialists) if isinstance(task.specialists, list) else 3
+    first = task.label_names[0]
+    item = ReviewItem(
+        key=0,
+        text="x" * max(0, round(avg_chars)),
+        row=0,
+        vote=first,
+        confidence=0.5,
+        votes={f"specialist-{i}": first for i in range(n_specialists)},
+        probabilities={f"specialist-{i}": [0.5] * len(task.labels) for i in range(n_specialists)},
+    )
+    examples = ExampleSelector(task.examples).choose([[item.text]])[0]
+    system = estimate_tokens(system_prompt(task, examples)) + 2 * MESSAGE_OVERHEAD_TOKENS + REQUEST_OVERHEAD_TOKENS
+    per_item = estimate_tokens(f"### Item 0\n{item_block(task, item)}\n\n")
+    longest = max(task.label_names, key=len)
+    answer = f'{{"index":0,"label":"{longest}","confidence":0.85,"reason":"{_TYPICAL_REASON}"}}'
+    per_answer = estimate_tokens(answer)
+    calls = math.ceil(n_review_rows / size) if n_review_rows > 0 else 0
+    batch_overhead = estimate_tokens(batch_block(task, [])) if size > 1 else 0
+    tokens_in = calls * (system + batch_overhead) + n_review_rows * per_item
+    tokens_out = n_review_rows * per_answer
+    price = price_for(spec)
+    return CostEstimate(
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        usd=price.cost_usd(tokens_in, tokens_out),
+        calls=calls,
+        price_known=price.known,
+    )

@@ -1,0 +1,170 @@
+"""Which rows go to the reviewer: a hardness score per row, a budgeted pick of the hardest rows, a
+diverse bootstrap sample to review first, and the split of the budget over stages.
+
+Hardness is in [0, 1], higher = harder; rows where every specialist abstained score exactly 1.0 and
+every other row less, so they are reviewed first (nothing else can label them).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import numpy as np
+
+from .voting import VoteResult, hard_votes
+
+Policy = Literal["disagreement", "margin", "confidence"]
+
+# Disagreement hardness puts every non-unanimous row above this cut and every unanimous row at or
+# below it, so "hardness > DISAGREEMENT_CUT" is exactly the paper's "the specialists disagree".
+DISAGREEMENT_CUT = 0.5
+BOOTSTRAP_FIT_ROWS = 50_000
+
+
+def hardness(result: VoteResult, P: np.ndarray | None, policy: Policy = "margin") -> np.ndarray:
+    """(n,) float64 hardness of each row under `policy`.
+
+    - `disagreement` (the paper: any disagreement is hard): a non-unanimous row scores
+      0.5 + 0.5 * (1 - share of votes for the chosen label), in (0.5, 1]; a unanimous row scores
+      0.5 * (1 - confidence), in [0, 0.5], so that within each group less confident rows come first.
+      Needs `P` to count the votes.
+    - `margin`: 1 - (top posterior - second posterior).
+    - `confidence`: 1 - top posterior.
+
+    `margin` and `confidence` read `result.posterior`; after `majority` that is the vote share, so
+    they rank by how split the vote is and ignore the probabilities.
+    """
+    post = np.asarray(result.posterior, dtype=np.float64)
+    n, k = post.shape
+    if policy == "disagreement":
+        if P is None:
+            raise ValueError("the disagreement policy needs the vote tensor P to count votes")
+        votes = hard_votes(P)
+        if votes.shape[0] != n:
+            raise ValueError(f"P has {votes.shape[0]} rows but the vote result has {n}")
+        winner_votes = (votes == result.label[:, None]).sum(axis=1)  # rows without votes: set to 1 below
+        share = winner_votes / np.maximum(result.n_votes, 1)
+        h = np.where(result.unanimous, 0.5 * (1.0 - result.confidence), 0.5 + 0.5 * (1.0 - share))
+    elif policy == "margin":
+        # Partitioning at k - 2 puts the second largest there and the largest after it.
+        top = np.partition(post, k - 2, axis=1) if k >= 2 else np.c_[np.zeros(n), post]
+        h = 1.0 - (top[:, -1] - top[:, -2])
+    elif policy == "confidence":
+        h = 1.0 - post.max(axis=1, initial=0.0)
+    else:
+        raise ValueError(f"unknown policy {policy!r}; use 'disagreement', 'margin' or 'confidence'")
+    # 1.0 is reserved for rows nobody voted on, so they sort before any row with a label.
+    h = np.clip(h, 0.0, np.nextafter(1.0, 0.0))
+    h[np.asarray(result.n_votes) == 0] = 1.0
+    return h
+
+
+def select_for_review(
+    hardness: np.ndarray,
+    budget: int,
+    threshold: float | None = None,
+    policy: Policy = "margin",
+    exclude: np.ndarray | None = None,
+    unanimous: np.ndarray | None = None,
+) -> np.ndarray:
+    """Row indices to review, hardest first (ties: lower index first), at most `budget` of them.
+
+    A row is eligible when it is not in `exclude` (a bool mask or indices of rows already reviewed) and:
+    - `threshold` given: its hardness is > threshold, whatever the policy;
+    - otherwise, with the `disagreement` policy: it is not unanimous (the paper's rule) — from
+      `unanimous` when given, else from hardness > DISAGREEMENT_CUT (the same rows for hardness
+      computed by `hardness(..., "disagreement")`);
+    - otherwise every row is eligible and the budget alone limits the pick.
+    """
+    h = np.asarray(hardness, dtype=np.float64)
+    if h.ndim != 1 or not np.all(np.isfinite(h)):
+        raise ValueError("hardness must be a 1-D array of finite values")
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    eligible = np.ones(len(h), dtype=bool)
+    if exclude is not None:
+        exclude = np.asarray(exclude)
+        if exclude.dtype == bool:
+            if exclude.shape != h.shape:
+                raise ValueError("an exclude mask must have one entry per row")
+            eligible &= ~exclude
+        else:
+            eligible[exclude.astype(np.int64)] = False
+    if threshold is not None:
+        eligible &= h > threshold
+    elif policy == "disagreement":
+        eligible &= ~np.asarray(unanimous, dtype=bool) if unanimous is not None else h > DISAGREEMENT_CUT
+    idx = np.flatnonzero(eligible)
+    order = np.argsort(-h[idx], kind="stable")
+    return idx[order[:budget]]
+
+
+def select_bootstrap(
+    embeddings: np.ndarray | None, n: int, seed: int = 0, n_rows: int | None = None
+) -> np.ndarray:
+    """A small diverse sample of row indices (sorted) to review before anything else.
+
+    k-means with `n` clusters (MiniBatchKMeans, fitted on a random subsample of at most
+    BOOTSTRAP_FIT_ROWS rows so it stays fast on millions of rows); from each cluster the subsample row
+    nearest its centroid, so every region of the data is represented once. Clusters that come out
+    empty (duplicate rows) are topped up with random rows. Deterministic for a `seed`. Without
+    embeddings (`None`, then `n_rows` is required) it is a uniform random sample.
+    """
+    if n < 0:
+        raise ValueError(f"the bootstrap size must be >= 0, got {n}")
+    if embeddings is None:
+        if n_rows is None:
+            raise ValueError("select_bootstrap needs n_rows when there are no embeddings")
+        total = n_rows
+    else:
+        embeddings = np.asarray(embeddings)
+        total = len(embeddings)
+    if n >= total:
+        return np.arange(total)
+    rng = np.random.default_rng(seed)
+    if embeddings is None or n == 0:
+        return np.sort(rng.choice(total, n, replace=False))
+
+    from sklearn.cluster import MiniBatchKMeans  # imported here: sklearn takes ~1 s to import
+    from sklearn.exceptions import ConvergenceWarning
+
+    fit_rows = np.sort(rng.choice(total, min(total, BOOTSTRAP_FIT_ROWS), replace=False))
+    X = embeddings[fit_rows].astype(np.float32).reshape(len(fit_rows), -1)
+    km = MiniBatchKMeans(n_clusters=n, n_init=3, batch_size=4096, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        km.fit(X)
+    cluster = km.predict(X)
+    dist = ((X - km.cluster_centers_[cluster]) ** 2).sum(axis=1)
+    by_cluster = np.lexsort((dist, cluster))  # rows grouped by cluster, nearest to centroid first
+    _, first = np.unique(cluster[by_cluster], return_index=True)
+    picked = fit_rows[by_cluster[first]]
+    if len(picked) < n:
+        rest = np.setdiff1d(np.arange(total), picked)
+        picked = np.concatenate([picked, rng.choice(rest, n - len(picked), replace=False)])
+    return np.sort(picked)
+
+
+def allocate_budget(total: int, used: int) -> int:
+    """Review rows still available: total minus used, never negative."""
+    return max(0, int(total) - int(used))
+
+
+def stage_budgets(n_rows_per_stage: list[int], total_budget: int) -> list[int]:
+    """Split `total_budget` over stages in proportion to their rows (largest-remainder method).
+
+    Exact integer arithmetic; remainders tie to the earlier stage. The result sums exactly to
+    min(total_budget, total rows) and no stage gets more than its rows.
+    """
+    rows = np.asarray(n_rows_per_stage, dtype=np.int64)
+    if total_budget < 0 or np.any(rows < 0):
+        raise ValueError("the budget and the stage sizes must be >= 0")
+    total_rows = int(rows.sum())
+    budget = min(int(total_budget), total_rows)
+    if budget == 0:
+        return [0] * len(rows)
+    share, remainder = np.divmod(budget * rows, total_rows)
+    short = budget - int(share.sum())
+    share[np.argsort(-remainder, kind="stable")[:short]] += 1
+    return share.tolist()

@@ -1,0 +1,182 @@
+"""The specialist protocol: a small model that scores texts against the task's labels.
+
+A specialist is a scikit-learn-like estimator. Its constructor only stores parameters; it exposes
+`classes_` (the label names of its output columns) and `predict_proba(X) -> (n, len(classes_))`.
+`X` is a list of texts, or, for specialists whose `input_kind` is "embedding", an (n, d) array of
+sentence embeddings from the shared encoder named by `encoder` — so every embedding-based specialist
+shares one encoder pass, which the pipeline caches in the run store.
+
+Trainable specialists also implement `fit(X, y)`; an unfitted trainable specialist abstains.
+
+A model usually has labels of its own (VADER: negative/neutral/positive; a hub model: LABEL_0...).
+`LabelMap` turns its probability columns into the task's label order: the mass of each model label
+goes to the task label it maps to, unmapped model labels are dropped, and a row whose mapped mass is
+zero is an abstention (NaN row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import SpecialistError
+
+InputKind = Literal["text", "embedding"]
+
+
+@runtime_checkable
+class Specialist(Protocol):
+    """What the pipeline needs from a specialist."""
+
+    name: str
+    input_kind: InputKind
+    encoder: str | None
+    trainable: bool
+
+    @property
+    def classes_(self) -> np.ndarray: ...
+
+    def predict_proba(self, X: Any) -> np.ndarray: ...
+
+
+class BaseSpecialist:
+    """Convenience base: parameters stored by the subclass constructor, sklearn-style."""
+
+    input_kind: ClassVar[InputKind] = "text"
+    trainable: ClassVar[bool] = False
+    encoder: str | None = None
+    name: str = "specialist"
+
+    @property
+    def is_fitted(self) -> bool:
+        return True
+
+    def fit(self, X: Any, y: Sequence[str]) -> BaseSpecialist:  # pragma: no cover - overridden
+        raise SpecialistError(f"specialist {self.name!r} cannot be trained")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Maps a model's label names to the task's label names (many-to-one allowed)."""
+
+    source: tuple[str, ...]
+    target: tuple[str, ...]
+    mapping: Mapping[str, str]
+
+    @classmethod
+    def build(
+        cls,
+        model_labels: Sequence[str],
+        task_labels: Sequence[str],
+        mapping: Mapping[str, str] | None = None,
+        *,
+        specialist: str = "specialist",
+    ) -> LabelMap:
+        model_labels = [str(x) for x in model_labels]
+        task_labels = [str(x) for x in task_labels]
+        if mapping:
+            unknown = [k for k in mapping if k not in model_labels]
+            if unknown:
+                raise SpecialistError(
+                    f"label_map of {specialist!r} names {unknown[0]!r}, which is not one of the model's "
+                    f"labels {model_labels}; use the model's own label names as keys"
+                )
+            bad = [v for v in mapping.values() if v not in task_labels]
+            if bad:
+                raise SpecialistError(
+                    f"label_map of {specialist!r} maps to {bad[0]!r}, which is not a task label {task_labels}"
+                )
+            m = dict(mapping)
+        else:
+            by_lower = {t.lower(): t for t in task_labels}
+            m = {s: by_lower[s.lower()] for s in model_labels if s.lower() in by_lower}
+            if not m:
+                raise SpecialistError(
+                    f"specialist {specialist!r} has labels {model_labels}, none of which is a task label "
+                    f"{task_labels}; give it a label_map in the task file"
+                )
+        return cls(tuple(model_labels), tuple(task_labels), m)
+
+    def matrix(self) -> np.ndarray:
+        """(len(source), len(target)) 0/1 matrix: probs @ matrix gives task-ordered probabilities."""
+        M = np.zeros((len(self.source), len(self.target)), dtype=np.float32)
+        t_index = {t: j for j, t in enumerate(self.target)}
+        for i, s in enumerate(self.source):
+            if s in self.mapping:
+                M[i, t_index[self.mapping[s]]] = 1.0
+        return M
+
+    def apply(self, proba: np.ndarray) -> np.ndarray:
+        """Model-ordered (n, len(source)) probabilities -> task-ordered (n, len(target)), rows
+        renormalised; rows with no mapped mass become NaN (abstain)."""
+        out = np.asarray(proba, dtype=np.float32) @ self.matrix()
+        mass = out.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(mass > 0, out / np.where(mass > 0, mass, 1), np.nan)
+        return out.astype(np.float32)
+
+    @property
+    def covered(self) -> list[str]:
+        """The task labels this model can vote for."""
+        return sorted(set(self.mapping.values()), key=self.target.index)
+
+
+class MappedSpecialist:
+    """Wraps a specialist with its own labels so that it speaks the task's labels."""
+
+    def __init__(self, inner: Any, label_map: LabelMap, name: str | None = None):
+        self.inner = inner
+        self.label_map = label_map
+        self.name = name or getattr(inner, "name", type(inner).__name__)
+
+    @property
+    def input_kind(self) -> InputKind:
+        return getattr(self.inner, "input_kind", "text")
+
+    @property
+    def encoder(self) -> str | None:
+        return getattr(self.inner, "encoder", None)
+
+    @property
+    def trainable(self) -> bool:
+        return bool(getattr(self.inner, "trainable", False))
+
+    @property
+    def is_fitted(self) -> bool:
+        return bool(getattr(self.inner, "is_fitted", True))
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.array(self.label_map.target)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self.label_map.apply(self.inner.predict_proba(X))
+
+    def fit(self, X: Any, y: Sequence[str]) -> MappedSpecialist:
+        self.inner.fit(X, y)
+        return self
+
+    def __repr__(self) -> str:
+        return f"MappedSpecialist({self.inner!r}, covers={self.label_map.covered})"
+
+
+def task_ordered(specialist: Any, proba: np.ndarray, task_labels: Sequence[str]) -> np.ndarray:
+    """Reorder a specialist's (n, k) output whose columns follow its `classes_` into task order,
+    filling labels it does not know with 0. Rows that are all NaN stay NaN (abstain)."""
+    classes = [str(c) for c in specialist.classes_]
+    if classes == list(task_labels):
+        return np.asarray(proba, dtype=np.float32)
+    out = np.zeros((len(proba), len(task_labels)), dtype=np.float32)
+    idx = {c: i for i, c in enumerate(classes)}
+    for j, t in enumerate(task_labels):
+        if t in idx:
+            out[:, j] = proba[:, idx[t]]
+    nan_rows = np.isnan(np.asarray(proba, dtype=np.float32)).all(axis=1)
+    out[nan_rows] = np.nan
+    return out

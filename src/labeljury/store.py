@@ -1,0 +1,331 @@
+"""The run store: a run directory with one SQLite database (WAL) that every step reads from and
+writes to. Each step commits its results in small transactions and records what it finished, so a
+run killed at any moment (even `kill -9`) resumes where it stopped: no row lost or duplicated, no
+review asked twice.
+
+Layout of `RUN_DIR/run.db`:
+  meta         key/value: task, input fingerprint, progress markers
+  texts        unique non-empty texts, 0-based `text_id` in order of first appearance
+  rows         one per input row: its text_id, or the reason it is skipped
+  embeddings   shared encoder output, float16, per chunk of CHUNK text ids
+  predictions  each specialist's task-ordered probabilities, per (specialist, version, chunk)
+  specialists  which specialists run, their validation score, whether they were dropped and why
+  routing      which texts were sent for review, why (bootstrap / hard) and their hardness
+  reviews      the reviewer's answers (or why there is none), stored as each arrives
+  final        the label, confidence and provenance of every text
+  stages       continual-learning stages and their metrics
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import RunStoreError
+from .review.base import ReviewResult
+
+CHUNK = 2048  # text ids per embedding / prediction block
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS texts (text_id INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE,
+    text TEXT NOT NULL, first_row INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rows (row_idx INTEGER PRIMARY KEY, text_id INTEGER, skip_reason TEXT);
+CREATE TABLE IF NOT EXISTS embeddings (encoder TEXT NOT NULL, chunk INTEGER NOT NULL,
+    dim INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (encoder, chunk));
+CREATE TABLE IF NOT EXISTS predictions (specialist TEXT NOT NULL, version INTEGER NOT NULL,
+    chunk INTEGER NOT NULL, k INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (specialist, version, chunk));
+CREATE TABLE IF NOT EXISTS specialists (name TEXT PRIMARY KEY, position INTEGER NOT NULL,
+    spec TEXT NOT NULL, status TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0,
+    validation_accuracy REAL, validation_rows INTEGER, note TEXT);
+CREATE TABLE IF NOT EXISTS routing (text_id INTEGER PRIMARY KEY, why TEXT NOT NULL,
+    hardness REAL, stage INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS reviews (text_id INTEGER PRIMARY KEY, label TEXT, source TEXT NOT NULL,
+    confidence REAL, reason TEXT, pending INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS final (text_id INTEGER PRIMARY KEY, label TEXT, confidence REAL,
+    source TEXT NOT NULL, vote TEXT, vote_confidence REAL, specialist_votes TEXT);
+CREATE TABLE IF NOT EXISTS stages (stage INTEGER PRIMARY KEY, metrics TEXT NOT NULL);
+"""
+
+
+def text_hash(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class RunStore:
+    """One run directory. Not thread-safe: one connection, used from the pipeline's thread."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.db_path = self.run_dir / "run.db"
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA busy_timeout=30000")
+            self.conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.DatabaseError) as err:
+            raise RunStoreError(
+                f"run directory {str(self.run_dir)!r} cannot be used ({err}); pass another --run-dir"
+            ) from None
+        if self.get_meta("schema_version") is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- meta -------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any, conn: sqlite3.Connection | None = None) -> None:
+        (conn or self.conn).execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    def is_done(self, step: str) -> bool:
+        return bool(self.get_meta(f"done:{step}", False))
+
+    def mark_done(self, step: str, conn: sqlite3.Connection | None = None) -> None:
+        self.set_meta(f"done:{step}", True, conn)
+
+    def clear_done(self, prefix: str) -> None:
+        self.conn.execute("DELETE FROM meta WHERE key LIKE ?", (f"done:{prefix}%",))
+
+    # -- rows and texts ---------------------------------------------------------------------
+    @property
+    def n_rows(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+
+    @property
+    def n_texts(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM texts").fetchone()[0]
+
+    def add_rows(self, start: int, values: Sequence[str | None], skip_reasons: Sequence[str | None]) -> None:
+        """Record input rows `start..start+len(values)-1` in one transaction. `values[i]` is the
+        text, or None with `skip_reasons[i]` set. Duplicate texts share one text id."""
+        with self.transaction() as c:
+            next_id = c.execute("SELECT COALESCE(MAX(text_id) + 1, 0) FROM texts").fetchone()[0]
+            hashes = {v: text_hash(v) for v in values if v is not None}
+            known: dict[bytes, int] = {}
+            uniq = list(set(hashes.values()))
+            for i in range(0, len(uniq), 500):
+                part = uniq[i : i + 500]
+                q = f"SELECT hash, text_id FROM texts WHERE hash IN ({','.join('?' * len(part))})"
+                known.update({bytes(h): t for h, t in c.execute(q, part)})
+            new_texts = []
+            row_values = []
+            for offset, (v, why) in enumerate(zip(values, skip_reasons, strict=True)):
+                row = start + offset
+                if v is None:
+                    row_values.append((row, None, why))
+                    continue
+                h = hashes[v]
+                tid = known.get(h)
+                if tid is None:
+                    tid = next_id
+                    next_id += 1
+                    known[h] = tid
+                    new_texts.append((tid, h, v, row))
+                row_values.append((row, tid, None))
+            c.executemany("INSERT INTO texts(text_id, hash, text, first_row) VALUES (?,?,?,?)", new_texts)
+            c.executemany("INSERT INTO rows(row_idx, text_id, skip_reason) VALUES (?,?,?)", row_values)
+            self.set_meta("ingested_rows", start + len(values), c)
+
+    def texts(self, start: int, stop: int) -> list[str]:
+        """Texts with ids in [start, stop), in id order."""
+        return [t for (t,) in self.conn.execute(
+            "SELECT text FROM texts WHERE text_id >= ? AND text_id < ? ORDER BY text_id", (start, stop))]
+
+    def texts_by_id(self, ids: Iterable[int]) -> dict[int, tuple[str, int]]:
+        """{text_id: (text, first_row)}"""
+        ids = list(ids)
+        out: dict[int, tuple[str, int]] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            q = f"SELECT text_id, text, first_row FROM texts WHERE text_id IN ({','.join('?' * len(part))})"
+            out.update({t: (x, r) for t, x, r in self.conn.execute(q, part)})
+        return out
+
+    def row_text_ids(self, start: int, stop: int) -> tuple[np.ndarray, list[str | None]]:
+        """text ids (-1 for skipped) and skip reasons of input rows [start, stop)."""
+        rows = self.conn.execute(
+            "SELECT row_idx, text_id, skip_reason FROM rows WHERE row_idx >= ? AND row_idx < ? ORDER BY row_idx",
+            (start, stop)).fetchall()
+        if len(rows) != stop - start:
+            raise RunStoreError(
+                f"the run store has {len(rows)} of input rows {start}..{stop - 1}; the input file changed "
+                "since the run started — rerun with a new --run-dir")
+        ids = np.array([-1 if t is None else t for _, t, _ in rows], dtype=np.int64)
+        return ids, [s for _, _, s in rows]
+
+    def chunks(self) -> list[tuple[int, int, int]]:
+        """(chunk, start, stop) over all text ids."""
+        n = self.n_texts
+        return [(c, s, min(s + CHUNK, n)) for c, s in enumerate(range(0, n, CHUNK))]
+
+    # -- embeddings and predictions ------------------------------------------------------------
+    def get_embeddings(self, encoder: str, chunk: int) -> np.ndarray | None:
+        row = self.conn.execute(
+            "SELECT dim, data FROM embeddings WHERE encoder=? AND chunk=?", (encoder, chunk)).fetchone()
+        if row is None:
+            return None
+        return np.frombuffer(row[1], dtype=np.float16).reshape(-1, row[0]).astype(np.float32)
+
+    def put_embeddings(self, encoder: str, chunk: int, emb: np.ndarray) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO embeddings(encoder, chunk, dim, data) VALUES (?,?,?,?)",
+            (encoder, chunk, int(emb.shape[1]), np.ascontiguousarray(emb, dtype=np.float16).tobytes()))
+
+    def has_embeddings(self, encoder: str, chunk: int) -> bool:
+        return self.conn.execute(
+            "SELECT 1 FROM embeddings WHERE encoder=? AND chunk=?", (encoder, chunk)).fetchone() is not None
+
+    def get_predictions(self, specialist: str, version: int, chunk: int) -> np.ndarray | None:
+        row = self.conn.execute(
+            "SELECT k, data FROM predictions WHERE specialist=? AND version=? AND chunk=?",
+            (specialist, version, chunk)).fetchone()
+        if row is None:
+            return None
+        return np.frombuffer(row[1], dtype=np.float32).reshape(-1, row[0]).copy()
+
+    def put_predictions(self, specialist: str, version: int, chunk: int, proba: np.ndarray) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO predictions(specialist, version, chunk, k, data) VALUES (?,?,?,?,?)",
+            (specialist, version, chunk, int(proba.shape[1]),
+             np.ascontiguousarray(proba, dtype=np.float32).tobytes()))
+
+    # -- specialists ----------------------------------------------------------------------------
+    def save_specialists(self, entries: Sequence[dict[str, Any]]) -> None:
+        with self.transaction() as c:
+            for pos, e in enumerate(entries):
+                c.execute(
+                    "INSERT INTO specialists(name, position, spec, status, version) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT(name) DO UPDATE SET position=excluded.position, spec=excluded.spec",
+                    (e["name"], pos, json.dumps(e["spec"]), "active", 0))
+
+    def specialists(self) -> list[dict[str, Any]]:
+        cur = self.conn.execute(
+            "SELECT name, spec, status, version, validation_accuracy, validation_rows, note "
+            "FROM specialists ORDER BY position")
+        return [dict(name=n, spec=json.loads(s), status=st, version=v, validation_accuracy=a,
+                     validation_rows=r, note=note) for n, s, st, v, a, r, note in cur]
+
+    def update_specialist(self, name: str, **fields: Any) -> None:
+        allowed = {"status", "version", "validation_accuracy", "validation_rows", "note"}
+        if not fields.keys() <= allowed:
+            raise ValueError(f"unknown specialist fields {set(fields) - allowed}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        self.conn.execute(f"UPDATE specialists SET {sets} WHERE name=?", (*fields.values(), name))
+
+    # -- routing and reviews ----------------------------------------------------------------------
+    def add_routing(self, text_ids: Sequence[int], why: str, hardness: Sequence[float] | None, stage: int,
+                    done_step: str | None = None) -> None:
+        """Record the rows sent to review, and (atomically) that the routing step is done."""
+        now = time.time()
+        hard = list(hardness) if hardness is not None else [None] * len(text_ids)
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO routing(text_id, why, hardness, stage, created_at) VALUES (?,?,?,?,?)",
+                [(int(t), why, None if h is None else float(h), stage, now) for t, h in zip(text_ids, hard)])
+            if done_step:
+                self.mark_done(done_step, c)
+
+    def routed(self, why: str | None = None, stage: int | None = None) -> list[int]:
+        q, args = "SELECT text_id FROM routing WHERE 1=1", []
+        if why is not None:
+            q += " AND why=?"
+            args.append(why)
+        if stage is not None:
+            q += " AND stage=?"
+            args.append(stage)
+        return [t for (t,) in self.conn.execute(q + " ORDER BY hardness DESC, text_id", args)]
+
+    @property
+    def n_routed(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM routing").fetchone()[0]
+
+    def put_review(self, r: ReviewResult) -> None:
+        """Store one answer at once (a pending one is overwritten by the next answer)."""
+        self.conn.execute(
+            "INSERT INTO reviews(text_id, label, source, confidence, reason, pending, cost_usd, created_at) "
+            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(text_id) DO UPDATE SET label=excluded.label, "
+            "source=excluded.source, confidence=excluded.confidence, reason=excluded.reason, "
+            "pending=excluded.pending, cost_usd=excluded.cost_usd, created_at=excluded.created_at",
+            (r.key, r.label, r.source, r.confidence, r.reason, int(r.pending), r.cost_usd, time.time()))
+
+    def reviews(self, include_pending: bool = False) -> dict[int, ReviewResult]:
+        q = "SELECT text_id, label, source, confidence, reason, pending, cost_usd FROM reviews"
+        if not include_pending:
+            q += " WHERE pending=0"
+        return {t: ReviewResult(t, lab, src, conf, why, bool(p), cost)
+                for t, lab, src, conf, why, p, cost in self.conn.execute(q)}
+
+    def labeled_reviews(self) -> dict[int, str]:
+        """{text_id: label} of reviews that produced a label."""
+        return {t: lab for t, lab in self.conn.execute(
+            "SELECT text_id, label FROM reviews WHERE pending=0 AND label IS NOT NULL ORDER BY text_id")}
+
+    # -- final labels ---------------------------------------------------------------------------------
+    def put_final(self, records: Iterable[tuple[int, str | None, float | None, str, str | None, float | None, str]]) -> None:
+        """(text_id, label, confidence, source, vote, vote_confidence, specialist_votes_json)"""
+        with self.transaction() as c:
+            c.execute("DELETE FROM final")
+            c.executemany("INSERT INTO final VALUES (?,?,?,?,?,?,?)", records)
+            self.mark_done("finalize", c)
+
+    def final_for(self, text_ids: np.ndarray) -> dict[int, tuple[str | None, float | None, str, str | None, float | None, str]]:
+        ids = [int(t) for t in set(text_ids.tolist()) if t >= 0]
+        out = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            q = ("SELECT text_id, label, confidence, source, vote, vote_confidence, specialist_votes FROM final "
+                 f"WHERE text_id IN ({','.join('?' * len(part))})")
+            out.update({t: rest for t, *rest in self.conn.execute(q, part)})
+        return out
+
+    def source_counts(self) -> dict[str, int]:
+        """Input rows per annotation source (skipped rows included)."""
+        counts = dict(self.conn.execute(
+            "SELECT f.source, COUNT(*) FROM rows r JOIN final f ON f.text_id = r.text_id GROUP BY f.source"))
+        for why, n in self.conn.execute(
+                "SELECT skip_reason, COUNT(*) FROM rows WHERE text_id IS NULL GROUP BY skip_reason"):
+            counts[f"skipped:{why}"] = n
+        return counts
+
+    # -- stages ------------------------------------------------------------------------------------
+    def put_stage(self, stage: int, metrics: dict[str, Any]) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO stages(stage, metrics) VALUES (?,?)", (stage, json.dumps(metrics)))
+
+    def stages(self) -> list[dict[str, Any]]:
+        return [json.loads(m) for (m,) in self.conn.execute("SELECT metrics FROM stages ORDER BY stage")]

@@ -1,0 +1,296 @@
+"""The task file: what to label, with which labels, by which specialists, reviewed how.
+
+A task is YAML validated into `Task`. Every mistake becomes one `TaskError` line naming the key
+and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import TaskError
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class Example(BaseModel):
+    """A few-shot example: a text and its label (which must be one of the task's labels)."""
+
+    model_config = _STRICT
+    text: str
+    label: str
+
+
+class SpecialistSpec(BaseModel):
+    """One specialist: a catalog id, a Hugging Face hub id or a local model folder.
+
+    `label_map` maps the model's own label names to the task's labels; a model label mapped to
+    nothing (absent from the map) is ignored. Left empty, names that match the task's labels
+    (case-insensitively) map to themselves.
+    """
+
+    model_config = _STRICT
+    id: str
+    label_map: dict[str, str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReviewerSpec(BaseModel):
+    """Who reviews the hard rows: `gold` (a column of the input: evaluation), `file` (a JSONL queue
+    a person fills in), or `llm` (the task's `llm`)."""
+
+    model_config = _STRICT
+    kind: Literal["gold", "file", "llm"] = "gold"
+    column: str | None = None
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> ReviewerSpec:
+        if self.kind == "gold" and not self.column:
+            raise ValueError("the gold reviewer needs `column`: the input column holding the true labels")
+        return self
+
+
+class ReviewSpec(BaseModel):
+    """How many rows may be reviewed and which ones.
+
+    `budget` is a fraction of the input rows in (0, 1] when written with a decimal point (`0.2`,
+    `1.0`), or a whole row count >= 0 when written as an integer (`500`). `policy` orders rows by hardness: `disagreement` (the
+    paper: any specialist disagreeing), `margin` (top-two posterior gap), `confidence` (posterior
+    max). `threshold`, when set, sends only rows harder than it (still never over budget).
+    `bootstrap` rows, chosen for diversity, are reviewed first to fit and validate specialists.
+    """
+
+    model_config = _STRICT
+    budget: float | int = 0.2
+    policy: Literal["disagreement", "margin", "confidence"] = "margin"
+    threshold: float | None = None
+    bootstrap: float | int | None = None
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, v: Any) -> Any:
+        # A float is a fraction of the rows, an int a row count: `1.0` means every row, `1` one row.
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError("must be a fraction in (0, 1] (e.g. 0.2) or a whole row count >= 0 (e.g. 500)")
+        if isinstance(v, float):
+            if not 0 < v <= 1:
+                raise ValueError(f"{v} is outside (0, 1]; give a fraction like 0.2 or a row count like 500")
+            return v
+        if v < 0:
+            raise ValueError(f"{v} is a negative count; give a fraction like 0.2 or a row count like 500")
+        return v
+
+    @field_validator("bootstrap", mode="before")
+    @classmethod
+    def _bootstrap(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ValueError("must be a fraction in [0, 1) of the rows or a whole number of rows >= 0")
+        if isinstance(v, float) and v < 1:
+            return float(v)
+        return int(v)
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, v: float | None) -> float | None:
+        if v is not None and not 0 <= v <= 1:
+            raise ValueError("must be in [0, 1] (a hardness: 0 easy, 1 hardest)")
+        return v
+
+    def budget_rows(self, n_rows: int) -> int:
+        """The review budget as a row count for an input of `n_rows` rows."""
+        if isinstance(self.budget, float):
+            return int(self.budget * n_rows + 1e-9)
+        return int(self.budget)
+
+    def bootstrap_rows(self, n_rows: int, n_labels: int) -> int:
+        """Rows to review first; by default ~2% of the budget's rows, between 4 per label and 200."""
+        budget = self.budget_rows(n_rows)
+        if self.bootstrap is None:
+            want = max(4 * n_labels, min(200, int(0.25 * budget)))
+        elif isinstance(self.bootstrap, float):
+            want = int(self.bootstrap * n_rows)
+        else:
+            want = self.bootstrap
+        return max(0, min(want, budget))
+
+
+class LLMSpec(BaseModel):
+    """An OpenAI-compatible chat endpoint (or a local GGUF file through llama-cpp-python)."""
+
+    model_config = _STRICT
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+    gguf: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 256
+    timeout: float = 60.0
+    max_retries: int = 4
+    concurrency: int = 8
+    batch_size: int = 1
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    prices: dict[str, float] | None = None  # {"input": $/1M tokens, "output": $/1M tokens}
+
+    @field_validator("concurrency", "batch_size", "max_retries", "max_tokens")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+
+class ContinualSpec(BaseModel):
+    """Staged fine-tuning of the trainable specialists on reviewed rows (see `continual`)."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    stage_size: int | None = None
+    replay: int = 2000
+    holdout: float = 0.2
+    rescore: bool = True
+
+
+class Task(BaseModel):
+    model_config = _STRICT
+
+    name: str
+    labels: dict[str, str]
+    instructions: str = ""
+    text_column: str = "text"
+    examples: list[Example] = Field(default_factory=list)
+    specialists: Literal["auto"] | list[SpecialistSpec] = "auto"
+    voting: Literal["majority", "soft", "dawid-skene"] = "soft"
+    reviewer: ReviewerSpec = Field(default_factory=lambda: ReviewerSpec(kind="file"))
+    review: ReviewSpec = Field(default_factory=ReviewSpec)
+    llm: LLMSpec | None = None
+    continual: ContinualSpec | None = None
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v.strip()
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, v: Any) -> dict[str, str]:
+        if isinstance(v, list):
+            names = [str(x).strip() if x is not None else "" for x in v]
+            pairs = [(n, "") for n in names]
+        elif isinstance(v, dict):
+            pairs = [(str(k).strip(), "" if d is None else str(d).strip()) for k, d in v.items()]
+            names = [k for k, _ in pairs]
+        else:
+            raise ValueError("must be a list of label names, or names mapped to one-line descriptions")
+        if len(names) < 2:
+            raise ValueError(f"needs at least 2 labels, got {len(names)}")
+        if any(not n for n in names):
+            raise ValueError("a label name is empty")
+        seen: set[str] = set()
+        for n in names:
+            if n.lower() in seen:
+                raise ValueError(f"label {n!r} appears twice; each label must be listed once")
+            seen.add(n.lower())
+        return dict(pairs)
+
+    @field_validator("specialists", mode="before")
+    @classmethod
+    def _specialists(cls, v: Any) -> Any:
+        if v == "auto" or v is None:
+            return "auto"
+        if not isinstance(v, list) or not v:
+            raise ValueError("must be `auto` or a non-empty list of catalog ids, hub ids or local paths")
+        return [{"id": x} if isinstance(x, str) else x for x in v]
+
+    @model_validator(mode="after")
+    def _check(self) -> Task:
+        for i, ex in enumerate(self.examples):
+            if ex.label not in self.labels:
+                raise ValueError(
+                    f"examples[{i}] has label {ex.label!r}, which is not in the label set "
+                    f"{list(self.labels)}; fix the example or add the label"
+                )
+        if isinstance(self.specialists, list):
+            for s in self.specialists:
+                for src, dst in (s.label_map or {}).items():
+                    if dst not in self.labels:
+                        raise ValueError(
+                            f"specialist {s.id!r} maps {src!r} to {dst!r}, which is not a task label "
+                            f"{list(self.labels)}"
+                        )
+        if self.reviewer.kind == "llm" and self.llm is None:
+            raise ValueError("reviewer kind `llm` needs an `llm:` section (model, base_url, api_key_env)")
+        return self
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.labels)
+
+    def fingerprint(self) -> str:
+        """A hash of everything that changes the labels (not of the reviewer's location)."""
+        data = self.model_dump(mode="json")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    msg = first["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key; check its spelling against the task file reference in the README"
+    elif first["type"] == "missing":
+        msg = "is required"
+    where = f"{source}: {loc}" if loc else source
+    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    return f"{where}: {msg}{more}"
+
+
+def parse_task(data: Any, source: str = "task") -> Task:
+    """Validate an already-parsed mapping into a `Task`; raises `TaskError` with one line."""
+    if not isinstance(data, dict):
+        raise TaskError(f"{source}: the task must be a YAML mapping with keys like name, labels, text_column")
+    try:
+        return Task.model_validate(data)
+    except ValidationError as err:
+        raise TaskError(_format_validation_error(source, err)) from None
+
+
+def load_task(path: str | Path) -> Task:
+    """Read and validate a YAML task file."""
+    p = Path(path)
+    if not p.is_file():
+        raise TaskError(f"task file {str(p)!r} does not exist; pass the path of a YAML task file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise TaskError(f"task file {str(p)!r} cannot be read ({err.__class__.__name__}); check its permissions and encoding") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid syntax"
+        raise TaskError(f"task file {str(p)!r} is not valid YAML{where}: {problem}") from None
+    return parse_task(data, source=str(p))

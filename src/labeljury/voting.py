@@ -1,0 +1,299 @@
+"""Aggregating the specialists' votes into one label per row.
+
+The boundary is a vote tensor `P` of shape (n rows, m specialists, k labels): `P[i, j]` is
+specialist j's probability row for row i in task label order, or all-NaN when j abstains on i
+(a row with any NaN counts as an abstention). Voting never sees the specialists themselves, so any
+label model (majority, soft vote, Dawid-Skene) can be swapped in without touching the pipeline.
+
+Every function is vectorised over rows (n may be ~10M); Python loops run over specialists, labels
+or EM iterations only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+Method = Literal["majority", "soft", "dawid-skene"]
+
+
+@dataclass
+class VoteResult:
+    """One aggregated label per row, with what routing needs to decide which rows are hard.
+
+    `label` is -1 (and `confidence` 0) where every specialist abstained and the label is not known.
+    `unanimous` and `n_votes` describe the hard votes (each specialist's argmax), whatever the method.
+    """
+
+    label: np.ndarray  # (n,) int64 label index, -1 = no vote
+    confidence: np.ndarray  # (n,) float32 in [0, 1]
+    posterior: np.ndarray  # (n, k) float32, rows sum to 1
+    unanimous: np.ndarray  # (n,) bool: at least one vote and all votes agree
+    n_votes: np.ndarray  # (n,) int64 non-abstaining specialists
+    weights: np.ndarray | None = None  # (m,) specialist weights used by `soft`
+    confusion: np.ndarray | None = None  # (m, k, k) Dawid-Skene P(vote = l | true = c) as [j, c, l]
+    priors: np.ndarray | None = None  # (k,) Dawid-Skene class priors
+
+
+def _check(P: Any) -> np.ndarray:
+    P = np.asarray(P)
+    if P.ndim != 3:
+        raise ValueError(f"the vote tensor must have shape (rows, specialists, labels), got shape {P.shape}")
+    if P.shape[1] < 1 or P.shape[2] < 1:
+        raise ValueError(f"the vote tensor needs at least one specialist and one label, got shape {P.shape}")
+    return P if np.issubdtype(P.dtype, np.floating) else P.astype(np.float32)
+
+
+def hard_votes(P: np.ndarray) -> np.ndarray:
+    """(n, m) int16 argmax of each specialist's row (first label on ties), -1 where it abstains.
+
+    int16 keeps the (n, m) passes over 10M-row tensors cheap; no task has 32k labels."""
+    P = _check(P)
+    votes = P.argmax(axis=2).astype(np.int16)
+    # argmax returns the first NaN of a row holding one, so checking the picked value finds every
+    # (even partly) NaN row without an (n, m, k) mask.
+    votes[np.isnan(np.take_along_axis(P, votes[..., None], axis=2)[..., 0])] = -1
+    return votes
+
+
+def _agreement(votes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(unanimous, n_votes) from hard votes: unanimous when the largest and smallest vote coincide."""
+    voted = votes >= 0
+    n_votes = voted.sum(axis=1).astype(np.int64)
+    hi = votes.max(axis=1, initial=-1)
+    lo = np.where(voted, votes, k).min(axis=1, initial=k)
+    return (n_votes > 0) & (hi == lo), n_votes
+
+
+def _prob_sum(P: np.ndarray, voted: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(n, k) sum over voting specialists of w[j] * P[:, j]; one specialist at a time, in place, to
+    bound memory. float32 is plenty for a sum of a few probabilities."""
+    n, m, k = P.shape
+    out = np.zeros((n, k), dtype=np.float32)
+    scaled = np.empty((n, k), dtype=np.float32)
+    for j in range(m):
+        if w[j] != 0:
+            np.multiply(P[:, j, :], np.float32(w[j]), out=scaled)
+            np.add(out, scaled, out=out, where=voted[:, j, None])
+    return out
+
+
+def _result(
+    posterior: np.ndarray,
+    votes: np.ndarray,
+    confidence: np.ndarray | None = None,
+    clamped: np.ndarray | None = None,
+    label: np.ndarray | None = None,
+    **extra: Any,
+) -> VoteResult:
+    """Assemble a VoteResult: label = posterior argmax unless given, -1 where nobody voted (unless
+    the row's label is known)."""
+    n, k = posterior.shape
+    unanimous, n_votes = _agreement(votes, k)
+    empty = n_votes == 0
+    if clamped is not None:
+        empty &= ~clamped
+    label = (posterior.argmax(axis=1) if label is None else label).astype(np.int64)
+    label[empty] = -1
+    if confidence is None:
+        confidence = posterior[np.arange(n), np.maximum(label, 0)]
+    confidence = np.where(empty, 0.0, np.clip(confidence, 0.0, 1.0)).astype(np.float32)
+    posterior = posterior.astype(np.float32, copy=False)
+    return VoteResult(label, confidence, posterior, unanimous, n_votes, **extra)
+
+
+def _normalise(mass: np.ndarray) -> np.ndarray:
+    """Rows scaled to sum to 1; rows without mass become uniform (no information)."""
+    total = mass.sum(axis=1, keepdims=True)
+    k = mass.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, mass / total, 1.0 / k)
+
+
+def majority(P: np.ndarray, tie_break: Literal["probability", "first"] = "probability") -> VoteResult:
+    """Plurality of hard votes (each specialist's argmax).
+
+    Ties between labels with equally many votes go to the label with the larger summed probability
+    over all voting specialists (`"probability"`), or to the lowest label index (`"first"`).
+    `posterior` is the vote share of each label. `confidence` is the winner's vote share times the
+    mean probability its voters gave it (= their summed winner probability / number of votes): it
+    falls both when specialists dissent and when the agreeing ones are unsure, so a unanimous but
+    hesitant row is not reported as certain.
+    """
+    if tie_break not in ("probability", "first"):
+        raise ValueError(f"unknown tie_break {tie_break!r}; use 'probability' or 'first'")
+    P = _check(P)
+    n, m, k = P.shape
+    votes = hard_votes(P)
+    voted = votes >= 0
+    rows = np.arange(n)
+    counts = np.zeros((n, k), dtype=np.float32)
+    for j in range(m):
+        counts[rows, votes[:, j]] += voted[:, j]  # an abstention indexes column -1 but adds 0
+    winner = counts.argmax(axis=1)
+    if tie_break == "probability":
+        tie = (counts == counts[rows, winner][:, None]).sum(axis=1) > 1
+        # Only tied rows need the probabilities; their share (< 1) cannot overturn a vote count.
+        key = counts[tie] + 0.5 * _normalise(_prob_sum(P[tie], voted[tie], np.ones(m)))
+        winner[tie] = key.argmax(axis=1)
+    winner_mass = np.zeros(n, dtype=np.float64)
+    for j in range(m):
+        winner_mass += np.where(votes[:, j] == winner, P[rows, j, winner], 0.0)
+    confidence = winner_mass / np.maximum(voted.sum(axis=1), 1)
+    return _result(_normalise(counts), votes, confidence, label=winner)
+
+
+def soft(P: np.ndarray, weights: np.ndarray | None = None) -> VoteResult:
+    """Weighted mean of the voting specialists' probability rows, renormalised.
+
+    `weights` (m,) >= 0 scales each specialist (e.g. `accuracy_weights`); default all 1. A row whose
+    voters all have weight 0 falls back to their unweighted mean rather than losing its vote.
+    """
+    P = _check(P)
+    n, m, k = P.shape
+    w = np.ones(m) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (m,) or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"weights must be {m} finite values >= 0, one per specialist")
+    votes = hard_votes(P)
+    voted = votes >= 0
+    mass = _prob_sum(P, voted, w)
+    lost = (mass.sum(axis=1) <= 0) & voted.any(axis=1)
+    if lost.any():
+        mass[lost] = _prob_sum(P[lost], voted[lost], np.ones(m))
+    return _result(_normalise(mass), votes, weights=w)
+
+
+def accuracy_weights(P: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Per-specialist soft-vote weights from accuracy on rows with a known label (-1 = unknown).
+
+    The weight is the log-odds of accuracy against chance, log((k - 1) * acc / (1 - acc)), the
+    optimal weight for independent voters with symmetric errors; worse than chance is clipped to 0.
+    Accuracy is Laplace-smoothed, (correct + 1) / (seen + 2), so a few rows cannot give an infinite
+    weight. A specialist never seen on a known row gets the mean weight of the others; with no known
+    rows at all every weight is 1 (a plain soft vote).
+    """
+    P = _check(P)
+    n, m, k = P.shape
+    known = _check_known(known, n, k)
+    has = known >= 0
+    votes = hard_votes(P[has])
+    seen = (votes >= 0).sum(axis=0)
+    if not seen.any():
+        return np.ones(m)
+    correct = (votes == known[has, None]).sum(axis=0)
+    acc = (correct + 1.0) / (seen + 2.0)
+    w = np.maximum(np.log(max(k - 1, 1) * acc / (1.0 - acc)), 0.0)
+    w[seen == 0] = w[seen > 0].mean()
+    return w
+
+
+def _check_known(known: Any, n: int, k: int) -> np.ndarray:
+    known = np.asarray(known)
+    if known.shape != (n,) or not np.issubdtype(known.dtype, np.integer):
+        raise ValueError(f"known must be an integer array of shape ({n},), -1 for unknown rows")
+    if known.size and (known.min() < -1 or known.max() >= k):
+        raise ValueError(f"known labels must be -1 (unknown) or a label index in [0, {k})")
+    return known.astype(np.int64, copy=False)
+
+
+def _patterns(columns: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group rows by their tuple of small non-negative codes (< base).
+
+    Returns (first row of each pattern, inverse (n,), counts). The mixed-radix key is re-densified
+    with `np.unique` whenever it could overflow int64, so any number of columns works.
+    """
+    n = len(columns[0])
+    key = np.zeros(n, dtype=np.int64)
+    span = 1
+    for col in columns:
+        if span * base >= 2**62:
+            _, key = np.unique(key, return_inverse=True)
+            span = n
+        key = key * base + col
+        span *= base
+    _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+    return first, inverse.reshape(n), counts
+
+
+def dawid_skene(
+    P: np.ndarray,
+    n_iter: int = 50,
+    tol: float = 1e-6,
+    init: Literal["majority", "soft"] = "majority",
+    smoothing: float = 1.0,
+    known: np.ndarray | None = None,
+) -> VoteResult:
+    """Dawid-Skene EM over hard votes: learns each specialist's k x k confusion matrix and the class
+    priors without gold labels, so a specialist that is wrong in a consistent way (say, swaps two
+    labels) is decoded instead of outvoted.
+
+    Rows with the same votes (and known label) have the same posterior, so EM runs on the distinct
+    vote patterns weighted by their counts: the per-iteration cost does not grow with n. `known` (n,)
+    clamps rows with a label >= 0 to that label (semi-supervised; it also resolves what votes alone
+    cannot, e.g. which of two disagreeing camps is right). `smoothing` is the Laplace pseudo-count of
+    every prior and confusion cell (the diagonal gets more, see below), so no probability is ever 0.
+    `init` starts EM from the majority vote shares or from the soft vote. Stops when no posterior
+    moves by more than `tol`, or after `n_iter` EM rounds.
+    """
+    if init not in ("majority", "soft"):
+        raise ValueError(f"unknown init {init!r}; use 'majority' or 'soft'")
+    if smoothing <= 0 or n_iter < 1:
+        raise ValueError("smoothing must be > 0 (so that no probability is 0) and n_iter >= 1")
+    P = _check(P)
+    n, m, k = P.shape
+    votes = hard_votes(P)
+    codes = np.where(votes >= 0, votes, k)  # k = abstained: an extra "vote" that carries no evidence
+    known = np.full(n, -1, dtype=np.int64) if known is None else _check_known(known, n, k)
+    first, inverse, counts = _patterns([*codes.T, known + 1], k + 2)
+    # EM state is kept label-major, (k, U) over the U distinct patterns, so that every bincount and
+    # take below runs over contiguous memory.
+    pat = np.ascontiguousarray(codes[first].T)  # (m, U) the votes of each pattern
+    clamp = known[first]
+    clamped = clamp >= 0
+    n_pat = len(first)
+
+    if init == "majority":
+        T = np.stack([(pat == c).sum(axis=0) for c in range(k)]).astype(np.float64)
+    else:
+        row_post = soft(P).posterior
+        T = np.stack([np.bincount(inverse, row_post[:, c], n_pat) for c in range(k)])
+    T = _normalise(T.T).T
+    T[:, clamped] = np.eye(k)[:, clamp[clamped]]
+
+    # Dirichlet pseudo-counts: `smoothing` on every wrong label, 2 (k - 1) `smoothing` on the right one,
+    # i.e. a prior mean accuracy of 2/3. Negligible on real data sizes, but it keeps tiny inputs from
+    # washing out to uniform and breaks the tie between a labelling and its permutations.
+    pseudo = smoothing * (np.ones((k, k)) + (2 * k - 3) * np.eye(k))
+    for _ in range(n_iter):
+        # M-step: priors and confusions [c, l] from the posterior-weighted vote counts.
+        wT = T * counts
+        priors = (wT.sum(axis=1) + smoothing) / (counts.sum() + k * smoothing)
+        log_conf = np.zeros((m, k, k + 1))  # [j, class, vote]; the abstain column stays log 1 = 0
+        for j in range(m):
+            cnt = np.stack([np.bincount(pat[j], wT[c], k + 1)[:k] for c in range(k)]) + pseudo
+            log_conf[j, :, :k] = np.log(cnt / cnt.sum(axis=1, keepdims=True))
+        # E-step: posterior over the true label of each vote pattern.
+        log_post = np.repeat(np.log(priors)[:, None], n_pat, axis=1)
+        for j in range(m):
+            for c in range(k):
+                log_post[c] += np.take(log_conf[j, c], pat[j])
+        new = np.exp(log_post - log_post.max(axis=0))
+        new /= new.sum(axis=0)
+        new[:, clamped] = T[:, clamped]
+        delta = np.abs(new - T).max(initial=0.0)
+        T = new
+        if delta < tol:
+            break
+    confusion = np.exp(log_conf[:, :, :k])
+    posterior = np.take(T.T.astype(np.float32), inverse, axis=0)
+    return _result(posterior, votes, clamped=known >= 0, confusion=confusion, priors=priors)
+
+
+def aggregate(P: np.ndarray, method: Method, **kw: Any) -> VoteResult:
+    """Dispatch to `majority`, `soft` or `dawid_skene` by the task's `voting` name."""
+    methods = {"majority": majority, "soft": soft, "dawid-skene": dawid_skene}
+    if method not in methods:
+        raise ValueError(f"unknown voting method {method!r}; use one of {sorted(methods)}")
+    return methods[method](P, **kw)

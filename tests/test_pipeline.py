@@ -1,0 +1,173 @@
+"""End-to-end runs of the pipeline on generated data, through the Python API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from labeljury import evaluate, load_task, run
+from labeljury.errors import RunStoreError
+from labeljury.store import RunStore
+
+from .conftest import make_rows, write_task
+
+
+def test_gold_run_labels_every_row_with_provenance(tmp_path: Path, toy_csv: Path, toy_task: Path) -> None:
+    out = tmp_path / "out.csv"
+    report = run(load_task(toy_task), toy_csv, out)
+    assert report.status == "complete"
+    src = pd.read_csv(toy_csv, keep_default_na=False, dtype=str)
+    got = pd.read_csv(out, keep_default_na=False, dtype=str)
+    # every input column, in order, then the three annotation columns; every row, in order
+    assert list(got.columns) == [*src.columns, "annotation", "annotation_confidence", "annotation_source"]
+    pd.testing.assert_frame_equal(got[src.columns], src)
+    empty = src["text"].str.strip() == ""
+    assert (got.loc[empty, "annotation_source"] == "skipped:empty").all()
+    assert (got.loc[empty, "annotation"] == "").all()
+    labeled = got[~empty]
+    assert labeled["annotation"].isin(["negative", "neutral", "positive"]).all()
+    assert set(labeled["annotation_source"]) <= {"consensus", "vote", "reviewed:gold"}
+    conf = labeled["annotation_confidence"].astype(float)
+    assert ((conf >= 0) & (conf <= 1)).all()
+    # reviewed rows carry the gold label
+    rev = labeled["annotation_source"] == "reviewed:gold"
+    assert (labeled.loc[rev, "annotation"] == labeled.loc[rev, "label"]).all()
+    # the review budget counts unique texts and is never exceeded
+    with RunStore(report.run_dir) as store:
+        n_reviews = len(store.reviews())
+        assert 0 < n_reviews <= int(0.2 * len(src))
+        assert store.n_texts < store.n_rows - 5  # duplicates share one text
+    # duplicates get the same label
+    dup = labeled.groupby("text")["annotation"].nunique()
+    assert (dup == 1).all()
+    ev = evaluate(out, "label")
+    assert ev.accuracy > 0.8
+    assert set(ev.specialist_accuracy) == {"tfidf-head", "vader"}
+    assert ev.vote_accuracy is not None
+
+
+def test_rerun_of_finished_run_is_identical_and_asks_nothing(tmp_path: Path, toy_csv: Path, toy_task: Path) -> None:
+    out = tmp_path / "out.csv"
+    task = load_task(toy_task)
+    run(task, toy_csv, out)
+    first = out.read_bytes()
+
+    class Refuse:
+        kind = "gold"
+
+        def review(self, items):  # noqa: ANN001, ANN201
+            raise AssertionError(f"asked again for {len(items)} reviews")
+
+    run(task, toy_csv, out, reviewer=Refuse())
+    assert out.read_bytes() == first
+
+
+def test_file_reviewer_waits_then_resumes(tmp_path: Path, toy_csv: Path) -> None:
+    task_path = write_task(tmp_path / "task.yaml", budget=0.1)
+    text = task_path.read_text().replace("{kind: gold, column: label}", "{kind: file}")
+    task_path.write_text(text)
+    task = load_task(task_path)
+    out = tmp_path / "out.csv"
+    gold = dict(zip(*[pd.read_csv(toy_csv, keep_default_na=False)[c] for c in ("text", "label")]))
+    rounds = 0
+    while True:
+        report = run(task, toy_csv, out)
+        if report.status == "complete":
+            break
+        assert not out.exists()  # nothing written while waiting
+        rounds += 1
+        assert rounds < 5
+        queue = report.queue
+        lines = [json.loads(x) for x in queue.read_text().splitlines()]
+        assert len(lines) == report.pending > 0
+        # a person answers all but one line; the unanswered one keeps the run waiting
+        for rec in lines[:-1]:
+            rec["label"] = gold[rec["text"]]
+        queue.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        report = run(task, toy_csv, out)
+        assert report.status == "waiting" and report.pending == 1
+        lines = [json.loads(x) for x in queue.read_text().splitlines()]
+        assert len(lines) == 1
+        lines[0]["label"] = gold[lines[0]["text"]].upper()  # labels are matched case-insensitively
+        queue.write_text(json.dumps(lines[0]) + "\n")
+    assert rounds == 2  # the bootstrap sample, then the hard rows
+    got = pd.read_csv(out, keep_default_na=False)
+    assert (got["annotation_source"] == "reviewed:file").sum() > 0
+    assert evaluate(out, "label").accuracy > 0.8
+
+
+def test_bad_review_file_label_is_one_line_error(tmp_path: Path, toy_csv: Path) -> None:
+    task_path = write_task(tmp_path / "task.yaml", budget=0.1)
+    task_path.write_text(task_path.read_text().replace("{kind: gold, column: label}", "{kind: file}"))
+    task = load_task(task_path)
+    report = run(task, toy_csv, tmp_path / "out.csv")
+    lines = [json.loads(x) for x in report.queue.read_text().splitlines()]
+    lines[0]["label"] = "meh"
+    report.queue.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    from labeljury.errors import ReviewError
+
+    with pytest.raises(ReviewError, match="not one of") as e:
+        run(task, toy_csv, tmp_path / "out.csv")
+    assert "\n" not in str(e.value)
+
+
+def test_run_dir_of_another_task_is_refused(tmp_path: Path, toy_csv: Path, toy_task: Path) -> None:
+    out = tmp_path / "out.csv"
+    run(load_task(toy_task), toy_csv, out)
+    other = write_task(tmp_path / "other.yaml", budget=0.1)
+    with pytest.raises(RunStoreError, match="another task file"):
+        run(load_task(other), toy_csv, out)
+
+
+@pytest.mark.parametrize("voting", ["majority", "soft", "dawid-skene"])
+def test_voting_methods_and_policies(tmp_path: Path, toy_csv: Path, voting: str) -> None:
+    task = load_task(write_task(tmp_path / "t.yaml", voting=voting, budget=0.15))
+    out = tmp_path / f"{voting}.csv"
+    report = run(task, toy_csv, out)
+    assert report.reviews <= report.budget
+    assert evaluate(out, "label").accuracy > 0.75
+
+
+def test_disagreement_policy_reviews_only_disagreements(tmp_path: Path, toy_csv: Path) -> None:
+    path = write_task(tmp_path / "t.yaml", budget=0.5)
+    path.write_text(path.read_text().replace("policy: margin", "policy: disagreement"))
+    out = tmp_path / "o.csv"
+    report = run(load_task(path), toy_csv, out, details=True)
+    got = pd.read_csv(out, keep_default_na=False)
+    with RunStore(report.run_dir) as s:
+        hard = set(s.routed("hard"))
+        boot = set(s.routed("bootstrap"))
+    assert hard and not hard & boot
+    rows = got[got["annotation_source"] == "reviewed:gold"]
+    # a hard-routed row was one where the specialists disagreed
+    votes = rows["annotation_votes"].map(json.loads)
+    disagree = votes.map(lambda d: len({v for v in d.values() if v}) > 1)
+    assert disagree.sum() >= len(hard)
+
+
+def test_jsonl_and_parquet_inputs(tmp_path: Path, toy_task: Path) -> None:
+    df = make_rows(300, seed=4)
+    task = load_task(toy_task)
+    for ext, write in (("jsonl", lambda p: df.to_json(p, orient="records", lines=True)),
+                       ("parquet", lambda p: df.to_parquet(p))):
+        src = tmp_path / f"in.{ext}"
+        write(src)
+        out = tmp_path / f"out.{ext}"
+        run(task, src, out)
+        got = pd.read_json(out, lines=True, dtype=False) if ext == "jsonl" else pd.read_parquet(out)
+        assert len(got) == len(df) and list(got.columns[:3]) == ["id", "text", "label"]
+        assert got["annotation"].notna().all()
+
+
+def test_specialist_worse_than_chance_is_dropped(tmp_path: Path, toy_csv: Path) -> None:
+    # VADER mapped backwards (its negative -> our positive) is worse than chance on this data
+    path = write_task(tmp_path / "t.yaml", specialists=(
+        "[tfidf-head, {id: vader, label_map: {negative: positive, positive: negative, neutral: neutral}}]"))
+    report = run(load_task(path), toy_csv, tmp_path / "o.csv")
+    status = {s["name"]: s for s in report.specialists}
+    assert status["vader"]["status"] == "dropped"
+    assert "below chance" in status["vader"]["note"]
+    assert status["tfidf-head"]["status"] == "active"

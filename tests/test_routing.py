@@ -1,0 +1,163 @@
+"""Routing: hardness scores, budgeted selection, the diverse bootstrap sample, stage budgets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labeljury.routing import (
+    DISAGREEMENT_CUT,
+    allocate_budget,
+    hardness,
+    select_bootstrap,
+    select_for_review,
+    stage_budgets,
+)
+from labeljury.voting import dawid_skene, majority, soft
+
+
+def tensor(probs: list[list[list[float] | None]]) -> np.ndarray:
+    """Nested rows of specialist probability rows (None = abstain) -> (n, m, k) float32."""
+    k = len(next(p for row in probs for p in row if p is not None))
+    return np.array([[p if p is not None else [np.nan] * k for p in row] for row in probs], dtype=np.float32)
+
+
+P = tensor(
+    [
+        [[0.9, 0.1], [0.8, 0.2], [0.95, 0.05]],  # unanimous, confident
+        [[0.6, 0.4], [0.55, 0.45], [0.6, 0.4]],  # unanimous, hesitant
+        [[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]],  # 2 against 1
+        [[0.9, 0.1], [0.2, 0.8], None],  # 1 against 1
+        [None, None, None],  # nobody voted
+    ]
+)
+
+
+def test_disagreement_hardness() -> None:
+    r = majority(P)
+    h = hardness(r, P, "disagreement")
+    assert h.tolist()[4] == 1.0
+    assert np.all(h[:2] <= DISAGREEMENT_CUT) and np.all(h[2:] > DISAGREEMENT_CUT)
+    assert h[1] > h[0]  # among unanimous rows the less confident is harder
+    assert h[3] > h[2]  # a 1-1 split is harder than a 2-1 split
+    np.testing.assert_allclose(h[2], 0.5 + 0.5 * (1 - 2 / 3))
+    np.testing.assert_allclose(h[0], 0.5 * (1 - r.confidence[0]))
+
+
+@pytest.mark.parametrize("vote", [majority, soft, dawid_skene])
+@pytest.mark.parametrize("policy", ["disagreement", "margin", "confidence"])
+def test_hardness_is_in_unit_interval_and_nobody_voted_is_hardest(vote, policy: str) -> None:
+    h = hardness(vote(P), P, policy)
+    assert h.shape == (5,) and np.all((h >= 0) & (h <= 1))
+    assert h[4] == 1.0 and np.all(h[:4] < 1.0)
+
+
+def test_margin_and_confidence_hardness() -> None:
+    r = soft(P)
+    top = np.sort(r.posterior, axis=1)
+    margin = 1 - (top[:, -1] - top[:, -2])
+    np.testing.assert_allclose(hardness(r, None, "margin")[:4], margin[:4], rtol=1e-6)
+    np.testing.assert_allclose(hardness(r, None, "confidence")[:4], (1 - top[:, -1])[:4], rtol=1e-6)
+    with pytest.raises(ValueError):
+        hardness(r, None, "disagreement")
+    with pytest.raises(ValueError):
+        hardness(r, P, "entropy")  # type: ignore[arg-type]
+
+
+def test_select_hardest_first_with_stable_ties() -> None:
+    h = np.array([0.2, 0.9, 0.5, 0.9, 0.1, 0.7])
+    assert select_for_review(h, 3).tolist() == [1, 3, 5]
+    assert select_for_review(h, 10).tolist() == [1, 3, 5, 2, 0, 4]
+    assert select_for_review(h, 0).tolist() == []
+    assert select_for_review(h, 10, threshold=0.5).tolist() == [1, 3, 5]
+    assert select_for_review(h, 10, exclude=np.array([3, 5])).tolist() == [1, 2, 0, 4]
+    mask = np.zeros(6, bool)
+    mask[1] = True
+    assert select_for_review(h, 2, exclude=mask).tolist() == [3, 5]
+    with pytest.raises(ValueError):
+        select_for_review(h, -1)
+
+
+def test_disagreement_policy_only_picks_non_unanimous_rows() -> None:
+    r = majority(P)
+    h = hardness(r, P, "disagreement")
+    picked = select_for_review(h, 100, policy="disagreement")
+    assert picked.tolist() == [4, 3, 2]
+    assert select_for_review(h, 100, policy="disagreement", unanimous=r.unanimous).tolist() == [4, 3, 2]
+    # An explicit threshold overrides the rule: hesitant unanimous rows become eligible too.
+    assert select_for_review(h, 100, threshold=0.1, policy="disagreement").tolist() == [4, 3, 2, 1]
+
+
+def test_budget_is_never_exceeded() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(0, 60))
+        h = rng.choice([0.0, 0.25, 0.5, 0.75, 1.0], n) if rng.random() < 0.5 else rng.random(n)
+        budget = int(rng.integers(0, 80))
+        threshold = None if rng.random() < 0.3 else float(rng.random())
+        policy = rng.choice(["disagreement", "margin", "confidence"])
+        exclude = rng.random(n) < 0.2
+        picked = select_for_review(h, budget, threshold=threshold, policy=policy, exclude=exclude)
+        assert len(picked) <= budget
+        assert len(set(picked.tolist())) == len(picked)
+        assert not exclude[picked].any()
+        assert np.all(np.diff(h[picked]) <= 0)  # hardest first
+        if threshold is not None:
+            assert np.all(h[picked] > threshold)
+            eligible = (h > threshold) & ~exclude
+            assert len(picked) == min(budget, eligible.sum())
+            # Nothing left out is harder than what was picked.
+            if len(picked):
+                assert not np.any(eligible & (h > h[picked].min()) & ~np.isin(np.arange(n), picked))
+
+
+def blobs(per: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0, 0], [50, 0], [0, 50], [50, 50], [25, 100]], dtype=float)
+    X = np.concatenate([c + rng.normal(0, 1, (per, 2)) for c in centres])
+    return X, np.repeat(np.arange(5), per)
+
+
+def test_bootstrap_takes_one_row_per_cluster_deterministically() -> None:
+    X, blob = blobs()
+    picked = select_bootstrap(X, 5, seed=3)
+    assert len(picked) == 5
+    assert sorted(blob[picked].tolist()) == [0, 1, 2, 3, 4]
+    assert np.array_equal(picked, select_bootstrap(X, 5, seed=3))
+    ten = select_bootstrap(X, 10, seed=0)
+    assert len(set(ten.tolist())) == 10 and np.bincount(blob[ten], minlength=5).min() >= 1
+
+
+def test_bootstrap_edge_cases() -> None:
+    X, _ = blobs(per=2)
+    assert select_bootstrap(X, 0).tolist() == []
+    assert select_bootstrap(X, 10).tolist() == list(range(10))
+    assert select_bootstrap(X, 50).tolist() == list(range(10))
+    dup = np.zeros((20, 3))  # fewer distinct rows than clusters: topped up with random rows
+    assert len(set(select_bootstrap(dup, 4).tolist())) == 4
+    fallback = select_bootstrap(None, 7, seed=1, n_rows=100)
+    assert len(set(fallback.tolist())) == 7 and fallback.max() < 100
+    assert np.array_equal(fallback, select_bootstrap(None, 7, seed=1, n_rows=100))
+    with pytest.raises(ValueError):
+        select_bootstrap(None, 3)
+
+
+def test_stage_budgets_sum_exactly() -> None:
+    assert stage_budgets([2000, 2000, 1000], 500) == [200, 200, 100]
+    assert stage_budgets([1, 1, 1], 2) == [1, 1, 0]  # equal remainders: earlier stages first
+    assert stage_budgets([10, 0, 5], 100) == [10, 0, 5]  # never more than a stage's rows
+    assert stage_budgets([], 10) == []
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        rows = rng.integers(0, 5000, int(rng.integers(1, 12))).tolist()
+        total = int(rng.integers(0, 20000))
+        out = stage_budgets(rows, total)
+        assert sum(out) == min(total, sum(rows))
+        assert all(0 <= b <= r for b, r in zip(out, rows))
+        exact = np.array(rows) * min(total, sum(rows)) / max(sum(rows), 1)
+        assert np.all(np.abs(np.array(out) - exact) < 1)
+
+
+def test_allocate_budget() -> None:
+    assert allocate_budget(100, 30) == 70
+    assert allocate_budget(100, 130) == 0

@@ -1,0 +1,233 @@
+"""Vote aggregation on synthetic label matrices whose truth is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labeljury.voting import (
+    VoteResult,
+    accuracy_weights,
+    aggregate,
+    dawid_skene,
+    hard_votes,
+    majority,
+    soft,
+)
+
+METHODS = ["majority", "soft", "dawid-skene"]
+
+
+def tensor(votes: np.ndarray, k: int, conf: float = 0.8) -> np.ndarray:
+    """(n, m) hard votes (-1 = abstain) -> (n, m, k) float32 tensor: `conf` on the vote, the rest spread."""
+    n, m = votes.shape
+    P = np.full((n, m, k), (1 - conf) / (k - 1), dtype=np.float32)
+    i, j = np.nonzero(votes >= 0)
+    P[i, j, votes[i, j]] = conf
+    P[votes < 0] = np.nan
+    return P
+
+
+def noisy(rng: np.random.Generator, y: np.ndarray, k: int, acc: float) -> np.ndarray:
+    """Votes that are right with probability `acc`, otherwise a uniformly random wrong label."""
+    wrong = rng.random(len(y)) > acc
+    v = y.copy()
+    v[wrong] = (y[wrong] + rng.integers(1, k, wrong.sum())) % k
+    return v
+
+
+def correlated_wrong(n: int = 6000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One good voter (90%) and two voters that are good on labels 0 and 1 but both call label 2 "0"
+    70% of the time: on label 2 they often outvote the good voter together."""
+    rng = np.random.default_rng(seed)
+    k = 3
+    y = rng.integers(0, k, n)
+
+    def confuses_2_as_0() -> np.ndarray:
+        v = noisy(rng, y, k, 0.9)
+        v[(y == 2) & (rng.random(n) < 0.7)] = 0
+        return v
+
+    votes = np.stack([noisy(rng, y, k, 0.9), confuses_2_as_0(), confuses_2_as_0()], axis=1)
+    return tensor(votes, k), y
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_easy_case_is_labelled_correctly(method: str) -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 500)
+    votes = np.stack([noisy(rng, y, 4, 0.9) for _ in range(3)] + [y], axis=1)
+    r = aggregate(tensor(votes, 4), method)
+    assert isinstance(r, VoteResult)
+    assert (r.label == y).mean() > 0.97
+    assert r.posterior.shape == (500, 4)
+    np.testing.assert_allclose(r.posterior.sum(axis=1), 1.0, atol=1e-5)
+    assert np.all((r.confidence >= 0) & (r.confidence <= 1))
+    assert np.all(r.n_votes == 4)
+
+
+def test_unanimous_and_n_votes() -> None:
+    votes = np.array([[0, 0, 0], [0, 1, 0], [2, -1, 2], [-1, -1, -1], [-1, 1, -1]])
+    r = majority(tensor(votes, 3))
+    assert r.unanimous.tolist() == [True, False, True, False, True]
+    assert r.n_votes.tolist() == [3, 3, 2, 0, 1]
+    assert r.label.tolist() == [0, 0, 2, -1, 1]
+
+
+def test_majority_breaks_ties_by_summed_probability() -> None:
+    P = np.array([[[0.9, 0.1, 0.0], [0.4, 0.6, 0.0]]], dtype=np.float32)  # one vote each for 0 and 1
+    assert majority(P).label.tolist() == [0]
+    P = np.array([[[0.55, 0.45, 0.0], [0.05, 0.95, 0.0]]], dtype=np.float32)
+    assert majority(P).label.tolist() == [1]
+    assert majority(P, tie_break="first").label.tolist() == [0]
+
+
+def test_majority_confidence_is_share_times_winner_probability() -> None:
+    P = np.array(
+        [
+            [[0.9, 0.1], [0.7, 0.3], [0.2, 0.8]],  # 2 of 3 votes for 0 with probs 0.9, 0.7
+            [[0.6, 0.4], [0.6, 0.4], [0.6, 0.4]],  # unanimous but hesitant
+        ],
+        dtype=np.float32,
+    )
+    r = majority(P)
+    np.testing.assert_allclose(r.confidence, [(0.9 + 0.7) / 3, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(r.posterior[0], [2 / 3, 1 / 3], rtol=1e-6)
+
+
+def test_soft_is_the_weighted_mean() -> None:
+    P = np.array([[[0.9, 0.1], [0.2, 0.8], [np.nan, np.nan]]], dtype=np.float32)
+    np.testing.assert_allclose(soft(P).posterior[0], [0.55, 0.45], rtol=1e-6)
+    r = soft(P, weights=np.array([1.0, 3.0, 5.0]))
+    np.testing.assert_allclose(r.posterior[0], [(0.9 + 0.6) / 4, (0.1 + 2.4) / 4], rtol=1e-6)
+    assert r.label.tolist() == [1]
+    # Voters with weight 0 only: their unweighted mean, not a lost row.
+    assert soft(P, weights=np.array([0.0, 0.0, 1.0])).label.tolist() == [0]
+    with pytest.raises(ValueError):
+        soft(P, weights=np.array([1.0, -1.0, 1.0]))
+
+
+def test_dawid_skene_beats_majority_on_correlated_wrong_voters() -> None:
+    P, y = correlated_wrong()
+    acc_majority = (majority(P).label == y).mean()
+    acc_soft = (soft(P).label == y).mean()
+    acc_ds = (dawid_skene(P).label == y).mean()
+    assert acc_ds > max(acc_majority, acc_soft) + 0.1
+    assert acc_ds > 0.92
+
+
+def test_dawid_skene_recovers_confusion_matrices_and_priors() -> None:
+    # EM creeps along this weakly identified direction, so let it run to convergence.
+    P, y = correlated_wrong(30_000)
+    r = dawid_skene(P, n_iter=1000, tol=1e-9)
+    assert r.confusion is not None and r.confusion.shape == (3, 3, 3) and r.priors is not None
+    np.testing.assert_allclose(r.confusion.sum(axis=2), 1.0)
+    assert np.all(r.confusion > 0)  # smoothing: no zero probabilities
+    good = [[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]]
+    confuser = [[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.7 + 0.3 * 0.05, 0.3 * 0.05, 0.3 * 0.9]]
+    np.testing.assert_allclose(r.confusion[0], good, atol=0.05)
+    np.testing.assert_allclose(r.confusion[1], confuser, atol=0.05)
+    np.testing.assert_allclose(r.confusion[2], confuser, atol=0.05)
+    np.testing.assert_allclose(r.priors, np.bincount(y) / len(y), atol=0.03)
+
+
+def test_dawid_skene_decodes_a_swapper() -> None:
+    rng = np.random.default_rng(2)
+    k, n = 3, 3000
+    y = rng.integers(0, k, n)
+    swapped = np.array([1, 0, 2])[y]  # always calls 0 "1" and 1 "0"
+    votes = np.stack([noisy(rng, y, k, 0.85), noisy(rng, y, k, 0.75), swapped], axis=1)
+    r = dawid_skene(tensor(votes, k))
+    assert (r.label == y).mean() > 0.99
+    assert (r.label == y).mean() > (majority(tensor(votes, k)).label == y).mean() + 0.1
+    assert r.confusion is not None
+    np.testing.assert_allclose(r.confusion[2], [[0, 1, 0], [1, 0, 0], [0, 0, 1]], atol=0.05)
+
+
+def test_known_labels_are_clamped_and_fix_what_votes_alone_cannot() -> None:
+    # Two identical voters that call label 0 "1" and a good one: without gold this is symmetric
+    # (the good voter could be the one that swaps), so EM follows the majority; a few known rows decide.
+    rng = np.random.default_rng(3)
+    k, n = 3, 4000
+    y = rng.integers(0, k, n)
+    collapsed = np.where(y == 0, 1, y)
+    P = tensor(np.stack([noisy(rng, y, k, 0.9), collapsed, collapsed], axis=1), k)
+    known = np.where(rng.random(n) < 0.05, y, -1)
+    unsupervised = (dawid_skene(P).label == y).mean()
+    r = dawid_skene(P, known=known)
+    assert (r.label == y).mean() > unsupervised + 0.2
+    has = known >= 0
+    assert np.array_equal(r.label[has], known[has])
+    np.testing.assert_allclose(r.confidence[has], 1.0)
+    np.testing.assert_allclose(r.posterior[has], np.eye(k)[known[has]])
+
+
+def test_known_label_of_a_row_nobody_voted_on_is_kept() -> None:
+    P = tensor(np.array([[0, 0], [1, 1], [-1, -1], [-1, -1]]), 2)
+    r = dawid_skene(P, known=np.array([-1, -1, 1, -1]))
+    assert r.label.tolist() == [0, 1, 1, -1]
+    assert r.confidence[3] == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_abstentions(method: str) -> None:
+    votes = np.array([[0, -1, 0], [-1, -1, -1], [1, -1, 1], [1, -1, 0]])  # specialist 1 never votes
+    P = tensor(votes, 3)
+    P[3, 2, 1] = np.nan  # a partly-NaN row also counts as an abstention
+    r = aggregate(P, method)
+    assert r.label[:3].tolist() == [0, -1, 1]
+    assert r.confidence[1] == 0
+    assert r.n_votes.tolist() == [2, 0, 2, 1]
+    assert not r.unanimous[1]
+    assert np.all(np.isfinite(r.posterior)) and np.all(np.isfinite(r.confidence))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_single_specialist_and_empty_input(method: str) -> None:
+    P = tensor(np.array([[2], [0], [-1]]), 3)
+    r = aggregate(P, method)
+    assert r.label.tolist() == [2, 0, -1]
+    assert r.unanimous.tolist() == [True, True, False]
+    empty = aggregate(np.zeros((0, 2, 3), dtype=np.float32), method)
+    assert empty.label.shape == (0,) and empty.posterior.shape == (0, 3)
+
+
+def test_aggregate_rejects_unknown_methods_and_bad_tensors() -> None:
+    with pytest.raises(ValueError, match="unknown voting method"):
+        aggregate(np.zeros((1, 1, 2), dtype=np.float32), "mean")
+    with pytest.raises(ValueError):
+        majority(np.zeros((3, 2)))
+    with pytest.raises(ValueError):
+        dawid_skene(np.zeros((2, 1, 2), dtype=np.float32), known=np.array([0, 5]))
+
+
+def test_hard_votes() -> None:
+    P = np.array([[[0.1, 0.9], [np.nan, np.nan], [0.5, 0.5]]], dtype=np.float32)
+    assert hard_votes(P).tolist() == [[1, -1, 0]]
+
+
+def test_accuracy_weights() -> None:
+    rng = np.random.default_rng(4)
+    k, n = 3, 2000
+    y = rng.integers(0, k, n)
+    votes = np.stack([y, noisy(rng, y, k, 0.7), noisy(rng, y, k, 0.2), np.full(n, -1)], axis=1)
+    P = tensor(votes, k)
+    known = np.where(np.arange(n) < 300, y, -1)
+    w = accuracy_weights(P, known)
+    assert w[0] > w[1] > 0
+    assert w[2] == 0  # worse than chance
+    assert w[3] == pytest.approx(w[:3].mean())  # never seen on a known row
+    np.testing.assert_array_equal(accuracy_weights(P, np.full(n, -1)), np.ones(4))
+    assert (soft(P, weights=w).label == y).mean() > (soft(P).label == y).mean()
+
+
+def test_dawid_skene_scales() -> None:
+    rng = np.random.default_rng(5)
+    n, m, k = 200_000, 4, 3
+    y = rng.integers(0, k, n)
+    votes = np.stack([noisy(rng, y, k, acc) for acc in (0.9, 0.8, 0.7, 0.6)], axis=1)
+    votes[rng.random((n, m)) < 0.05] = -1
+    r = dawid_skene(tensor(votes, k))
+    assert r.label.shape == (n,)
+    assert (r.label == y).mean() > (majority(tensor(votes, k)).label == y).mean()
+    assert np.all(np.diagonal(r.confusion, axis1=1, axis2=2) > 0.55)
