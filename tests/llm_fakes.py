@@ -86,6 +86,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # the default backlog (5) drops connections under concurrency
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, json.JSONDecodeError)):
+            return  # a client that gave up (timeout, cancelled call) mid-request: expected here
+        super().handle_error(request, client_address)
+
 
 class FakeLLMServer:
     """Start with `with FakeLLMServer(...) as server:`; `server.base_url` is the `/v1` URL."""
@@ -273,3 +280,31 @@ def make_items(n: int, start: int = 0) -> list[ReviewItem]:
         )
         for i in range(n)
     ]
+
+
+class ScriptedLLMServer(FakeLLMServer):
+    """Answers the i-th chat request with `answers[i]` (the last one once they run out), as JSON
+    content with usage filled in: for tests that need a particular answer over real HTTP."""
+
+    def __init__(self, answers: list[Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.answers = list(answers)
+        self._served = 0
+
+    def respond(self, body: dict[str, Any], auth: str) -> tuple[int, dict[str, str], bytes]:
+        with self._lock:
+            answer = self.answers[min(self._served, len(self.answers) - 1)]
+            self._served += 1
+            self.counts["ok"] += 1
+        content = answer if isinstance(answer, str) else json.dumps(answer)
+        prompt_chars = sum(len(m["content"]) for m in body["messages"])
+        usage = {"prompt_tokens": math.ceil(prompt_chars / 4) + 3 * len(body["messages"]),
+                 "completion_tokens": max(1, math.ceil(len(content) / 4))}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        payload = {
+            "id": "chatcmpl-scripted", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": usage,
+        }
+        return 200, {}, json.dumps(payload).encode()

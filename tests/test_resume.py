@@ -58,8 +58,9 @@ def test_kill_minus_nine_at_any_moment_resumes_to_the_same_output(tmp_path: Path
 
     out, log, run_dir = tmp_path / "out.csv", tmp_path / "out.log", tmp_path / "out.run"
     kills = 0
-    # kill at spread-out moments of the run: start-up, ingest, predicting, reviewing, writing
-    for fraction in (0.25, 0.45, 0.6, 0.7, 0.8, 0.9, 0.97):
+    # kill each resumed child at a different moment of its life (start-up, ingest, encoding,
+    # reviewing, fitting, writing) until one finishes: every resume makes progress
+    for fraction in (0.3, 0.35, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 0.97):
         p = _child(task, data, out, run_dir, log)
         time.sleep(duration * fraction)
         if p.poll() is None:

@@ -15,6 +15,9 @@ from labeljury.errors import SpecialistError
 from labeljury.specialists import (
     CATALOG,
     EmbeddingHead,
+    HybridHead,
+    NaiveBayesHead,
+    TextsWithEmbeddings,
     HFTextClassifier,
     LabelMap,
     MappedSpecialist,
@@ -229,11 +232,14 @@ def test_lexicon_without_mapping_asks_for_label_map():
 
 def test_auto_specialists_by_label_kind():
     ids = lambda labels: [s.id for s in auto_specialists(task_with(labels))]  # noqa: E731
-    base = ["zeroshot", "embedding-head", "tfidf-head"]
+    base = ["zeroshot", "embedding-head", "nb-head", "hybrid-head"]
     assert ids(["bearish", "neutral", "bullish"]) == [*base, "vader"]
     assert ids(["toxic", "non_toxic"]) == [*base, "profanity"]
     assert ids(["sports", "cooking", "politics"]) == base
-    assert set(CATALOG) == {"vader", "profanity", "zeroshot", "embedding-head", "tfidf-head"}
+    sentiment = {s.id: s.options for s in auto_specialists(task_with(["negative", "neutral", "positive"]))}
+    assert sentiment["embedding-head"] == {"lexicon": True} and sentiment["hybrid-head"] == {"lexicon": True}
+    assert all(not s.options for s in auto_specialists(task_with(["sports", "cooking"])))
+    assert {"vader", "profanity", "zeroshot", "embedding-head", "tfidf-head", "nb-head", "hybrid-head"} <= set(CATALOG)
     assert all(e.description and e.kinds for e in CATALOG.values())
 
 
@@ -431,3 +437,39 @@ def test_hf_hub_id_that_cannot_be_downloaded():
         build_specialist(SpecialistSpec(id="no-such-owner/no-such-model-xyz"), task_with(["a", "b"]))
     msg = str(err.value)
     assert "'no-such-owner/no-such-model-xyz'" in msg and "hub or the path" in msg and is_one_line(msg)
+
+
+@pytest.mark.parametrize("cls", [HybridHead, NaiveBayesHead])
+def test_ngram_heads_use_the_pool_vocabulary_and_round_trip(cls, toy_embeddings, tmp_path):
+    E, y = toy_embeddings
+    texts = SPORTS + COOKING
+    X = TextsWithEmbeddings(texts, E)
+    head = cls(["cooking", "sports"])
+    assert head.input_kind == ("text+embedding" if cls is HybridHead else "text")
+    # vocabulary from the whole pool: a word seen only in unlabeled rows still gets a column
+    head.fit_unsupervised(TextsWithEmbeddings(texts + ["zzyzx zzyzx"] * 3, np.vstack([E, E[:3]])))
+    train = [0, 1, 2, 5, 6, 7]
+    head.fit(X.take(train), [y[i] for i in train])
+    assert "zzyzx" in head._ngrams.transformer_list[0][1].vocabulary_
+    P = head.predict_proba(X)
+    pred = list(head.classes_[P.argmax(axis=1)])
+    assert [pred[i] for i in train] == [y[i] for i in train]
+    assert np.mean(np.array(pred) == np.array(y)) >= 0.7  # and mostly generalises to the other rows
+    head.save(tmp_path / "ckpt")
+    again = cls.load(tmp_path / "ckpt")
+    np.testing.assert_allclose(again.predict_proba(X), P, atol=1e-6)
+    # the checkpoint is plain scikit-learn: loadable without labeljury's classes
+    import joblib
+
+    state = joblib.load(tmp_path / "ckpt" / "model.joblib")
+    assert type(state["classifier"]).__module__.startswith("sklearn")
+
+
+def test_lexicon_features_join_the_embedding_head(toy_embeddings):
+    E, y = toy_embeddings
+    head = EmbeddingHead(["cooking", "sports"], lexicon=True)
+    assert head.input_kind == "text+embedding"
+    head.fit(TextsWithEmbeddings(SPORTS + COOKING, E), y)
+    assert head._clf.coef_.shape[1] == E.shape[1] + 4
+    with pytest.raises(SpecialistError, match="reads texts"):
+        head.predict_proba(E)

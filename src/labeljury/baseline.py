@@ -24,13 +24,19 @@ from .llm.client import LLMClient
 from .llm.cost import Ledger
 from .llm.prompt import Embed, ExampleSelector, answer_model, format_examples, quote, task_header
 from .llm.structured import Answer, ask
-from .task import Task
+from .task import Example, Task
 
 Method = Literal["zero-shot", "few-shot", "cot", "vote"]
 Row = tuple[str | None, float | None, str]
 
 _ANSWER = "Answer with the label and your confidence (0 to 1)."
 _COT = "First reason briefly, step by step; then answer with the label and your confidence (0 to 1)."
+
+
+def baseline_messages(task: Task, text: str, *, cot: bool, examples: Sequence[Example] = ()) -> list[dict[str, str]]:
+    """The chat messages that ask for one text's label (also what `labeljury plan` prices)."""
+    system = "\n\n".join(p for p in (task_header(task), _COT if cot else _ANSWER, format_examples(examples)) if p)
+    return [{"role": "system", "content": system}, {"role": "user", "content": f"Text: {quote(text)}"}]
 
 
 def _submit(
@@ -47,8 +53,7 @@ def _submit(
     chosen = examples.choose([[t] for t in texts]) if examples is not None else [[] for _ in texts]
     futures = []
     for text, shots in zip(texts, chosen, strict=True):
-        system = "\n\n".join(p for p in (task_header(task), _COT if cot else _ANSWER, format_examples(shots)) if p)
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": f"Text: {quote(text)}"}]
+        messages = baseline_messages(task, text, cot=cot, examples=shots)
         futures.append(client.submit(ask(client, messages, schema, cache=cache, ledger=ledger)))
     return futures
 

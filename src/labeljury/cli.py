@@ -74,9 +74,18 @@ def status(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     from rich.table import Table
 
     t = Table(title=f"run {run_dir}", show_header=False)
-    for key in ("task", "input", "state", "rows", "texts", "skipped", "reviews", "pending_reviews", "budget"):
-        t.add_row(key, str(info.get(key)))
+    keys = ("task", "input", "state", "rows", "texts", "skipped", "reviews", "pending_reviews", "budget")
+    if info.get("kind") == "baseline":
+        keys = ("kind", "method", "models", "task", "input", "output", "state", "rows")
+    for key in keys:
+        value = info.get(key)
+        t.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    for key, value in _cost_rows(info.get("llm")):
+        t.add_row(key, value)
     out.print(t)
+    if info.get("kind") == "baseline":
+        _print_sources(info.get("sources") or {})
+        return
     sp = Table(title="specialists")
     for col in ("name", "status", "version", "bootstrap accuracy", "note"):
         sp.add_column(col)
@@ -84,13 +93,32 @@ def status(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
         acc = s["validation_accuracy"]
         sp.add_row(s["name"], s["status"], str(s["version"]), "" if acc is None else f"{acc:.1%}", s["note"] or "")
     out.print(sp)
-    if info.get("sources"):
-        src = Table(title="annotation sources")
-        src.add_column("source")
-        src.add_column("rows")
-        for k, v in sorted(info["sources"].items()):
-            src.add_row(k, str(v))
-        out.print(src)
+    _print_sources(info.get("sources") or {})
+
+
+def _cost_rows(llm: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The LLM cost lines of `status` (none when the run made no LLM call)."""
+    if not llm:
+        return []
+    rows = [("LLM cost", f"${llm['cost_usd']:.4f} ({llm['calls']} calls, {llm['tokens']} tokens)")]
+    if llm.get("cost_per_row_usd") is not None:
+        rows.append(("LLM cost per row", f"${llm['cost_per_row_usd']:.6f}"))
+    if llm.get("cost_per_reviewed_row_usd") is not None:
+        rows.append(("LLM cost per reviewed row", f"${llm['cost_per_reviewed_row_usd']:.6f} ({llm['llm_reviewed_rows']} rows)"))
+    return rows
+
+
+def _print_sources(sources: dict[str, int]) -> None:
+    if not sources:
+        return
+    from rich.table import Table
+
+    src = Table(title="annotation sources")
+    src.add_column("source")
+    src.add_column("rows")
+    for k, v in sorted(sources.items()):
+        src.add_row(k, str(v))
+    out.print(src)
 
 
 @app.command()
@@ -112,6 +140,21 @@ def export(run_dir: Annotated[Path, typer.Argument(help="a finished run director
     out.print(f"wrote {output}", highlight=False)
 
 
+@app.command("export-model")
+@_friendly
+def export_model(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+                 output: Annotated[Path, typer.Option("--output", "-o", help="the folder to write the model to")],
+                 specialist: Annotated[str | None, typer.Option(
+                     help="the specialist to export (default: the trained one with the best validation accuracy)")] = None,
+                 force: Annotated[bool, typer.Option(help="replace OUTPUT if it is not empty")] = False) -> None:
+    """Write a run's best trained specialist as a standalone model folder with a model card."""
+    from .model_export import export_model as write_model
+
+    res = write_model(run_dir, output, specialist=specialist, force=force)
+    acc = "" if res.validation_accuracy is None else f", validation accuracy {res.validation_accuracy:.1%}"
+    out.print(f"wrote {res.specialist} v{res.version} ({res.kind}{acc}) to {res.output}", highlight=False)
+
+
 @app.command("eval")
 @_friendly
 def eval_(output: Annotated[Path, typer.Argument(help="a file written by `labeljury run`")],
@@ -126,6 +169,66 @@ def eval_(output: Annotated[Path, typer.Argument(help="a file written by `labelj
         print(report.to_json())
     else:
         out.print(render(report))
+
+
+@app.command()
+@_friendly
+def plan(
+    task: Annotated[Path, typer.Argument(help="the task file (YAML)")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="CSV, JSONL or Parquet file to label")],
+    json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Estimate the tokens and dollars the run's LLM calls will cost, before anything is spent."""
+    from .costplan import plan_costs
+
+    spec = load_task(task)
+    estimate = plan_costs(spec, input)
+    for warning in estimate.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    if json_:
+        print(json.dumps(estimate.to_dict(), indent=2))
+        return
+    from rich.table import Table
+
+    price = ("unknown" if not estimate.price_known else
+             f"${estimate.price_in:g} / ${estimate.price_out:g} per 1M tokens in / out") if estimate.model else "-"
+    head = Table(title=f"LLM cost plan: {estimate.task}", show_header=False)
+    head.add_row("model", str(estimate.model or "none"))
+    head.add_row("price", price)
+    head.add_row("input", f"{estimate.input.rows} rows, {estimate.input.texts} unique texts, "
+                          f"{estimate.input.avg_chars:.0f} characters on average")
+    caps = [f"${estimate.budget_usd:g}" if estimate.budget_usd is not None else "",
+            f"{estimate.budget_tokens} tokens" if estimate.budget_tokens is not None else ""]
+    head.add_row("LLM budget", " / ".join(c for c in caps if c) or "none (set llm.budget_usd)")
+    out.print(head)
+    lines = Table(title="estimated LLM calls (~4 characters a token)")
+    for col in ("what", "calls", "tokens in", "tokens out", "dollars", "note"):
+        lines.add_column(col)
+    for line in [*estimate.lines, *estimate.comparison]:
+        lines.add_row(line.what, str(line.calls), str(line.tokens_in), str(line.tokens_out), f"${line.usd:.4f}", line.note)
+    lines.add_row("[bold]the run[/bold]", "", "", "", f"[bold]${estimate.total_usd:.4f}[/bold]",
+                  f"{estimate.total_tokens} tokens")
+    out.print(lines)
+
+
+@app.command()
+@_friendly
+def baseline(
+    task: Annotated[Path, typer.Argument(help="the task file (YAML), with an `llm:` section")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="CSV, JSONL or Parquet file to label")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="where to write the labeled file")],
+    method: Annotated[str, typer.Option(help="zero-shot, few-shot, cot or vote")] = "zero-shot",
+    model: Annotated[list[str] | None, typer.Option(help="use this model at the task's LLM endpoint (repeat for vote)")] = None,
+    llm: Annotated[list[Path] | None, typer.Option(help="a YAML file with another `llm:` mapping (repeat for vote)")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="where the calls are cached (default: OUTPUT.run); rerun to resume")] = None,
+) -> None:
+    """Label every row with the LLM alone (the paper's comparison rows), in the same output format."""
+    from .baseline_run import baseline_specs, run_baseline
+
+    spec = load_task(task)
+    specs = baseline_specs(spec, method, model or [], llm or [])
+    report = run_baseline(spec, input, output, method, specs, run_dir, progress=RichProgress(err))
+    out.print(report.summary(), highlight=False, soft_wrap=True)
 
 
 @app.command()

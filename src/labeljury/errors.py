@@ -40,3 +40,7 @@ class LLMError(LabeljuryError):
 
 class BudgetExceeded(LLMError):
     """The LLM budget (dollars or tokens) would be exceeded by the next call."""
+
+
+class ExportError(LabeljuryError):
+    """A run's model cannot be exported (nothing trained, unknown specialist, output folder in use)."""

@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import data
 from .errors import InputError
+from .llm.usage import LLMUsage, read_llm_usage
 
 
 @dataclass
@@ -33,7 +34,10 @@ class EvalReport:
     by_source: dict[str, dict[str, float]]
     vote_accuracy: float | None = None
     specialist_accuracy: dict[str, float] = field(default_factory=dict)
-    cost_usd: float | None = None
+    cost_usd: float | None = None  # what the run's LLM calls cost (None: no LLM was used)
+    cost_per_row_usd: float | None = None  # that cost over every row of the output
+    llm_tokens: int | None = None
+    llm_calls: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -79,6 +83,25 @@ def _details_from_store(output: Path, run_dir: Path | None, n: int) -> pd.DataFr
         store.close()
 
 
+def _llm_usage_for(output: Path, run_dir: Path | None, n: int) -> LLMUsage | None:
+    """The LLM usage of the run that wrote `output`: its run directory must hold that many rows
+    (a pipeline run) or name `output` (a baseline); else no cost is reported."""
+    from .pipeline import default_run_dir
+    from .store import RunStore
+
+    run_dir = run_dir or default_run_dir(output)
+    usage = read_llm_usage(run_dir)
+    if usage is None:
+        return None
+    with RunStore(run_dir) as store:
+        if store.get_meta("kind") == "baseline":
+            meta = store.get_meta("baseline") or {}
+            same = meta.get("output") == str(output.resolve()) or meta.get("rows") == n
+        else:
+            same = store.n_rows == n
+    return usage if same else None
+
+
 def evaluate(output: str | Path, gold_column: str, run_dir: str | Path | None = None) -> EvalReport:
     output = Path(output)
     df = data.read_table(output)
@@ -104,6 +127,13 @@ def evaluate(output: str | Path, gold_column: str, run_dir: str | Path | None = 
         rows=len(df), accuracy=acc, macro_f1=macro, coverage=float((pred != "").mean()),
         review_rate=float(source.str.startswith("reviewed:").mean()), labels=labels,
         per_class=per, confusion=cm, by_source=by_source)
+
+    usage = _llm_usage_for(output, Path(run_dir) if run_dir else None, int(len(has_gold)))
+    if usage is not None:
+        report.cost_usd = usage.cost_usd
+        report.cost_per_row_usd = usage.per_row(int(len(has_gold)))
+        report.llm_tokens = usage.tokens
+        report.llm_calls = usage.calls
 
     details = df if "annotation_votes" in df.columns else None
     if details is None:
@@ -137,7 +167,9 @@ def render(report: EvalReport) -> Any:
     for name, acc in report.specialist_accuracy.items():
         head.add_row(f"specialist {name} alone", f"{acc:.2%}")
     if report.cost_usd is not None:
-        head.add_row("LLM cost", f"${report.cost_usd:.4f}")
+        head.add_row("LLM cost", f"${report.cost_usd:.4f} ({report.llm_calls} calls, {report.llm_tokens} tokens)")
+    if report.cost_per_row_usd is not None:
+        head.add_row("LLM cost per row", f"${report.cost_per_row_usd:.6f}")
     per = Table(title="per class")
     for col in ("label", "precision", "recall", "F1", "support"):
         per.add_column(col)

@@ -129,9 +129,10 @@ def select_bootstrap(
     from sklearn.cluster import MiniBatchKMeans  # imported here: sklearn takes ~1 s to import
     from sklearn.exceptions import ConvergenceWarning
 
-    fit_rows = np.sort(rng.choice(total, min(total, BOOTSTRAP_FIT_ROWS), replace=False))
+    # 20 rows per cluster are plenty to place it; k-means++ seeding is the cost (O(rows * n))
+    fit_rows = np.sort(rng.choice(total, min(total, BOOTSTRAP_FIT_ROWS, max(20 * n, 2000)), replace=False))
     X = embeddings[fit_rows].astype(np.float32).reshape(len(fit_rows), -1)
-    km = MiniBatchKMeans(n_clusters=n, n_init=3, batch_size=4096, random_state=seed)
+    km = MiniBatchKMeans(n_clusters=n, n_init=1, batch_size=4096, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         km.fit(X)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunStoreError
+from .llm.usage import LLMUsage, read_llm_usage
 from .store import RunStore
 
 
@@ -13,7 +14,10 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not (run_dir / "run.db").exists():
         raise RunStoreError(f"{str(run_dir)!r} is not a run directory (no run.db); pass the --run-dir of a run")
+    usage = read_llm_usage(run_dir)
     with RunStore(run_dir) as s:
+        if s.get_meta("kind") == "baseline":
+            return _baseline_status(s.get_meta("baseline") or {}, usage)
         task = s.get_meta("task") or {}
         rows = s.n_rows
         reviews = s.reviews()
@@ -35,6 +39,8 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "pending_reviews": pending,
             "budget": budget,
             "cost_usd": round(sum(r.cost_usd for r in reviews.values()), 6),
+            "llm": _llm_cost(usage, rows, llm_reviewed=sum(r.source == "reviewed:llm" for r in reviews.values()),
+                             review_cost=sum(r.cost_usd for r in reviews.values())),
             "specialists": s.specialists(),
             "stages": s.stages(),
             "sources": s.source_counts() if done else {},
@@ -46,3 +52,32 @@ def _count(values: Any) -> dict[str, int]:
     for v in values:
         out[v] = out.get(v, 0) + 1
     return out
+
+
+def _llm_cost(usage: LLMUsage | None, rows: int, *, llm_reviewed: int = 0, review_cost: float = 0.0) -> dict[str, Any] | None:
+    """What the run's LLM calls cost: in all, per input row and per row the LLM reviewed."""
+    if usage is None:
+        return None
+    out = usage.to_dict()
+    out["rows"] = rows
+    out["cost_per_row_usd"] = usage.per_row(rows)
+    if llm_reviewed:
+        out["llm_reviewed_rows"] = llm_reviewed
+        out["cost_per_reviewed_row_usd"] = review_cost / llm_reviewed
+    return out
+
+
+def _baseline_status(meta: dict[str, Any], usage: LLMUsage | None) -> dict[str, Any]:
+    rows = int(meta.get("rows", 0))
+    return {
+        "kind": "baseline",
+        "task": meta.get("task"),
+        "input": meta.get("input"),
+        "output": meta.get("output"),
+        "method": meta.get("method"),
+        "models": meta.get("models", []),
+        "state": "complete" if meta.get("done") else "labeling (rerun the same command to resume)",
+        "rows": rows if meta.get("done") else None,
+        "sources": meta.get("sources", {}),
+        "llm": _llm_cost(usage, rows),
+    }

@@ -241,12 +241,12 @@ class RunStore:
         return [dict(name=n, spec=json.loads(s), status=st, version=v, validation_accuracy=a,
                      validation_rows=r, note=note) for n, s, st, v, a, r, note in cur]
 
-    def update_specialist(self, name: str, **fields: Any) -> None:
+    def update_specialist(self, name: str, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
         allowed = {"status", "version", "validation_accuracy", "validation_rows", "note"}
         if not fields.keys() <= allowed:
             raise ValueError(f"unknown specialist fields {set(fields) - allowed}")
         sets = ", ".join(f"{k}=?" for k in fields)
-        self.conn.execute(f"UPDATE specialists SET {sets} WHERE name=?", (*fields.values(), name))
+        (conn or self.conn).execute(f"UPDATE specialists SET {sets} WHERE name=?", (*fields.values(), name))
 
     # -- routing and reviews ----------------------------------------------------------------------
     def add_routing(self, text_ids: Sequence[int], why: str, hardness: Sequence[float] | None, stage: int,
@@ -324,8 +324,8 @@ class RunStore:
         return counts
 
     # -- stages ------------------------------------------------------------------------------------
-    def put_stage(self, stage: int, metrics: dict[str, Any]) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO stages(stage, metrics) VALUES (?,?)", (stage, json.dumps(metrics)))
+    def put_stage(self, stage: int, metrics: dict[str, Any], conn: sqlite3.Connection | None = None) -> None:
+        (conn or self.conn).execute("INSERT OR REPLACE INTO stages(stage, metrics) VALUES (?,?)", (stage, json.dumps(metrics)))
 
     def stages(self) -> list[dict[str, Any]]:
         return [json.loads(m) for (m,) in self.conn.execute("SELECT metrics FROM stages ORDER BY stage")]

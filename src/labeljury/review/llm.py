@@ -202,6 +202,7 @@ def make_llm_reviewer(task: Task, run_dir: str | Path, *, embed: Embed | None = 
     if task.llm is None:
         raise LLMError("reviewer kind `llm` needs an `llm:` section (model, base_url, api_key_env)")
     client = LLMClient(task.llm)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)  # the reviewer is made before the run store
     cache = SQLiteCallCache(Path(run_dir) / "run.db")
     spent_usd, spent_tokens = cache.totals()
     ledger = Ledger.for_spec(task.llm, spent_usd=spent_usd, spent_tokens=spent_tokens)

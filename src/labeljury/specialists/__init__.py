@@ -15,7 +15,8 @@ from .catalog import (
     synonym_map,
 )
 from .encoder import DEFAULT_ENCODER, Encoder, as_embeddings, get_encoder
-from .heads import EmbeddingHead, LogisticHead, TfidfHead
+from .features import TextsWithEmbeddings
+from .heads import EmbeddingHead, Head, HybridHead, NaiveBayesHead, TfidfHead
 from .hf import HFTextClassifier
 from .lexicon import ProfanityCheck, VaderSentiment
 from .zeroshot import ZeroShotSimilarity
@@ -31,7 +32,10 @@ __all__ = [
     "HFTextClassifier",
     "InputKind",
     "LabelMap",
-    "LogisticHead",
+    "Head",
+    "HybridHead",
+    "NaiveBayesHead",
+    "TextsWithEmbeddings",
     "MappedSpecialist",
     "ProfanityCheck",
     "Specialist",

@@ -19,7 +19,8 @@ from typing import Any, cast
 from ..errors import SpecialistError
 from ..task import SpecialistSpec, Task
 from .base import LabelMap, MappedSpecialist, Specialist
-from .heads import EmbeddingHead, TfidfHead
+from .finetune import FineTunedClassifier
+from .heads import EmbeddingHead, HybridHead, NaiveBayesHead, TfidfHead
 from .hf import HFTextClassifier
 from .lexicon import ProfanityCheck, VaderSentiment
 from .zeroshot import ZeroShotSimilarity
@@ -79,6 +80,30 @@ CATALOG: dict[str, CatalogEntry] = {
             ("any",),
             TfidfHead,
             lambda task: {"labels": task.label_names},
+            False,
+        ),
+        CatalogEntry(
+            "nb-head",
+            "complement naive Bayes on word and character n-grams, trained on reviewed rows",
+            ("any",),
+            NaiveBayesHead,
+            lambda task: {"labels": task.label_names},
+            False,
+        ),
+        CatalogEntry(
+            "hybrid-head",
+            "SGD logistic regression on sentence embeddings plus n-grams, trained on reviewed rows",
+            ("any",),
+            HybridHead,
+            lambda task: {"labels": task.label_names, "seed": task.seed},
+            False,
+        ),
+        CatalogEntry(
+            "finetune",
+            "full fine-tuning (or LoRA) of a transformers classifier, default all-MiniLM-L6-v2; slow on a CPU",
+            ("any",),
+            FineTunedClassifier,
+            lambda task: {"labels": task.label_names, "seed": task.seed},
             False,
         ),
     )
@@ -238,17 +263,19 @@ def build_specialist(spec: SpecialistSpec, task: Task, name: str | None = None) 
 
 
 def auto_specialists(task: Task) -> list[SpecialistSpec]:
-    """The specialists for `specialists: auto` when no LLM picks them: zero-shot and both heads
-    always, plus each lexicon whose labels map onto the task's by name or synonym."""
-    specs = [
+    """The specialists for `specialists: auto` when no LLM picks them: zero-shot, plus the three
+    heads whose average was the strongest cheap ensemble we measured, plus each lexicon whose labels
+    map onto the task's by name or synonym. For a sentiment task the heads also read VADER's scores."""
+    lexicons = [spec_id for spec_id, cls in (("vader", VaderSentiment), ("profanity", ProfanityCheck))
+                if _auto_map_covers(list(cls().classes_), task.label_names)]
+    lex = {"lexicon": True} if "vader" in lexicons else {}
+    return [
         SpecialistSpec(id="zeroshot"),
-        SpecialistSpec(id="embedding-head"),
-        SpecialistSpec(id="tfidf-head"),
+        SpecialistSpec(id="embedding-head", options=lex),
+        SpecialistSpec(id="nb-head"),
+        SpecialistSpec(id="hybrid-head", options=lex),
+        *(SpecialistSpec(id=spec_id) for spec_id in lexicons),
     ]
-    for spec_id, cls in (("vader", VaderSentiment), ("profanity", ProfanityCheck)):
-        if _auto_map_covers(list(cls().classes_), task.label_names):
-            specs.append(SpecialistSpec(id=spec_id))
-    return specs
 
 
 def specialist_names(specs: Sequence[SpecialistSpec]) -> list[str]:

@@ -1,46 +1,65 @@
-"""Trainable heads: cheap classifiers fitted on the rows reviewers have labelled.
+"""Trainable heads: cheap classifiers refitted on the rows reviewers have labeled, in seconds on a CPU.
 
-Both are logistic regressions, which train in seconds on CPU and give usable probabilities from a
-few dozen rows: `EmbeddingHead` on the shared sentence embeddings (semantics), `TfidfHead` on word
-and character n-grams (surface cues: tickers, hashtags, spelling). Their columns are always the
-task's labels in task order, so a label missing from the training rows gets probability 0 and
-outputs stay comparable between refits. Unfitted, they abstain (NaN rows).
+Each head is a scikit-learn estimator over some of the feature blocks of `features`:
+
+| id             | model                              | features                         |
+|----------------|------------------------------------|----------------------------------|
+| embedding-head | logistic regression                | embeddings (+ lexicon)           |
+| tfidf-head     | logistic regression                | n-grams                          |
+| nb-head        | complement naive Bayes             | n-grams                          |
+| hybrid-head    | SGD logistic loss (fast on sparse) | embeddings (+ lexicon) + n-grams |
+
+Averaged, embedding-head + nb-head + hybrid-head make the strongest cheap ensemble we measured
+(benchmarks/, BENCHMARKS.md). Output columns are always the task's labels in task order, so a label
+missing from the training rows gets probability 0 and outputs stay comparable between refits.
+Unfitted, a head abstains (NaN rows). `save(dir)` writes `model.joblib`: a dict of plain
+scikit-learn objects and parameters, loadable without labeljury.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from ..errors import SpecialistError
 from .base import BaseSpecialist
-from .encoder import DEFAULT_ENCODER, as_embeddings
+from .encoder import DEFAULT_ENCODER
+from .features import embeddings_of, fit_ngrams, lexicon_features, n_rows, ngram_features, texts_of
 
-H = TypeVar("H", bound="LogisticHead")
+H = TypeVar("H", bound="Head")
 ClassWeight = str | Mapping[str, float] | None
+CHECKPOINT_FILE = "model.joblib"
 
 
-class LogisticHead(BaseSpecialist, ABC):
-    """Shared fit/predict/persist logic; subclasses say how `X` becomes a feature matrix."""
+class Head(BaseSpecialist):
+    """Shared fit/predict/persist logic; subclasses name their feature blocks and classifier."""
 
     trainable = True
+    uses_embeddings: ClassVar[bool] = False
+    uses_ngrams: ClassVar[bool] = False
 
-    def __init__(self, labels: Sequence[str], C: float, class_weight: ClassWeight, max_iter: int):
+    def __init__(self, labels: Sequence[str], encoder: str | None = None, lexicon: bool = False):
         labels = [str(x) for x in labels]
         if len(labels) < 2 or len(set(labels)) != len(labels):
             raise SpecialistError(f"{type(self).__name__} needs at least 2 distinct labels, got {labels}")
-        if C <= 0:
-            raise SpecialistError(f"{self.name} option C={C} must be > 0")
         self.labels = labels
-        self.C = float(C)
-        self.class_weight = dict(class_weight) if isinstance(class_weight, Mapping) else class_weight
-        self.max_iter = int(max_iter)
+        self.encoder = encoder if self.uses_embeddings else None
+        self.lexicon = bool(lexicon)
         self._clf: Any = None
+        self._ngrams: Any = None  # fitted vectorizer (from the pool when fit_unsupervised ran)
+        self._pool_ngrams = False
         self._constant: str | None = None  # the only label seen in training, if just one
+
+    # -- what the pipeline must feed -------------------------------------------------------------
+    @property
+    def input_kind(self) -> str:  # type: ignore[override]
+        reads_text = self.uses_ngrams or self.lexicon
+        if self.uses_embeddings:
+            return "text+embedding" if reads_text else "embedding"
+        return "text"
 
     @property
     def classes_(self) -> np.ndarray:
@@ -50,39 +69,59 @@ class LogisticHead(BaseSpecialist, ABC):
     def is_fitted(self) -> bool:
         return self._clf is not None or self._constant is not None
 
-    def _fit_features(self, X: Any) -> Any:
-        """Features of the training rows (fits any feature extractor)."""
-        return self._features(X)
+    def params(self) -> dict[str, Any]:
+        return {"labels": self.labels, "lexicon": self.lexicon, **({"encoder": self.encoder} if self.uses_embeddings else {})}
 
-    @abstractmethod
+    # -- features ------------------------------------------------------------------------------------
+    def fit_unsupervised(self, X: Any) -> Head:
+        """Fit the n-gram vocabulary on unlabeled rows (a sample of the whole input)."""
+        if self.uses_ngrams:
+            self._ngrams = fit_ngrams(texts_of(X, self.name))
+            self._pool_ngrams = True
+        return self
+
     def _features(self, X: Any) -> Any:
-        """Features of rows to score."""
+        import scipy.sparse as sp
 
+        blocks: list[Any] = []
+        if self.uses_embeddings:
+            blocks.append(embeddings_of(X, self.encoder))
+        if self.lexicon:
+            blocks.append(lexicon_features(texts_of(X, self.name)))
+        if self.uses_ngrams:
+            blocks.append(ngram_features(self._ngrams, texts_of(X, self.name)))
+        if len(blocks) == 1:
+            return blocks[0]
+        if any(sp.issparse(b) for b in blocks):
+            return sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr")
+        return np.hstack(blocks)
+
+    def _classifier(self) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # -- estimator -----------------------------------------------------------------------------------
     def fit(self: H, X: Any, y: Sequence[str]) -> H:
         """Refit from scratch on (X, y). No rows leave the head unfitted (it abstains); a single
         class makes it predict that class with probability 1."""
         y = [str(v) for v in y]
-        if len(y) != _n_rows(X):
-            raise SpecialistError(f"{self.name}: {_n_rows(X)} inputs but {len(y)} labels")
+        if len(y) != n_rows(X):
+            raise SpecialistError(f"{self.name}: {n_rows(X)} inputs but {len(y)} labels")
         unknown = sorted(set(y) - set(self.labels))
         if unknown:
-            raise SpecialistError(
-                f"{self.name}: training label {unknown[0]!r} is not a task label {self.labels}"
-            )
+            raise SpecialistError(f"{self.name}: training label {unknown[0]!r} is not a task label {self.labels}")
         self._clf, self._constant = None, None
         if not y:
             return self
         if len(set(y)) == 1:
             self._constant = y[0]
             return self
-        from sklearn.linear_model import LogisticRegression
-
-        clf = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
-        self._clf = clf.fit(self._fit_features(X), y)
+        if self.uses_ngrams and not self._pool_ngrams:
+            self._ngrams = fit_ngrams(texts_of(X, self.name))
+        self._clf = self._classifier().fit(self._features(X), y)
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        n = _n_rows(X)
+        n = n_rows(X)
         out = np.zeros((n, len(self.labels)), dtype=np.float32)
         if not self.is_fitted:
             out[:] = np.nan
@@ -94,99 +133,130 @@ class LogisticHead(BaseSpecialist, ABC):
                 out[:, self.labels.index(str(label))] = P[:, j]
         return out
 
+    # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Persist the fitted head (checkpoints)."""
-        import joblib
+        """Write the fitted head to the directory `path` (created) as plain scikit-learn objects."""
+        import pickle
 
-        joblib.dump(self, Path(path))
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        # the C pickler: joblib's pure-Python one takes seconds on a 150k-entry vocabulary;
+        # the file still loads with joblib.load or pickle.load
+        state = {"class": type(self).__name__, "params": self.params(), "classifier": self._clf,
+                     "ngrams": self._ngrams, "pool_ngrams": self._pool_ngrams, "constant": self._constant}
+        with open(path / CHECKPOINT_FILE, "wb") as fh:
+            pickle.dump(state, fh, protocol=5)
 
     @classmethod
     def load(cls: type[H], path: str | Path) -> H:
         """Load a head written by `save`."""
         import joblib
 
+        file = Path(path) / CHECKPOINT_FILE
         try:
-            obj = joblib.load(Path(path))
+            state = joblib.load(file)
         except FileNotFoundError:
             raise SpecialistError(f"specialist checkpoint {str(path)!r} does not exist") from None
         except Exception as err:
-            raise SpecialistError(
-                f"specialist checkpoint {str(path)!r} cannot be read ({type(err).__name__}); "
-                "delete it to retrain"
-            ) from None
-        if not isinstance(obj, cls):
-            raise SpecialistError(
-                f"specialist checkpoint {str(path)!r} holds a {type(obj).__name__}, not a {cls.__name__}"
-            )
-        return obj
+            raise SpecialistError(f"specialist checkpoint {str(path)!r} cannot be read ({type(err).__name__}); "
+                                  "delete it to retrain") from None
+        if not isinstance(state, dict) or state.get("class") != cls.__name__:
+            what = state.get("class") if isinstance(state, dict) else type(state).__name__
+            raise SpecialistError(f"specialist checkpoint {str(path)!r} holds a {what}, not a {cls.__name__}")
+        head = cls(**state["params"])
+        head._clf, head._ngrams = state["classifier"], state["ngrams"]
+        head._pool_ngrams, head._constant = state["pool_ngrams"], state["constant"]
+        return head
 
 
-def _n_rows(X: Any) -> int:
-    if isinstance(X, str):
-        raise SpecialistError("expected a list of texts or an (n, d) embedding array, got a single string")
-    return len(X) if not hasattr(X, "shape") else int(X.shape[0])
+class EmbeddingHead(Head):
+    """Logistic regression on the shared sentence embeddings (plus VADER scores with `lexicon`)."""
 
-
-class EmbeddingHead(LogisticHead):
-    """Logistic regression on the shared encoder's sentence embeddings."""
-
-    input_kind = "embedding"
     name = "embedding-head"
+    uses_embeddings = True
 
-    def __init__(
-        self,
-        labels: Sequence[str],
-        encoder: str = DEFAULT_ENCODER,
-        C: float = 1.0,
-        class_weight: ClassWeight = "balanced",
-        max_iter: int = 1000,
-    ):
-        super().__init__(labels, C, class_weight, max_iter)
-        self.encoder = encoder
+    def __init__(self, labels: Sequence[str], encoder: str = DEFAULT_ENCODER, C: float = 1.0,
+                 class_weight: ClassWeight = None, max_iter: int = 2000, lexicon: bool = False):
+        super().__init__(labels, encoder, lexicon)
+        self.C, self.class_weight, self.max_iter = _positive(C, "C", self), _class_weight(class_weight), int(max_iter)
 
-    def _features(self, X: Any) -> np.ndarray:
-        return as_embeddings(X, self.encoder)
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "C": self.C, "class_weight": self.class_weight, "max_iter": self.max_iter}
+
+    def _classifier(self) -> Any:
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
 
 
-class TfidfHead(LogisticHead):
-    """Logistic regression on TF-IDF word 1-2grams plus char_wb 2-5grams (robust to misspellings,
-    tickers and hashtags that a sentence encoder blurs)."""
+class TfidfHead(Head):
+    """Logistic regression on word and character n-grams."""
 
     name = "tfidf-head"
+    uses_ngrams = True
 
-    def __init__(
-        self,
-        labels: Sequence[str],
-        C: float = 4.0,
-        class_weight: ClassWeight = "balanced",
-        max_iter: int = 1000,
-        max_features: int = 100_000,
-    ):
-        super().__init__(labels, C, class_weight, max_iter)
-        self.max_features = int(max_features)
-        self._vectorizer: Any = None
+    def __init__(self, labels: Sequence[str], C: float = 4.0, class_weight: ClassWeight = "balanced",
+                 max_iter: int = 1000, lexicon: bool = False):
+        super().__init__(labels, None, lexicon)
+        self.C, self.class_weight, self.max_iter = _positive(C, "C", self), _class_weight(class_weight), int(max_iter)
 
-    def _fit_features(self, X: Any) -> Any:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.pipeline import FeatureUnion
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "C": self.C, "class_weight": self.class_weight, "max_iter": self.max_iter}
 
-        common = {"sublinear_tf": True, "max_features": self.max_features, "dtype": np.float32}
-        self._vectorizer = FeatureUnion(
-            [
-                ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), **common)),
-                ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), **common)),
-            ]
-        )
-        features = self._vectorizer.fit_transform(_texts(X))
-        for _, vec in self._vectorizer.transformer_list:
-            # scikit-learn < 1.8 keeps every pruned n-gram here: only bloats checkpoints.
-            if hasattr(vec, "stop_words_"):
-                del vec.stop_words_
-        return features
+    def _classifier(self) -> Any:
+        from sklearn.linear_model import LogisticRegression
 
-    def _features(self, X: Any) -> Any:
-        return self._vectorizer.transform(_texts(X))
+        return LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
 
 
-def _texts(X: Any) -> list[str]:
-    return ["" if t is None else str(t) for t in X]
+class NaiveBayesHead(Head):
+    """Complement naive Bayes on word and character n-grams: strong on few rows, different errors."""
+
+    name = "nb-head"
+    uses_ngrams = True
+
+    def __init__(self, labels: Sequence[str], alpha: float = 0.3):
+        super().__init__(labels, None, False)
+        self.alpha = _positive(alpha, "alpha", self)
+
+    def params(self) -> dict[str, Any]:
+        return {"labels": self.labels, "alpha": self.alpha}
+
+    def _classifier(self) -> Any:
+        from sklearn.naive_bayes import ComplementNB
+
+        return ComplementNB(alpha=self.alpha)
+
+
+class HybridHead(Head):
+    """Logistic loss by SGD over embeddings, n-grams (and VADER scores): the single best head we
+    measured; SGD because lbfgs on this wide sparse matrix is ~10x slower for the same accuracy."""
+
+    name = "hybrid-head"
+    uses_embeddings = True
+    uses_ngrams = True
+
+    def __init__(self, labels: Sequence[str], encoder: str = DEFAULT_ENCODER, alpha: float = 1e-4,
+                 epochs: int = 30, lexicon: bool = False, seed: int = 0):
+        super().__init__(labels, encoder, lexicon)
+        self.alpha, self.epochs, self.seed = _positive(alpha, "alpha", self), int(epochs), int(seed)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "alpha": self.alpha, "epochs": self.epochs, "seed": self.seed}
+
+    def _classifier(self) -> Any:
+        from sklearn.linear_model import SGDClassifier
+
+        return SGDClassifier(loss="log_loss", alpha=self.alpha, max_iter=self.epochs, tol=None,
+                             random_state=self.seed)
+
+
+def _positive(value: float, what: str, head: Head) -> float:
+    if value <= 0:
+        raise SpecialistError(f"{head.name} option {what}={value} must be > 0")
+    return float(value)
+
+
+def _class_weight(cw: ClassWeight) -> ClassWeight:
+    return dict(cw) if isinstance(cw, Mapping) else cw
+

