@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -163,11 +165,89 @@ def test_jsonl_and_parquet_inputs(tmp_path: Path, toy_task: Path) -> None:
 
 
 def test_specialist_worse_than_chance_is_dropped(tmp_path: Path, toy_csv: Path) -> None:
-    # VADER mapped backwards (its negative -> our positive) is worse than chance on this data
-    path = write_task(tmp_path / "t.yaml", specialists=(
-        "[tfidf-head, {id: vader, label_map: {negative: positive, positive: negative, neutral: neutral}}]"))
+    # zero-shot reads the label descriptions: swapped, it is worse than chance on this data
+    path = write_task(tmp_path / "t.yaml", specialists="[tfidf-head, zeroshot]")
+    text = path.read_text().replace("the author dislikes something", "great wonderful love excellent happy").replace(
+        "the author likes something", "awful terrible hate horrible sad").replace(
+        "no opinion either way", "great awful love hate")
+    path.write_text(text)
     report = run(load_task(path), toy_csv, tmp_path / "o.csv")
     status = {s["name"]: s for s in report.specialists}
-    assert status["vader"]["status"] == "dropped"
-    assert "below chance" in status["vader"]["note"]
+    assert status["zeroshot"]["status"] == "dropped"
+    assert "below chance" in status["zeroshot"]["note"]
     assert status["tfidf-head"]["status"] == "active"
+
+
+def test_wrong_label_map_is_replaced_by_the_one_the_reviews_support(tmp_path: Path, toy_csv: Path) -> None:
+    # VADER mapped backwards (its negative -> our positive): the bootstrap reviews show the real map
+    path = write_task(tmp_path / "t.yaml", specialists=(
+        "[tfidf-head, {id: vader, label_map: {negative: positive, positive: negative, neutral: neutral}}]"))
+    report = run(load_task(path), toy_csv, tmp_path / "o.csv", details=True)
+    status = {s["name"]: s for s in report.specialists}
+    assert status["vader"]["status"] == "active" and status["vader"]["validation_accuracy"] > 0.5
+    with RunStore(tmp_path / "o.csv.run") as s:
+        assert s.get_meta("label_map:vader") == {"negative": "negative", "positive": "positive", "neutral": "neutral"}
+    # a resumed run keeps the corrected map (the same output again, nothing re-asked)
+    again = run(load_task(path), toy_csv, tmp_path / "o2.csv", tmp_path / "o.csv.run", details=True)
+    assert again.reviews == report.reviews
+    assert (tmp_path / "o.csv").read_bytes() == (tmp_path / "o2.csv").read_bytes()
+
+
+def test_generated_annotate_script_reproduces_the_runs_votes(tmp_path, toy_csv):
+    """plan.json + annotate.py, rendered from the validated plan, give the pipeline's own unreviewed
+    vote on every row, with nothing but public libraries (labeljury cannot be imported)."""
+    import json as _json
+    import subprocess
+    import sys
+
+    task = write_task(tmp_path / "t.yaml", specialists="[embedding-head, nb-head, hybrid-head, vader]", budget=0.2)
+    out = tmp_path / "out.csv"
+    run(load_task(task), toy_csv, out, details=True)
+    run_dir = tmp_path / "out.csv.run"
+    plan = _json.loads((run_dir / "plan.json").read_text())
+    assert [s["name"] for s in plan["specialists"]] == ["embedding-head", "nb-head", "hybrid-head", "vader"]
+    assert plan["voting"]["method"] == "soft" and len(plan["voting"]["weights"]) == 4
+    script_out = tmp_path / "script.csv"
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "labeljury.py").write_text("raise ImportError('annotate.py must not need labeljury')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    done = subprocess.run([sys.executable, str(run_dir / "annotate.py"), str(toy_csv), str(script_out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    ours, theirs = pd.read_csv(out), pd.read_csv(script_out)
+    labeled = ours.annotation_vote.notna()
+    assert labeled.sum() > 500
+    assert (theirs.annotation[labeled] == ours.annotation_vote[labeled]).all()
+    np.testing.assert_allclose(theirs.annotation_confidence[labeled], ours.annotation_vote_confidence[labeled], atol=1e-4)
+
+
+def test_continual_stages_are_gated_and_recorded(tmp_path, toy_csv):
+    task = write_task(tmp_path / "t.yaml", specialists="[embedding-head, nb-head]", budget=0.3,
+                      extra="continual: {stage_size: 40, holdout: 0.25}\n")
+    run(load_task(task), toy_csv, tmp_path / "out.csv")
+    with RunStore(tmp_path / "out.csv.run") as s:
+        stages = s.stages()
+        specs = {e["name"]: e for e in s.specialists()}
+        routed = s.routed("hard")
+    assert len(stages) >= 3 and stages[-1]["final"] and not stages[0]["final"]
+    for st in stages[:-1]:
+        assert st["holdout_rows"] > 0 and st["train_rows"] > 0
+        for name, m in st["specialists"].items():
+            if "promoted" in m and m["accuracy_before"] is not None:
+                # the gate: a version is promoted exactly when it is not worse on the held-out rows
+                assert m["promoted"] == (m["accuracy_after"] >= m["accuracy_before"])
+    promoted = sum(m.get("promoted", False) for st in stages for m in st["specialists"].values())
+    assert specs["nb-head"]["version"] == 1 + sum(
+        st["specialists"]["nb-head"].get("promoted", False) for st in stages)
+    assert promoted >= 2 and len(routed) > 0
+    # every promoted checkpoint is on disk, in a folder per version
+    assert (tmp_path / "out.csv.run" / "checkpoints" / f"nb-head-v{specs['nb-head']['version']}" / "model.joblib").exists()
+
+
+def test_without_continual_learning_the_heads_are_fitted_once(tmp_path, toy_csv):
+    task = write_task(tmp_path / "t.yaml", specialists="[embedding-head, nb-head]", budget=0.3,
+                      extra="continual: {enabled: false}\n")
+    run(load_task(task), toy_csv, tmp_path / "out.csv")
+    with RunStore(tmp_path / "out.csv.run") as s:
+        assert s.stages() == [] and {e["version"] for e in s.specialists()} == {1}

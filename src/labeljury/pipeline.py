@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import data, routing, voting
-from .errors import InputError, RunStoreError
+from .errors import InputError, RunStoreError, SpecialistError
 from .progress import Progress, SilentProgress
 from .review.base import Reviewer, ReviewItem
 from .specialists import DEFAULT_ENCODER, TextsWithEmbeddings, build_specialist, get_encoder
@@ -100,6 +100,7 @@ class Annotator:
         self.store: RunStore | None = None
         self.models: dict[str, Any] = {}  # active specialists by name
         self.versions: dict[str, int] = {}
+        self._selected: list[SpecialistSpec] | None = None  # chosen by the LLM meta-controller
 
     # -- set-up -----------------------------------------------------------------------------------
     def _check_input(self) -> None:
@@ -130,7 +131,36 @@ class Annotator:
         return self._reviewer
 
     def _specs(self) -> list[SpecialistSpec]:
+        if self._selected is not None:
+            return self._selected
         return auto_specialists(self.task) if self.task.specialists == "auto" else list(self.task.specialists)
+
+    def _select_with_llm(self) -> None:
+        """`specialists: auto` with an `llm:` section: the LLM picks specialists among the catalog and
+        the hub's text classifiers (the paper's "select SLMs"); the trainable heads always join them.
+        The choice is saved in the run store, so a resumed run keeps it even if the hub changed."""
+        if self.task.specialists != "auto" or self.task.llm is None:
+            return
+        saved = None
+        if (self.run_dir / "run.db").exists():
+            with RunStore(self.run_dir) as store:
+                saved = store.get_meta("selected_specialists")
+        if saved is None:
+            from .controller.select import select
+            from .llm import LLMClient, Ledger, SQLiteCallCache
+
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            cache = SQLiteCallCache(self.run_dir / "run.db")
+            usd, tok = cache.totals()
+            result = select(self.task, LLMClient(self.task.llm), hub=True, cache=cache,
+                            ledger=Ledger.for_spec(self.task.llm, spent_usd=usd, spent_tokens=tok))
+            picked = list(result.specs)
+            ids = {sp.id for sp in picked}
+            picked += [sp for sp in auto_specialists(self.task) if sp.id.endswith("-head") and sp.id not in ids]
+            saved = [sp.model_dump(mode="json") for sp in picked]
+            self.progress.log(f"LLM selected specialists: {', '.join(sp.id for sp in picked)}"
+                              + (f" (fallback: {result.why})" if result.fallback else ""))
+        self._selected = [SpecialistSpec.model_validate(sp) for sp in saved]
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self, output: str | Path | None = None, details: bool = False) -> RunReport:
@@ -140,8 +170,11 @@ class Annotator:
         reviewer = self.reviewer()
         if hasattr(reviewer, "check"):
             reviewer.check()
+        self._select_with_llm()
         built = self._construct_specialists()  # an unknown specialist fails before anything is written
         self.store = self._open_store()
+        if self._selected is not None:
+            self.store.set_meta("selected_specialists", [sp.model_dump(mode="json") for sp in self._selected])
         try:
             self._ingest()
             self._build_specialists(built)
@@ -157,6 +190,7 @@ class Annotator:
             if self.task.continual is None or self.task.continual.rescore:
                 self._update(len(stages), final=True)
             self._finalize()
+            self._write_plan()
             if output is not None:
                 export(self.store, self.input_path, output, details=details, progress=self.progress)
             return self._report("complete", None if output is None else Path(output))
@@ -202,8 +236,15 @@ class Annotator:
     # -- specialists ------------------------------------------------------------------------------------
     def _construct_specialists(self) -> list[tuple[Any, SpecialistSpec]]:
         specs = self._specs()
-        return [(build_specialist(spec, self.task, name=n), spec)
-                for spec, n in zip(specs, specialist_names(specs), strict=True)]
+        built = []
+        for spec, n in zip(specs, specialist_names(specs), strict=True):
+            try:
+                built.append((build_specialist(spec, self.task, name=n), spec))
+            except SpecialistError as err:
+                if self._selected is None:  # the user's own list: a mistake to fix
+                    raise
+                self.progress.log(f"skipped LLM-selected specialist {n}: {err}")  # e.g. hub unreachable
+        return built
 
     def _build_specialists(self, built: list[tuple[Any, SpecialistSpec]]) -> None:
         if not self.store.specialists():
@@ -215,6 +256,12 @@ class Annotator:
                 raise RunStoreError(f"specialist {model.name!r} differs from the one this run started with; "
                                     "pass a new --run-dir")
             if entry["status"] == "active":
+                mapping = self.store.get_meta(f"label_map:{model.name}")
+                if mapping is not None:
+                    from .specialists.base import LabelMap
+
+                    lm = model.label_map
+                    model.label_map = LabelMap.build(lm.source, lm.target, mapping, specialist=model.name)
                 self.models[model.name] = model
                 self.versions[model.name] = entry["version"]
                 if model.trainable and entry["version"] > 0:
@@ -366,6 +413,7 @@ class Annotator:
             ids, y = self._labeled(s.routed("bootstrap"))
             chance = 1.0 / self.k
             for name, model in list(self.models.items()):
+                self._recheck_label_map(name, model, ids, y)
                 acc = self._validation_accuracy(model, ids, y)
                 if acc is None:
                     s.update_specialist(name, validation_rows=0, note="not validated: too few reviewed rows")
@@ -387,6 +435,18 @@ class Annotator:
                     s.set_meta(f"train_ids:{name}:1", ids.tolist(), c)
                     s.update_specialist(name, version=1, conn=c)
                 self.models[name], self.versions[name] = fitted, 1
+
+    def _recheck_label_map(self, name: str, model: Any, ids: np.ndarray, y: list[str]) -> None:
+        """A model with labels of its own: keep its label map only if it agrees with the reviewed
+        bootstrap rows about as well as the best possible map; else switch to the best one."""
+        if not hasattr(model, "label_map") or len(ids) < 2 * self.k:
+            return
+        from .controller.validate import recheck_label_map
+
+        check = recheck_label_map(model, self._features_for_ids(model, ids), y)
+        if check is not None and not check.accepted:
+            self.store.set_meta(f"label_map:{name}", dict(model.label_map.mapping))
+            self.progress.log(f"specialist {name}: {check.note()}")
 
     def _validation_accuracy(self, model: Any, ids: np.ndarray, y: list[str]) -> float | None:
         if len(ids) < 2 * self.k:
@@ -655,6 +715,29 @@ class Annotator:
                 pending += res.pending
                 bar.advance()
         return pending == 0
+
+    # -- plan ------------------------------------------------------------------------------------------
+    def _write_plan(self) -> None:
+        """plan.json (specialists, label maps, checkpoints, fitted vote parameters, routing) and the
+        standalone annotate.py rendered from it by templates, in the run directory."""
+        from .controller.codegen import write_annotate_script
+        from .controller.plan import build_plan, specialist_entry, write_plan
+
+        n = self.store.n_texts
+        # soft-vote weights do not depend on the rows; Dawid-Skene's parameters come from all of them
+        result, _, names = self.aggregate(0, n if self.task.voting == "dawid-skene" else min(1, n))
+        info = {e["name"]: e for e in self.store.specialists()}
+        try:
+            entries = [specialist_entry(
+                n, SpecialistSpec.model_validate(info[n]["spec"]), self.models[n], run_dir=self.run_dir,
+                checkpoint=self._checkpoint(n, self.versions[n]) if self.models[n].trainable else None,
+                validation_accuracy=info[n]["validation_accuracy"]) for n in names]
+            plan = build_plan(self.task, entries, result)
+        except SpecialistError as err:
+            self.progress.log(f"no plan.json / annotate.py for this run: {err}")
+            return
+        write_plan(self.run_dir, plan)
+        write_annotate_script(self.run_dir, plan)
 
     # -- finalize ---------------------------------------------------------------------------------------
     def _finalize(self) -> None:
