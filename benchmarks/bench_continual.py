@@ -146,6 +146,15 @@ def print_tables(results: dict[str, Any], baseline: dict[str, Any] | None) -> No
                       f"{fmt(sp.get('review_rate'), True)} |")
 
 
+def _cached_embeddings(folder: str, name: str) -> str:
+    """emb_<dataset>.npy, or the baseline's emb_<dataset>-<digest>.npy, in `folder`."""
+    exact = Path(folder) / f"emb_{name}.npy"
+    found = [exact] if exact.exists() else sorted(Path(folder).glob(f"emb_{name}-[0-9a-f]*.npy"))
+    if not found:
+        sys.exit(f"--emb-cache: no emb_{name}.npy in {folder}; run active_learning_baseline.py first")
+    return str(found[0])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", help="comma-separated (default: financial-sentiment,tweet-sentiment)")
@@ -156,6 +165,9 @@ def main() -> None:
     p.add_argument("--baseline", help="baseline results JSON (default: benchmarks/results/active_learning_baseline[-limitN].json)")
     p.add_argument("--out", help="results JSON (default benchmarks/results/bench_continual[-limitN].json)")
     p.add_argument("--keep-runs", action="store_true", help="keep run directories and outputs (in a temp folder)")
+    p.add_argument("--emb-cache", help="folder with emb_<dataset>.npy made by labeljury's encoder over the same file "
+                                       "(active_learning_baseline.py --emb-cache-out writes them): runs skip the "
+                                       "encoder pass, which the core benchmark times")
     args = p.parse_args()
     budgets = [b for b in parse_percents(args.budgets) if b > 0]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -167,7 +179,8 @@ def main() -> None:
     workdir = make_workdir(args.keep_runs)
     results: dict[str, Any] = {"benchmark": "bench_continual", "when": dt.datetime.now().isoformat(timespec="seconds"),
                                "limit": args.limit, "seeds": seeds, "budgets": budgets, "command": " ".join(sys.argv),
-                               "note": "each run includes its own encoder pass and model loading", "datasets": {}}
+                               "note": ("embeddings read from --emb-cache: wall times exclude the encoder pass" if args.emb_cache
+                                        else "each run includes its own encoder pass and model loading"), "datasets": {}}
     path = None
     try:
         for ds in datasets:
@@ -185,7 +198,9 @@ def main() -> None:
                         task_path.write_text(yaml.safe_dump(task, sort_keys=False))
                         res = measure({"kind": "pipeline", "task_path": str(task_path), "input": str(inp),
                                        "output": str(workdir / f"{tag}.out.csv"), "run_dir": str(workdir / f"{tag}.run"),
-                                       "gold_column": ds.label_column}, workdir)
+                                       "gold_column": ds.label_column,
+                                       **({"emb_cache": _cached_embeddings(args.emb_cache, ds.name)}
+                                          if args.emb_cache and not args.limit else {})}, workdir)
                         res.update(percent=b, continual=mode, seed=seed, task=task)
                         runs.append(res)
                         d["runs"].append(res)

@@ -241,6 +241,9 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import labeljury
     from labeljury.store import RunStore
 
+    if spec.get("emb_cache"):
+        _use_cached_embeddings(spec["input"], spec["text_column"] if "text_column" in spec else "text",
+                               spec["emb_cache"])
     t_import = time.perf_counter()
     task_path = Path(spec["task_path"])
     task = labeljury.load_task(task_path)
@@ -281,6 +284,37 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
         result["stage_accuracy"] = []
         result["stages_error"] = f"{type(err).__name__}: {err}"
     return result
+
+
+def _use_cached_embeddings(input_path: str, text_column: str, npy: str) -> None:
+    """Serve the encoder from embeddings computed earlier by labeljury's own encoder over the same
+    file (row order), so configurations that differ only after encoding do not each pay the pass."""
+    import numpy as np
+    import pandas as pd
+
+    import labeljury.pipeline as pipeline
+    from labeljury.specialists.encoder import Encoder, get_encoder
+
+    texts = pd.read_csv(input_path, usecols=[text_column])[text_column].astype(str).tolist()
+    E = np.load(npy)
+    if len(E) != len(texts):
+        raise ValueError(f"{npy} has {len(E)} rows, {input_path} {len(texts)}")
+    lookup: dict[str, np.ndarray] = {}
+    for t, e in zip(texts, E):
+        lookup.setdefault(t, e)
+
+    class CachedEncoder(Encoder):
+        id, dim = "minilm", int(E.shape[1])
+
+        def _encode(self, batch: list[str], batch_size: int) -> np.ndarray:
+            missing = [t for t in batch if t not in lookup]
+            if missing:  # not in the cache (e.g. label descriptions for zero-shot): the real model
+                for t, e in zip(missing, get_encoder("minilm").encode(missing)):
+                    lookup[t] = e
+            return np.stack([lookup[t] for t in batch])
+
+    cached = CachedEncoder()
+    pipeline.get_encoder = lambda encoder_id: cached  # the run's one encoder pass reads the cache
 
 
 def _worker(spec_path: str, result_path: str) -> int:

@@ -107,6 +107,9 @@ def test_run_status_export_eval(tmp_path: Path, small: tuple[Path, Path]) -> Non
     assert status.exit_code == 0, status.output
     info = json.loads(status.stdout)
     assert info["state"] == "complete" and info["rows"] == 120 and info["reviews"] <= 24
+    assert info["stages"] and info["stages"][-1]["final"]  # continual learning ran, stage by stage
+    table = _invoke("status", tmp_path / "run")
+    assert table.exit_code == 0 and "continual learning" in table.stdout and "final refit" in table.stdout
     again = tmp_path / "again.parquet"
     assert _invoke("export", tmp_path / "run", "--output", again).exit_code == 0
     a, b = pd.read_csv(out, keep_default_na=False), pd.read_parquet(again)

@@ -251,3 +251,34 @@ def test_without_continual_learning_the_heads_are_fitted_once(tmp_path, toy_csv)
     run(load_task(task), toy_csv, tmp_path / "out.csv")
     with RunStore(tmp_path / "out.csv.run") as s:
         assert s.stages() == [] and {e["version"] for e in s.specialists()} == {1}
+
+
+def test_finetuned_transformer_continues_training_stage_by_stage(tmp_path, toy_csv):
+    """The `finetune` specialist (a tiny random BERT here) is fine-tuned in the stages through
+    `update`: each version continues from the last promoted checkpoint (an HF folder) on the new
+    reviewed rows plus a replay sample, and `export-model` can ship it."""
+    from tests.tiny_models import make_tiny_bert
+
+    from labeljury.model_export import export_model
+
+    tiny = make_tiny_bert(tmp_path / "tiny")
+    task = write_task(tmp_path / "t.yaml", budget=0.2, specialists=(
+        f"[nb-head, {{id: finetune, options: {{model: '{tiny}', epochs: 1, batch_size: 16, max_length: 16}}}}]"),
+        extra="continual: {stage_size: 40, replay: 30}\n")
+    run(load_task(task), toy_csv, tmp_path / "out.csv")
+    run_dir = tmp_path / "out.csv.run"
+    with RunStore(run_dir) as s:
+        spec = {e["name"]: e for e in s.specialists()}["finetune"]
+        stages = s.stages()
+        version = spec["version"]
+        trained = s.get_meta(f"train_ids:finetune:{version}")
+    assert spec["status"] == "active" and version >= 2
+    assert all("finetune" in st["specialists"] for st in stages)
+    ckpt = run_dir / "checkpoints" / f"finetune-v{version}"
+    assert (ckpt / "config.json").exists() and (ckpt / "labeljury.json").exists()
+    meta = json.loads((ckpt / "labeljury.json").read_text())
+    # the last version was an update on new rows + at most 30 replayed ones, not a refit on all
+    assert meta["history"][-1]["rows"] < len(trained)
+    assert len(meta["history"]) == version
+    export_model(run_dir, tmp_path / "model", specialist="finetune")
+    assert (tmp_path / "model" / "README.md").exists()

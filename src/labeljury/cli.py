@@ -87,13 +87,40 @@ def status(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
         _print_sources(info.get("sources") or {})
         return
     sp = Table(title="specialists")
-    for col in ("name", "status", "version", "bootstrap accuracy", "note"):
+    for col in ("name", "status", "version", "held-out accuracy", "rows", "note"):
         sp.add_column(col)
     for s in info["specialists"]:
         acc = s["validation_accuracy"]
-        sp.add_row(s["name"], s["status"], str(s["version"]), "" if acc is None else f"{acc:.1%}", s["note"] or "")
+        sp.add_row(s["name"], s["status"], str(s["version"]), "" if acc is None else f"{acc:.1%}",
+                   str(s["validation_rows"] or ""), s["note"] or "")
     out.print(sp)
+    _print_stages(info.get("stages") or [])
     _print_sources(info.get("sources") or {})
+
+
+def _print_stages(stages: list[dict[str, Any]]) -> None:
+    """Continual learning, stage by stage: per trainable specialist, held-out accuracy of the
+    current version -> the new one, and whether the new one was promoted or rolled back."""
+    if not stages:
+        return
+    from rich.table import Table
+
+    names = sorted({n for st in stages for n, m in st["specialists"].items() if "promoted" in m})
+    t = Table(title="continual learning (held-out accuracy: current -> new version)")
+    for col in ("stage", "train rows", "held out", *names, "seconds"):
+        t.add_column(col)
+
+    def cell(m: dict[str, Any] | None) -> str:
+        if not m or "promoted" not in m:
+            return ""
+        fmt = lambda a: "-" if a is None else f"{a:.0%}"  # noqa: E731
+        verdict = "promoted" if m["promoted"] else "rolled back"
+        return f"{fmt(m.get('accuracy_before'))} -> {fmt(m.get('accuracy_after'))} {verdict}"
+
+    for st in stages:
+        t.add_row("final refit" if st.get("final") else str(st["stage"]), str(st["train_rows"]),
+                  str(st["holdout_rows"]), *(cell(st["specialists"].get(n)) for n in names), f"{st['seconds']:.1f}")
+    out.print(t)
 
 
 def _cost_rows(llm: dict[str, Any] | None) -> list[tuple[str, str]]:

@@ -391,10 +391,12 @@ class Annotator:
                 inner.fit_unsupervised(self._pool_texts())
         return model
 
-    def _fit(self, model: Any, version: int, ids: np.ndarray) -> Any:
-        """Fit `model` on the reviewed rows `ids` and write checkpoint `version` (atomically)."""
+    def _fit(self, model: Any, version: int, ids: np.ndarray, update: bool = False) -> Any:
+        """Fit `model` on the reviewed rows `ids` (or, with `update`, continue training it on them)
+        and write checkpoint `version` (atomically)."""
         reviews = self.store.labeled_reviews()
-        model.fit(self._features_for_ids(model, ids), [reviews[int(i)] for i in ids])
+        train = model.inner.update if update and hasattr(model, "inner") else model.update if update else model.fit
+        train(self._features_for_ids(model, ids), [reviews[int(i)] for i in ids])
         inner = getattr(model, "inner", model)
         if hasattr(inner, "save"):
             path = self._checkpoint(model.name, version)
@@ -452,6 +454,8 @@ class Annotator:
         if len(ids) < 2 * self.k:
             return None
         y_idx = np.array([self.labels.index(v) for v in y])
+        if model.trainable and hasattr(getattr(model, "inner", model), "update"):
+            return None  # cross-validating a fine-tuned transformer costs k fine-tunes: the stages validate it
         if model.trainable:
             pred = self._cross_val_predict(model, ids, y)
         else:
@@ -647,7 +651,7 @@ class Annotator:
             if model.trainable and len(train) and not same_rows:
                 t1 = time.perf_counter()
                 new_version = self.versions[name] + 1
-                cand = self._fit(self._new(name), new_version, train)
+                cand = self._candidate(name, model, new_version, train, stage)
                 after = self._accuracy(cand, hold, y_hold)
                 promote = final or before is None or after is None or after >= before
                 entry.update(version_before=self.versions[name], accuracy_after=after, promoted=promote,
@@ -678,6 +682,33 @@ class Annotator:
             s.mark_done(step, c)
         for name, (cand, version) in fitted.items():
             self.models[name], self.versions[name] = cand, version
+
+    def _candidate(self, name: str, model: Any, version: int, train: np.ndarray, stage: int) -> Any:
+        """The next version of a trainable specialist. Cheap heads are refitted from scratch on every
+        reviewed row (the complete replay). A model with `update` (a fine-tuned transformer, minutes
+        per fit) continues from its current weights on the rows new since its last version plus a
+        replay sample of `continual.replay` earlier rows, so it neither forgets nor retrains all."""
+        inner = getattr(model, "inner", model)
+        if not (hasattr(inner, "update") and self.versions[name] > 0):
+            return self._fit(self._new(name), version, train)
+        cand = self._fresh(name)
+        self._load_into(cand, self._checkpoint(name, self.versions[name]))
+        before = np.array(self.store.get_meta(f"train_ids:{name}:{self.versions[name]}", []), np.int64)
+        new = np.setdiff1d(train, before)
+        old = np.intersect1d(train, before)
+        replay = self.task.continual.replay if self.task.continual is not None else 2000
+        rng = np.random.default_rng(self.task.seed * 1_000_003 + 31 * (stage + 1))
+        old = rng.choice(old, min(replay, len(old)), replace=False) if len(old) else old
+        return self._fit(cand, version, np.union1d(new, old), update=True)
+
+    def _load_into(self, model: Any, path: Path) -> None:
+        inner = getattr(model, "inner", model)
+        loaded = type(inner).load(path)
+        loaded.name = model.name
+        if hasattr(model, "inner"):
+            model.inner = loaded
+        else:
+            model.__dict__.update(loaded.__dict__)
 
     def _accuracy(self, model: Any, ids: np.ndarray, y: np.ndarray) -> float | None:
         if not len(ids):
