@@ -161,3 +161,36 @@ def test_k_is_capped_by_the_candidates_and_legacy_hub_ids_get_a_prefix():
         result = _select(server, candidates=[legacy], k=3)
     assert not result.fallback
     assert result.specs[0].id == "hf:distilbert-base-uncased-finetuned-sst-2-english"
+
+
+def test_the_pipeline_runs_the_llms_pick_and_keeps_it_on_resume(tmp_path, hub):
+    """`specialists: auto` with an `llm:` section: the LLM's picks plus the trainable heads label the
+    data; the choice is stored in the run, so resuming asks the LLM nothing and keeps it."""
+    from labeljury import run
+    from labeljury.store import RunStore
+
+    from .conftest import make_rows
+
+    data = tmp_path / "in.csv"
+    make_rows(300, seed=3).to_csv(data, index=False)
+    pick = {"picks": [
+        {"id": "vader", "reason": "A sentiment lexicon.", "label_map": [
+            {"model_label": "negative", "task_label": "negative"}, {"model_label": "neutral", "task_label": "neutral"},
+            {"model_label": "positive", "task_label": "positive"}]},
+        {"id": "zeroshot", "reason": "Label descriptions are clear.", "label_map": []},
+        {"id": "hybrid-head", "reason": "Learns from the reviewed rows.", "label_map": []},
+    ]}
+    with ScriptedLLMServer([pick]) as server:
+        task = Task(name="toy", labels={"negative": "dislikes", "neutral": "no opinion", "positive": "likes"},
+                    reviewer={"kind": "gold", "column": "label"}, review={"budget": 0.2},
+                    llm=make_spec(server.base_url).model_dump())
+        first = run(task, data, tmp_path / "out.csv")
+        asked = server.counts["ok"]
+        with RunStore(tmp_path / "out.csv.run") as s:
+            chosen = [sp["id"] for sp in s.get_meta("selected_specialists")]
+        (tmp_path / "out.csv").rename(tmp_path / "first.csv")
+        again = run(task, data, tmp_path / "out.csv")  # the same run directory: resumes
+        assert server.counts["ok"] == asked == 1
+    assert chosen == ["vader", "zeroshot", "hybrid-head", "embedding-head", "nb-head"]
+    assert [s["name"] for s in first.specialists] == chosen and first.status == again.status == "complete"
+    assert (tmp_path / "first.csv").read_bytes() == (tmp_path / "out.csv").read_bytes()
