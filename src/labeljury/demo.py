@@ -47,7 +47,7 @@ def run_demo(workdir: Path, budget: float = 0.1, progress: Progress | None = Non
         "labels": TOPICS,
         "instructions": "Classify the topic of a BBC news article.",
         "text_column": "text",
-        "specialists": ["zeroshot", "embedding-head", "tfidf-head"],
+        "specialists": "auto",
         "reviewer": {"kind": "gold", "column": "label"},
         "review": {"budget": budget},
     }, source="demo task")

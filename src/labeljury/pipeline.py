@@ -32,7 +32,7 @@ from .review.base import Reviewer, ReviewItem
 from .specialists import DEFAULT_ENCODER, TextsWithEmbeddings, build_specialist, get_encoder
 from .specialists.catalog import auto_specialists, specialist_names
 from .store import CHUNK, RunStore
-from .task import SpecialistSpec, Task
+from .task import ContinualSpec, SpecialistSpec, Task
 
 OUTPUT_COLUMNS = ("annotation", "annotation_confidence", "annotation_source")
 DETAIL_COLUMNS = ("annotation_vote", "annotation_vote_confidence", "annotation_votes")
@@ -187,7 +187,7 @@ class Annotator:
                 if not self._route_and_review(stage, budget):
                     return self._waiting()
                 self._update(stage)
-            if self.task.continual is None or self.task.continual.rescore:
+            if self._cont.rescore:
                 self._update(len(stages), final=True)
             self._finalize()
             self._write_plan()
@@ -490,8 +490,13 @@ class Annotator:
 
     # -- stages ------------------------------------------------------------------------------------------
     @property
+    def _cont(self) -> ContinualSpec:
+        """The task's continual-learning settings, or the defaults when the task has none."""
+        return self.task.continual or ContinualSpec()
+
+    @property
     def _continual(self) -> bool:
-        c = self.task.continual
+        c = self._cont
         return (c is None or c.enabled) and any(m.trainable for m in self.models.values())
 
     def _stages(self) -> list[int]:
@@ -508,7 +513,7 @@ class Annotator:
         if plan is None:
             n = s.n_texts
             hard_budget = max(0, self.task.review.budget_rows(s.n_rows) - len(s.routed("bootstrap")))
-            size = self.task.continual.stage_size if self.task.continual is not None else None
+            size = self._cont.stage_size
             if not self._continual or n == 0:
                 n_stages = 1
             elif size:
@@ -633,7 +638,7 @@ class Annotator:
         t0 = time.perf_counter()
         all_ids, _ = self._labeled()
         stage_ids, _ = self._labeled(s.routed("hard", stage)) if not final else (np.zeros(0, np.int64), [])
-        n_hold = int(round(self.task.continual.holdout * len(stage_ids))) if self.task.continual else 0
+        n_hold = int(round(self._cont.holdout * len(stage_ids)))
         rng = np.random.default_rng(self.task.seed * 1_000_003 + stage)
         hold = np.sort(rng.choice(stage_ids, n_hold, replace=False)) if n_hold else np.zeros(0, np.int64)
         train = np.setdiff1d(all_ids, hold)
@@ -696,7 +701,7 @@ class Annotator:
         before = np.array(self.store.get_meta(f"train_ids:{name}:{self.versions[name]}", []), np.int64)
         new = np.setdiff1d(train, before)
         old = np.intersect1d(train, before)
-        replay = self.task.continual.replay if self.task.continual is not None else 2000
+        replay = self._cont.replay
         rng = np.random.default_rng(self.task.seed * 1_000_003 + 31 * (stage + 1))
         old = rng.choice(old, min(replay, len(old)), replace=False) if len(old) else old
         return self._fit(cand, version, np.union1d(new, old), update=True)

@@ -82,6 +82,9 @@ class SentenceTransformerEncoder(Encoder):
         _cap_torch_threads()
         self.id = encoder_id
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # labeljury draws its own progress; no stray bars on stderr
         try:
             self.model = SentenceTransformer(source, device=self.device)
         except Exception as err:  # hub, file-system and format errors all mean "cannot load"
