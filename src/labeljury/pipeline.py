@@ -356,12 +356,7 @@ class Annotator:
         path = self._checkpoint(model.name, version)
         inner = getattr(model, "inner", model)
         if path.exists() and hasattr(type(inner), "load"):
-            loaded = type(inner).load(path)
-            loaded.name = model.name
-            if hasattr(model, "inner"):
-                model.inner = loaded
-            else:
-                self.models[model.name] = loaded
+            self._load_into(model, path)
         else:  # a specialist without save/load: refit on the rows that version was trained on
             self._fit(model, version, np.array(self.store.get_meta(f"train_ids:{model.name}:{version}", []), np.int64))
 
@@ -568,11 +563,10 @@ class Annotator:
                 s.put_predictions(name, self.versions[name], c, proba)
                 bar.advance(b - a)
 
-    def vote_tensor(self, start: int, stop: int, versions: dict[str, int] | None = None
-                    ) -> tuple[np.ndarray, list[str]]:
+    def vote_tensor(self, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
         """(stop-start, m, k) probabilities of the active fitted specialists; NaN = abstain."""
-        versions = versions or self.versions
-        names = [n for n in self.models if versions.get(n, 0) > 0 or not self.models[n].trainable]
+        versions = self.versions
+        names = [n for n in self.models if versions[n] > 0 or not self.models[n].trainable]
         P = np.full((stop - start, len(names), self.k), np.nan, np.float32)
         for j, name in enumerate(names):
             for c, a, b in self.store.chunks():
@@ -595,9 +589,8 @@ class Annotator:
         seen = np.array([info[n]["validation_rows"] or 0 for n in names], dtype=float)
         return voting.log_odds_weights(acc, seen, self.k)
 
-    def aggregate(self, start: int, stop: int, versions: dict[str, int] | None = None
-                  ) -> tuple[voting.VoteResult, np.ndarray, list[str]]:
-        P, names = self.vote_tensor(start, stop, versions)
+    def aggregate(self, start: int, stop: int) -> tuple[voting.VoteResult, np.ndarray, list[str]]:
+        P, names = self.vote_tensor(start, stop)
         return self._vote(P, names, np.arange(start, stop)), P, names
 
     def _vote(self, P: np.ndarray, names: list[str], ids: np.ndarray) -> voting.VoteResult:

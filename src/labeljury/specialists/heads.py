@@ -169,7 +169,22 @@ class Head(BaseSpecialist):
         return head
 
 
-class EmbeddingHead(Head):
+class _LogisticHead(Head):
+    """A head whose classifier is a logistic regression (C, class_weight, max_iter)."""
+
+    def _logistic(self, C: float, class_weight: ClassWeight, max_iter: int) -> None:
+        self.C, self.class_weight, self.max_iter = _positive(C, "C", self), _class_weight(class_weight), int(max_iter)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "C": self.C, "class_weight": self.class_weight, "max_iter": self.max_iter}
+
+    def _classifier(self) -> Any:
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
+
+
+class EmbeddingHead(_LogisticHead):
     """Logistic regression on the shared sentence embeddings (plus VADER scores with `lexicon`)."""
 
     name = "embedding-head"
@@ -178,18 +193,10 @@ class EmbeddingHead(Head):
     def __init__(self, labels: Sequence[str], encoder: str = DEFAULT_ENCODER, C: float = 1.0,
                  class_weight: ClassWeight = None, max_iter: int = 2000, lexicon: bool = False):
         super().__init__(labels, encoder, lexicon)
-        self.C, self.class_weight, self.max_iter = _positive(C, "C", self), _class_weight(class_weight), int(max_iter)
-
-    def params(self) -> dict[str, Any]:
-        return {**super().params(), "C": self.C, "class_weight": self.class_weight, "max_iter": self.max_iter}
-
-    def _classifier(self) -> Any:
-        from sklearn.linear_model import LogisticRegression
-
-        return LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
+        self._logistic(C, class_weight, max_iter)
 
 
-class TfidfHead(Head):
+class TfidfHead(_LogisticHead):
     """Logistic regression on word and character n-grams."""
 
     name = "tfidf-head"
@@ -198,15 +205,7 @@ class TfidfHead(Head):
     def __init__(self, labels: Sequence[str], C: float = 4.0, class_weight: ClassWeight = "balanced",
                  max_iter: int = 1000, lexicon: bool = False):
         super().__init__(labels, None, lexicon)
-        self.C, self.class_weight, self.max_iter = _positive(C, "C", self), _class_weight(class_weight), int(max_iter)
-
-    def params(self) -> dict[str, Any]:
-        return {**super().params(), "C": self.C, "class_weight": self.class_weight, "max_iter": self.max_iter}
-
-    def _classifier(self) -> Any:
-        from sklearn.linear_model import LogisticRegression
-
-        return LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
+        self._logistic(C, class_weight, max_iter)
 
 
 class NaiveBayesHead(Head):
