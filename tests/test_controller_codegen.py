@@ -24,7 +24,7 @@ from labeljury.controller import (
     write_plan,
 )
 from labeljury.errors import SpecialistError
-from labeljury.specialists import TextsWithEmbeddings, build_specialist, get_encoder, specialist_names
+from labeljury.specialists import Rows, build_specialist, get_encoder, specialist_names
 from labeljury.task import LLMSpec, SpecialistSpec, Task
 
 from .conftest import make_rows
@@ -48,7 +48,7 @@ def _task(voting_method: str) -> Task:
 
 def _inputs(model, texts, emb):  # noqa: ANN001, ANN202 - what the pipeline feeds each kind
     kind = model.input_kind
-    return emb if kind == "embedding" else TextsWithEmbeddings(texts, emb) if kind == "text+embedding" else texts
+    return emb if kind == "embedding" else Rows(texts, emb) if kind == "text+embedding" else texts
 
 
 @pytest.fixture(scope="module")

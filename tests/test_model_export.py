@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from labeljury.cli import app
 from labeljury.errors import ExportError, RunStoreError
-from labeljury.model_export import export_model, latest_accuracy
+from labeljury.model_export import export_model
+from labeljury.registry import SpecialistRecord
 from labeljury.review.base import ReviewResult
 from labeljury.specialists.finetune import FineTunedClassifier
 from labeljury.specialists.heads import TfidfHead
@@ -48,9 +49,11 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory, toy: tuple) -> dict[st
 
 
 def make_run(run_dir: Path, checkpoints: dict[str, Path], head_acc: float = 0.8) -> Path:
-    """A run store as the pipeline leaves it: task, specialists with promoted versions, reviews,
-    stage metrics, and checkpoints in checkpoints/<name>-v<version>/."""
+    """A run store as the pipeline leaves it: task, specialists with promoted versions in the registry,
+    reviews, stage metrics, and checkpoints in checkpoints/<name>-v<version>/."""
     import shutil
+
+    ids = np.arange(40)
 
     with RunStore(run_dir) as s:
         s.set_meta("task", TASK.model_dump(mode="json"))
@@ -67,6 +70,12 @@ def make_run(run_dir: Path, checkpoints: dict[str, Path], head_acc: float = 0.8)
             "finetune": {"accuracy_before": None, "accuracy_after": 0.85, "promoted": True}}})
         s.put_stage(1, {"stage": 1, "train_rows": 57, "specialists": {
             "finetune": {"accuracy_before": 0.85, "accuracy_after": 0.8, "promoted": False}}})
+        s.put_version("finetune", 1, stage=None, train_ids=ids, checkpoint="checkpoints/finetune-v1",
+                      metrics={"measured": []})
+        s.put_version("finetune", 2, stage=0, train_ids=ids, checkpoint="checkpoints/finetune-v2", metrics={
+            "measured": [{"stage": 0, "accuracy": 0.85, "rows": 10}, {"stage": 1, "accuracy": 0.85, "rows": 10}]})
+        s.put_version("tfidf-head", 1, stage=None, train_ids=ids, checkpoint="checkpoints/tfidf-head-v1",
+                      metrics={"measured": []})
     shutil.copytree(checkpoints["finetune"], run_dir / "checkpoints" / "finetune-v2")
     shutil.copytree(checkpoints["finetune"], run_dir / "checkpoints" / "finetune-v1")  # superseded
     shutil.copytree(checkpoints["tfidf"], run_dir / "checkpoints" / "tfidf-head-v1")
@@ -136,14 +145,15 @@ def test_picks_by_latest_validation_accuracy(tmp_path: Path, checkpoints: dict) 
 
 
 def test_latest_accuracy_follows_promotions() -> None:
-    entry = {"name": "m", "validation_accuracy": 0.5}
-    promoted = {"specialists": {"m": {"accuracy_before": 0.7, "accuracy_after": 0.8, "promoted": True}}}
-    kept = {"specialists": {"m": {"accuracy_before": 0.8, "accuracy_after": 0.75, "promoted": False}}}
-    other = {"specialists": {"x": {"accuracy_after": 0.99, "promoted": True}}}
-    assert latest_accuracy([], entry) == 0.5
-    assert latest_accuracy([promoted], entry) == 0.8
-    assert latest_accuracy([promoted, kept, other], entry) == 0.8
-    assert latest_accuracy([{"specialists": [{"name": "m", "accuracy_after": 0.6, "promoted": True}]}], entry) == 0.6
+    def record(*versions: list[tuple[int, float]]) -> SpecialistRecord:
+        return SpecialistRecord("m", {"id": "m"}, "active", len(versions), 0.5, 20, None, None, [
+            {"version": v + 1, "metrics": {"measured": [{"stage": st, "accuracy": a, "rows": 5} for st, a in ms]}}
+            for v, ms in enumerate(versions)])
+
+    assert record().latest_accuracy == 0.5  # never measured on held-out rows: its bootstrap score
+    assert record([(0, 0.8)]).latest_accuracy == 0.8
+    assert record([(0, 0.8), (1, 0.75)], [(2, 0.6)]).latest_accuracy == 0.6
+    assert record([(0, 0.8), (3, 0.7)], [(2, 0.6)]).latest_accuracy == 0.7  # by stage, not by version
 
 
 def test_refuses_a_non_empty_output_unless_forced(tmp_path: Path, checkpoints: dict) -> None:

@@ -186,7 +186,8 @@ def test_wrong_label_map_is_replaced_by_the_one_the_reviews_support(tmp_path: Pa
     status = {s["name"]: s for s in report.specialists}
     assert status["vader"]["status"] == "active" and status["vader"]["validation_accuracy"] > 0.5
     with RunStore(tmp_path / "o.csv.run") as s:
-        assert s.get_meta("label_map:vader") == {"negative": "negative", "positive": "positive", "neutral": "neutral"}
+        vader = {e["name"]: e for e in s.specialists()}["vader"]
+        assert vader["label_map"] == {"negative": "negative", "positive": "positive", "neutral": "neutral"}
     # a resumed run keeps the corrected map (the same output again, nothing re-asked)
     again = run(load_task(path), toy_csv, tmp_path / "o2.csv", tmp_path / "o.csv.run", details=True)
     assert again.reviews == report.reviews
@@ -271,7 +272,7 @@ def test_finetuned_transformer_continues_training_stage_by_stage(tmp_path, toy_c
         spec = {e["name"]: e for e in s.specialists()}["finetune"]
         stages = s.stages()
         version = spec["version"]
-        trained = s.get_meta(f"train_ids:finetune:{version}")
+        trained = s.train_ids("finetune", version)
     assert spec["status"] == "active" and version >= 2
     assert all("finetune" in st["specialists"] for st in stages)
     ckpt = run_dir / "checkpoints" / f"finetune-v{version}"

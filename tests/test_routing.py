@@ -1,4 +1,4 @@
-"""Routing: hardness scores, budgeted selection, the diverse bootstrap sample, stage budgets."""
+"""Routing: hardness scores, budgeted selection, the query strategy, the diverse bootstrap sample."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import pytest
 
 from labeljury.routing import (
     DISAGREEMENT_CUT,
-    allocate_budget,
+    HardestFirst,
     hardness,
     select_bootstrap,
     select_for_review,
-    stage_budgets,
 )
 from labeljury.voting import dawid_skene, majority, soft
 
@@ -142,22 +141,18 @@ def test_bootstrap_edge_cases() -> None:
         select_bootstrap(None, 3)
 
 
-def test_stage_budgets_sum_exactly() -> None:
-    assert stage_budgets([2000, 2000, 1000], 500) == [200, 200, 100]
-    assert stage_budgets([1, 1, 1], 2) == [1, 1, 0]  # equal remainders: earlier stages first
-    assert stage_budgets([10, 0, 5], 100) == [10, 0, 5]  # never more than a stage's rows
-    assert stage_budgets([], 10) == []
-    rng = np.random.default_rng(1)
-    for _ in range(200):
-        rows = rng.integers(0, 5000, int(rng.integers(1, 12))).tolist()
-        total = int(rng.integers(0, 20000))
-        out = stage_budgets(rows, total)
-        assert sum(out) == min(total, sum(rows))
-        assert all(0 <= b <= r for b, r in zip(out, rows))
-        exact = np.array(rows) * min(total, sum(rows)) / max(sum(rows), 1)
-        assert np.all(np.abs(np.array(out) - exact) < 1)
-
-
-def test_allocate_budget() -> None:
-    assert allocate_budget(100, 30) == 70
-    assert allocate_budget(100, 130) == 0
+def test_hardest_first_queries_the_hardest_unrouted_rows() -> None:
+    result = soft(P)
+    h = hardness(result, P, "margin")
+    sel, picked = HardestFirst("margin").query(result, P, 2)
+    assert list(sel) == list(np.argsort(-h, kind="stable")[:2]) and np.allclose(picked, h[sel])
+    routed = np.zeros(len(h), bool)
+    routed[sel[0]] = True
+    again, _ = HardestFirst("margin").query(result, P, 2, exclude=routed)
+    assert sel[0] not in again and sel[1] == again[0]
+    # disagreement: only rows where the specialists disagree, however large the budget
+    dis, _ = HardestFirst("disagreement").query(result, P, 100)
+    assert set(dis) == set(np.flatnonzero(~result.unanimous))
+    # a threshold keeps only rows harder than it
+    thr, hs = HardestFirst("margin", threshold=0.5).query(result, P, 100)
+    assert (hs > 0.5).all() and len(thr) == int((h > 0.5).sum())

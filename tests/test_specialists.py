@@ -17,7 +17,7 @@ from labeljury.specialists import (
     EmbeddingHead,
     HybridHead,
     NaiveBayesHead,
-    TextsWithEmbeddings,
+    Rows,
     HFTextClassifier,
     LabelMap,
     MappedSpecialist,
@@ -443,11 +443,11 @@ def test_hf_hub_id_that_cannot_be_downloaded():
 def test_ngram_heads_use_the_pool_vocabulary_and_round_trip(cls, toy_embeddings, tmp_path):
     E, y = toy_embeddings
     texts = SPORTS + COOKING
-    X = TextsWithEmbeddings(texts, E)
+    X = Rows(texts, E)
     head = cls(["cooking", "sports"])
     assert head.input_kind == ("text+embedding" if cls is HybridHead else "text")
     # vocabulary from the whole pool: a word seen only in unlabeled rows still gets a column
-    head.fit_unsupervised(TextsWithEmbeddings(texts + ["zzyzx zzyzx"] * 3, np.vstack([E, E[:3]])))
+    head.fit_unsupervised(Rows(texts + ["zzyzx zzyzx"] * 3, np.vstack([E, E[:3]])))
     train = [0, 1, 2, 5, 6, 7]
     head.fit(X.take(train), [y[i] for i in train])
     assert "zzyzx" in head._ngrams.transformer_list[0][1].vocabulary_
@@ -469,7 +469,7 @@ def test_lexicon_features_join_the_embedding_head(toy_embeddings):
     E, y = toy_embeddings
     head = EmbeddingHead(["cooking", "sports"], lexicon=True)
     assert head.input_kind == "text+embedding"
-    head.fit(TextsWithEmbeddings(SPORTS + COOKING, E), y)
+    head.fit(Rows(SPORTS + COOKING, E), y)
     assert head._clf.coef_.shape[1] == E.shape[1] + 4
     with pytest.raises(SpecialistError, match="reads texts"):
         head.predict_proba(E)

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from . import data
+from .budget import budget_rows
 from .llm.cost import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, estimate_tokens, price_for
 from .task import Task
 
@@ -103,7 +104,7 @@ def plan_costs(task: Task, input_path: Any) -> CostPlan:
     data.check_input(input_path, task.text_column)
     stats = scan_input(input_path, task.text_column)
     spec = task.llm
-    review_rows = min(task.review.budget_rows(stats.rows), stats.texts)
+    review_rows = min(budget_rows(task.review, stats.rows), stats.texts)
     lines: list[CostLine] = []
     comparison: list[CostLine] = []
     warnings: list[str] = []

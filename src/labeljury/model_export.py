@@ -1,7 +1,8 @@
 """`labeljury export-model`: a run's best trained specialist as a standalone model with a model card.
 
-The pipeline keeps each trainable specialist's promoted checkpoint in
-`RUN_DIR/checkpoints/<name>-v<version>/`, written by the specialist's `save`. Export copies it as is,
+The run's specialist registry says which version of each trainable specialist is current and where
+its checkpoint is (`RUN_DIR/checkpoints/<name>-v<version>/`, written by the specialist's `save`).
+Export copies it as is,
 since both formats already load without labeljury:
 - `FineTunedClassifier`: a Hugging Face model folder (config with id2label = the task's labels);
 - heads: `model.joblib`, a dict of plain scikit-learn objects (see `specialists.heads`).
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ExportError, RunStoreError
+from .registry import SpecialistRecord, read_registry
 from .store import RunStore
 
 Kind = Literal["transformers", "scikit-learn"]
@@ -42,12 +44,13 @@ class ExportedModel:
     validation_accuracy: float | None
 
 
-def checkpoint_dir(run_dir: Path, name: str, version: int) -> Path | None:
-    """The folder holding `name`'s checkpoint `version`, if it was written."""
-    for candidate in (f"{name}-v{version}", f"{name}-v{version}.joblib"):  # the latter: earlier runs
-        path = run_dir / "checkpoints" / candidate
-        if path.is_dir() and _kind(path) is not None:
-            return path
+def _checkpoint(run_dir: Path, record: SpecialistRecord) -> Path | None:
+    """The folder of `record`'s current version, as the registry has it, if it holds a known kind."""
+    for v in record.versions:
+        if v["version"] == record.version and v["checkpoint"]:
+            path = run_dir / v["checkpoint"]
+            if path.is_dir() and _kind(path) is not None:
+                return path
     return None
 
 
@@ -59,41 +62,24 @@ def _kind(path: Path) -> Kind | None:
     return None
 
 
-def latest_accuracy(stages: list[dict[str, Any]], entry: dict[str, Any]) -> float | None:
-    """The accuracy of the specialist's promoted checkpoint on the latest stage that measured it:
-    `accuracy_after` when that stage promoted a new one, else `accuracy_before` (the kept one);
-    without stage scores, its accuracy in the specialists table."""
-    score = entry["validation_accuracy"]
-    for metrics in stages:
-        own = _own(metrics, entry["name"])
-        value = own.get("accuracy_after") if own.get("promoted") else None
-        value = own.get("accuracy_before") if value is None else value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            score = float(value)
-    return None if score is None else float(score)
-
-
-def _pick(run_dir: Path, entries: list[dict[str, Any]], wanted: str | None) -> tuple[dict[str, Any], Path]:
+def _pick(run_dir: Path, records: list[SpecialistRecord], wanted: str | None) -> tuple[SpecialistRecord, Path]:
     """The specialist to export and its checkpoint: `wanted`, else the active trained specialist
-    with the highest latest validation accuracy (the first listed wins a tie). Each entry's
-    `validation_accuracy` must already be its latest (see `latest_accuracy`)."""
-    trained = [(e, p) for e in entries if e["version"] >= 1
-               and (p := checkpoint_dir(run_dir, e["name"], e["version"])) is not None]
+    with the highest latest held-out accuracy (the first listed wins a tie)."""
+    trained = [(r, p) for r in records if r.version >= 1 and (p := _checkpoint(run_dir, r)) is not None]
     if wanted is not None:
-        names = [e["name"] for e in entries]
+        names = [r.name for r in records]
         if wanted not in names:
             raise ExportError(f"the run has no specialist {wanted!r}; its specialists are: {', '.join(names)}")
-        match = [(e, p) for e, p in trained if e["name"] == wanted]
+        match = [(r, p) for r, p in trained if r.name == wanted]
         if not match:
             raise ExportError(f"specialist {wanted!r} has no trained checkpoint in this run (it is not trainable, "
                               "or was never fitted); pick another with --specialist or omit it")
         return match[0]
-    active = [(e, p) for e, p in trained if e["status"] == "active"]
+    active = [(r, p) for r, p in trained if r.status == "active"]
     if not active:
         raise ExportError("the run has no trained specialist to export; run it with a trainable specialist "
                           "(e.g. embedding-head or finetune) and a review budget so that it gets fitted")
-    return max(active, key=lambda ep: -1.0 if ep[0]["validation_accuracy"] is None
-               else float(ep[0]["validation_accuracy"]))
+    return max(active, key=lambda rp: -1.0 if rp[0].latest_accuracy is None else float(rp[0].latest_accuracy))
 
 
 def export_model(run_dir: str | Path, output: str | Path, specialist: str | None = None,
@@ -112,9 +98,9 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
     with RunStore(run_dir) as store:
         task = store.get_meta("task") or {}
         stages = store.stages()
-        entries = [{**e, "validation_accuracy": latest_accuracy(stages, e)} for e in store.specialists()]
-        entry, ckpt = _pick(run_dir, entries, specialist)
+        record, ckpt = _pick(run_dir, read_registry(store), specialist)
         reviewed = len(store.labeled_reviews())
+    entry = {**record.to_dict(), "validation_accuracy": record.latest_accuracy}
     kind = _kind(ckpt)
     assert kind is not None  # checkpoint_dir only returns folders of a known kind
     info = _describe(ckpt, kind)

@@ -1,5 +1,6 @@
-"""Which rows go to the reviewer: a hardness score per row, a budgeted pick of the hardest rows, a
-diverse bootstrap sample to review first, and the split of the budget over stages.
+"""Which rows go to the reviewer: a hardness score per row, a budgeted pick of the hardest rows (the
+query strategy `HardestFirst`), and a diverse bootstrap sample to review first. How many rows may be
+picked is the budget plan's business (`budget`).
 
 Hardness is in [0, 1], higher = harder; rows where every specialist abstained score exactly 1.0 and
 every other row less, so they are reviewed first (nothing else can label them).
@@ -8,6 +9,7 @@ every other row less, so they are reviewed first (nothing else can label them).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -100,6 +102,23 @@ def select_for_review(
     return idx[order[:budget]]
 
 
+@dataclass(frozen=True)
+class HardestFirst:
+    """The query strategy of the stages: the rows hardest under `policy` (and harder than `threshold`
+    when set), none already routed, at most `budget` of them."""
+
+    policy: Policy = "margin"
+    threshold: float | None = None
+
+    def query(self, result: VoteResult, P: np.ndarray, budget: int,
+              exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(row indices hardest first, their hardness)."""
+        h = hardness(result, P, self.policy)
+        sel = select_for_review(h, budget, threshold=self.threshold, policy=self.policy, exclude=exclude,
+                                unanimous=result.unanimous)
+        return sel, h[sel]
+
+
 def select_bootstrap(
     embeddings: np.ndarray | None, n: int, seed: int = 0, n_rows: int | None = None
 ) -> np.ndarray:
@@ -145,27 +164,3 @@ def select_bootstrap(
         rest = np.setdiff1d(np.arange(total), picked)
         picked = np.concatenate([picked, rng.choice(rest, n - len(picked), replace=False)])
     return np.sort(picked)
-
-
-def allocate_budget(total: int, used: int) -> int:
-    """Review rows still available: total minus used, never negative."""
-    return max(0, int(total) - int(used))
-
-
-def stage_budgets(n_rows_per_stage: list[int], total_budget: int) -> list[int]:
-    """Split `total_budget` over stages in proportion to their rows (largest-remainder method).
-
-    Exact integer arithmetic; remainders tie to the earlier stage. The result sums exactly to
-    min(total_budget, total rows) and no stage gets more than its rows.
-    """
-    rows = np.asarray(n_rows_per_stage, dtype=np.int64)
-    if total_budget < 0 or np.any(rows < 0):
-        raise ValueError("the budget and the stage sizes must be >= 0")
-    total_rows = int(rows.sum())
-    budget = min(int(total_budget), total_rows)
-    if budget == 0:
-        return [0] * len(rows)
-    share, remainder = np.divmod(budget * rows, total_rows)
-    short = budget - int(share.sum())
-    share[np.argsort(-remainder, kind="stable")[:short]] += 1
-    return share.tolist()

@@ -7,6 +7,7 @@ from typing import Any
 
 from .errors import RunStoreError
 from .llm.usage import LLMUsage, read_llm_usage
+from .registry import read_registry
 from .store import RunStore
 
 
@@ -41,7 +42,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "cost_usd": round(sum(r.cost_usd for r in reviews.values()), 6),
             "llm": _llm_cost(usage, rows, llm_reviewed=sum(r.source == "reviewed:llm" for r in reviews.values()),
                              review_cost=sum(r.cost_usd for r in reviews.values())),
-            "specialists": s.specialists(),
+            "specialists": [r.to_dict() for r in read_registry(s)],
             "stages": s.stages(),
             "sources": s.source_counts() if done else {},
         }

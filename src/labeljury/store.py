@@ -8,8 +8,11 @@ Layout of `RUN_DIR/run.db`:
   texts        unique non-empty texts, 0-based `text_id` in order of first appearance
   rows         one per input row: its text_id, or the reason it is skipped
   embeddings   shared encoder output, float16, per chunk of CHUNK text ids
-  predictions  each specialist's task-ordered probabilities, per (specialist, version, chunk)
-  specialists  which specialists run, their validation score, whether they were dropped and why
+  predictions  each specialist version's task-ordered probabilities, per (specialist, version, chunk)
+  specialists  which specialists run, their label map, current version, validation score, whether
+               they were dropped and why
+  versions     every promoted version of a trainable specialist: its training rows, checkpoint and
+               measurements (the `registry` module is their one reader and writer)
   routing      which texts were sent for review, why (bootstrap / hard) and their hardness
   reviews      the reviewer's answers (or why there is none), stored as each arrives
   final        the label, confidence and provenance of every text
@@ -22,6 +25,7 @@ import hashlib
 import json
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +37,7 @@ from .errors import RunStoreError
 from .review.base import ReviewResult
 
 CHUNK = 2048  # text ids per embedding / prediction block
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,7 +51,10 @@ CREATE TABLE IF NOT EXISTS predictions (specialist TEXT NOT NULL, version INTEGE
     PRIMARY KEY (specialist, version, chunk));
 CREATE TABLE IF NOT EXISTS specialists (name TEXT PRIMARY KEY, position INTEGER NOT NULL,
     spec TEXT NOT NULL, status TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0,
-    validation_accuracy REAL, validation_rows INTEGER, note TEXT);
+    validation_accuracy REAL, validation_rows INTEGER, note TEXT, label_map TEXT);
+CREATE TABLE IF NOT EXISTS versions (specialist TEXT NOT NULL, version INTEGER NOT NULL,
+    stage INTEGER, train_count INTEGER NOT NULL, train_hash TEXT NOT NULL, train_ids BLOB NOT NULL,
+    checkpoint TEXT, metrics TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (specialist, version));
 CREATE TABLE IF NOT EXISTS routing (text_id INTEGER PRIMARY KEY, why TEXT NOT NULL,
     hardness REAL, stage INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS reviews (text_id INTEGER PRIMARY KEY, label TEXT, source TEXT NOT NULL,
@@ -61,6 +68,20 @@ CREATE TABLE IF NOT EXISTS stages (stage INTEGER PRIMARY KEY, metrics TEXT NOT N
 
 def text_hash(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def ids_hash(ids: np.ndarray) -> str:
+    """A fingerprint of a sorted set of text ids: two versions trained on the same rows share it."""
+    return hashlib.blake2b(np.ascontiguousarray(ids, dtype=np.int64).tobytes(), digest_size=16).hexdigest()
+
+
+def _pack_ids(ids: np.ndarray) -> bytes:
+    # sorted ids as zlib-compressed deltas: ~1 byte an id where the rows are dense
+    return zlib.compress(np.diff(ids, prepend=0).astype(np.int64).tobytes(), 1)
+
+
+def _unpack_ids(blob: bytes) -> np.ndarray:
+    return np.cumsum(np.frombuffer(zlib.decompress(blob), dtype=np.int64))
 
 
 class RunStore:
@@ -80,8 +101,13 @@ class RunStore:
             raise RunStoreError(
                 f"run directory {str(self.run_dir)!r} cannot be used ({err}); pass another --run-dir"
             ) from None
-        if self.get_meta("schema_version") is None:
+        version = self.get_meta("schema_version")
+        if version is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
+        elif version != SCHEMA_VERSION:
+            self.close()
+            raise RunStoreError(f"run directory {str(self.run_dir)!r} was made by another version of labeljury "
+                                f"(run store schema {version}, this one reads {SCHEMA_VERSION}); pass a new --run-dir")
 
     def close(self) -> None:
         self.conn.close()
@@ -129,7 +155,8 @@ class RunStore:
 
     @property
     def n_texts(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM texts").fetchone()[0]
+        # text ids are dense from 0: the largest one is read from the primary key, not counted
+        return self.conn.execute("SELECT COALESCE(MAX(text_id) + 1, 0) FROM texts").fetchone()[0]
 
     def add_rows(self, start: int, values: Sequence[str | None], skip_reasons: Sequence[str | None]) -> None:
         """Record input rows `start..start+len(values)-1` in one transaction. `values[i]` is the
@@ -219,6 +246,11 @@ class RunStore:
             return None
         return np.frombuffer(row[1], dtype=np.float32).reshape(-1, row[0]).copy()
 
+    def prediction_chunks(self, specialist: str, version: int) -> set[int]:
+        """The chunks that hold predictions of this specialist version."""
+        return {c for (c,) in self.conn.execute(
+            "SELECT chunk FROM predictions WHERE specialist=? AND version=?", (specialist, version))}
+
     def put_predictions(self, specialist: str, version: int, chunk: int, proba: np.ndarray) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO predictions(specialist, version, chunk, k, data) VALUES (?,?,?,?,?)",
@@ -236,17 +268,56 @@ class RunStore:
 
     def specialists(self) -> list[dict[str, Any]]:
         cur = self.conn.execute(
-            "SELECT name, spec, status, version, validation_accuracy, validation_rows, note "
+            "SELECT name, spec, status, version, validation_accuracy, validation_rows, note, label_map "
             "FROM specialists ORDER BY position")
         return [dict(name=n, spec=json.loads(s), status=st, version=v, validation_accuracy=a,
-                     validation_rows=r, note=note) for n, s, st, v, a, r, note in cur]
+                     validation_rows=r, note=note, label_map=None if lm is None else json.loads(lm))
+                for n, s, st, v, a, r, note, lm in cur]
 
     def update_specialist(self, name: str, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
-        allowed = {"status", "version", "validation_accuracy", "validation_rows", "note"}
+        allowed = {"status", "version", "validation_accuracy", "validation_rows", "note", "label_map"}
         if not fields.keys() <= allowed:
             raise ValueError(f"unknown specialist fields {set(fields) - allowed}")
+        if "label_map" in fields and fields["label_map"] is not None:
+            fields["label_map"] = json.dumps(fields["label_map"])
         sets = ", ".join(f"{k}=?" for k in fields)
         (conn or self.conn).execute(f"UPDATE specialists SET {sets} WHERE name=?", (*fields.values(), name))
+
+    # -- specialist versions (read and written by `registry`) -----------------------------------
+    def put_version(self, specialist: str, version: int, *, stage: int | None, train_ids: np.ndarray,
+                    checkpoint: str | None, metrics: dict[str, Any], conn: sqlite3.Connection | None = None) -> None:
+        ids = np.ascontiguousarray(np.sort(np.asarray(train_ids, dtype=np.int64)))
+        (conn or self.conn).execute(
+            "INSERT OR REPLACE INTO versions(specialist, version, stage, train_count, train_hash, train_ids, "
+            "checkpoint, metrics, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (specialist, version, stage, len(ids), ids_hash(ids), _pack_ids(ids), checkpoint,
+             json.dumps(metrics), time.time()))
+
+    def versions(self, specialist: str | None = None) -> list[dict[str, Any]]:
+        """Version records (without their training rows: see `train_ids`), oldest first."""
+        q = ("SELECT specialist, version, stage, train_count, train_hash, checkpoint, metrics, created_at "
+             "FROM versions")
+        args: tuple[Any, ...] = ()
+        if specialist is not None:
+            q, args = q + " WHERE specialist=?", (specialist,)
+        return [dict(specialist=n, version=v, stage=st, train_count=c, train_hash=h, checkpoint=ck,
+                     metrics=json.loads(m), created_at=t)
+                for n, v, st, c, h, ck, m, t in self.conn.execute(q + " ORDER BY specialist, version", args)]
+
+    def train_ids(self, specialist: str, version: int) -> np.ndarray:
+        row = self.conn.execute("SELECT train_ids FROM versions WHERE specialist=? AND version=?",
+                                (specialist, version)).fetchone()
+        return np.zeros(0, np.int64) if row is None else _unpack_ids(row[0])
+
+    def update_version_metrics(self, specialist: str, version: int, metrics: dict[str, Any],
+                               conn: sqlite3.Connection | None = None) -> None:
+        (conn or self.conn).execute("UPDATE versions SET metrics=? WHERE specialist=? AND version=?",
+                                    (json.dumps(metrics), specialist, version))
+
+    def delete_predictions(self, specialist: str, below_version: int, conn: sqlite3.Connection | None = None) -> None:
+        """Forget the predictions of a specialist's superseded versions."""
+        (conn or self.conn).execute("DELETE FROM predictions WHERE specialist=? AND version<?",
+                                    (specialist, below_version))
 
     # -- routing and reviews ----------------------------------------------------------------------
     def add_routing(self, text_ids: Sequence[int], why: str, hardness: Sequence[float] | None, stage: int,

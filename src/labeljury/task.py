@@ -72,6 +72,7 @@ class ReviewSpec(BaseModel):
     paper: any specialist disagreeing), `margin` (top-two posterior gap), `confidence` (posterior
     max). `threshold`, when set, sends only rows harder than it (still never over budget).
     `bootstrap` rows, chosen for diversity, are reviewed first to fit and validate specialists.
+    What these come to in rows is planned by `budget.plan_budget`.
     """
 
     model_config = _STRICT
@@ -111,23 +112,6 @@ class ReviewSpec(BaseModel):
         if v is not None and not 0 <= v <= 1:
             raise ValueError("must be in [0, 1] (a hardness: 0 easy, 1 hardest)")
         return v
-
-    def budget_rows(self, n_rows: int) -> int:
-        """The review budget as a row count for an input of `n_rows` rows."""
-        if isinstance(self.budget, float):
-            return int(self.budget * n_rows + 1e-9)
-        return int(self.budget)
-
-    def bootstrap_rows(self, n_rows: int, n_labels: int) -> int:
-        """Rows to review first; by default ~2% of the budget's rows, between 4 per label and 200."""
-        budget = self.budget_rows(n_rows)
-        if self.bootstrap is None:
-            want = max(4 * n_labels, min(200, int(0.25 * budget)))
-        elif isinstance(self.bootstrap, float):
-            want = int(self.bootstrap * n_rows)
-        else:
-            want = self.bootstrap
-        return max(0, min(want, budget))
 
 
 class LLMSpec(BaseModel):

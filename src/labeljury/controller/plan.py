@@ -140,9 +140,8 @@ def specialist_entry(
         source = _relative(checkpoint, run_dir) if checkpoint is not None else inner.model
         entry |= {"kind": "hf", "checkpoint": _relative(checkpoint, run_dir),
                   "params": {"model": source, "local": checkpoint is not None,
-                             "max_length": int(getattr(inner, "max_length", 256)),
-                             "batch_size": int(getattr(inner, "batch_size", 32)),
-                             "multi_label": bool(getattr(inner, "multi_label", False))}}
+                             "max_length": inner.max_length, "batch_size": inner.batch_size,
+                             "multi_label": bool(inner.multi_label)}}
     else:
         raise SpecialistError(f"specialist {name!r} ({type(inner).__name__}) cannot be written into a plan yet")
     return PlanSpecialist(**entry)

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
@@ -22,6 +23,7 @@ from ..llm.client import LLMClient
 from ..llm.cost import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, estimate_tokens, price_for
 from ..llm.prompt import format_examples, label_type, task_header
 from ..llm.structured import ask
+from ..progress import Progress
 from ..specialists.catalog import auto_specialists
 from ..task import SpecialistSpec, Task
 from .candidates import Candidate, gather_candidates
@@ -207,3 +209,37 @@ def estimate_selection_cost(task: Task, *, k: int = DEFAULT_K, hub_limit: int = 
     price = price_for(spec)
     return {"tokens_in": prompt, "tokens_out": out, "usd": price.cost_usd(prompt, out), "calls": 1,
             "price_known": price.known}
+
+
+def select_for_run(task: Task, run_dir: Path, progress: Progress) -> list[SpecialistSpec]:
+    """The specialists of a run with `specialists: auto` and an `llm:` section: the LLM's picks among
+    the catalog and the hub's text classifiers, plus the trainable heads, which always join them.
+    A run that chose before (its run store holds the choice) keeps its choice, even if the hub changed;
+    the pipeline saves a new choice in the run store."""
+    from ..llm import LLMClient, Ledger, SQLiteCallCache
+    from ..store import RunStore
+
+    if (run_dir / "run.db").exists():
+        with RunStore(run_dir) as store:
+            saved = store.get_meta("selected_specialists")
+        if saved is not None:
+            return [SpecialistSpec.model_validate(sp) for sp in saved]
+    assert task.llm is not None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache = SQLiteCallCache(run_dir / "run.db")
+    try:
+        usd, tok = cache.totals()
+        client = LLMClient(task.llm)
+        try:
+            result = select(task, client, hub=True, cache=cache,
+                            ledger=Ledger.for_spec(task.llm, spent_usd=usd, spent_tokens=tok))
+        finally:
+            client.close()
+    finally:
+        cache.close()
+    picked = list(result.specs)
+    ids = {sp.id for sp in picked}
+    picked += [sp for sp in auto_specialists(task) if sp.id.endswith("-head") and sp.id not in ids]
+    progress.log(f"LLM selected specialists: {', '.join(sp.id for sp in picked)}"
+                 + (f" (fallback: {result.why})" if result.fallback else ""))
+    return picked

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
@@ -47,3 +48,24 @@ class Reviewer(Protocol):
     def review(self, items: Sequence[ReviewItem]) -> Iterator[ReviewResult]:
         """Yield one result per item, in any order, as each is ready."""
         ...
+
+
+@runtime_checkable
+class Checked(Protocol):
+    """A reviewer that can tell before the run starts that it cannot work (e.g. a missing gold column)."""
+
+    def check(self) -> None: ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """A reviewer holding resources (connections, threads) to release when the run ends."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Queued(Protocol):
+    """A reviewer whose pending rows wait in a file a person fills in."""
+
+    path: Path

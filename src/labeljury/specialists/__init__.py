@@ -3,7 +3,20 @@
 Importing this package is cheap; torch, transformers and the lexicons load on first use.
 """
 
-from .base import BaseSpecialist, InputKind, LabelMap, MappedSpecialist, Specialist, task_ordered
+from .base import (
+    BaseSpecialist,
+    FeatureMemo,
+    InputKind,
+    LabelMap,
+    LearnsFromUnlabeled,
+    MappedSpecialist,
+    Persistent,
+    Rows,
+    Specialist,
+    Trainable,
+    Updatable,
+    task_ordered,
+)
 from .catalog import (
     CATALOG,
     SYNONYMS,
@@ -15,7 +28,6 @@ from .catalog import (
     synonym_map,
 )
 from .encoder import DEFAULT_ENCODER, Encoder, as_embeddings, get_encoder
-from .features import TextsWithEmbeddings
 from .heads import EmbeddingHead, Head, HybridHead, NaiveBayesHead, TfidfHead
 from .hf import HFTextClassifier
 from .lexicon import ProfanityCheck, VaderSentiment
@@ -29,17 +41,22 @@ __all__ = [
     "CatalogEntry",
     "EmbeddingHead",
     "Encoder",
+    "FeatureMemo",
     "HFTextClassifier",
     "InputKind",
     "LabelMap",
+    "LearnsFromUnlabeled",
     "Head",
     "HybridHead",
     "NaiveBayesHead",
-    "TextsWithEmbeddings",
     "MappedSpecialist",
+    "Persistent",
     "ProfanityCheck",
+    "Rows",
     "Specialist",
     "TfidfHead",
+    "Trainable",
+    "Updatable",
     "VaderSentiment",
     "ZeroShotSimilarity",
     "as_embeddings",

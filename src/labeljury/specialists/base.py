@@ -2,11 +2,16 @@
 
 A specialist is a scikit-learn-like estimator. Its constructor only stores parameters; it exposes
 `classes_` (the label names of its output columns) and `predict_proba(X) -> (n, len(classes_))`.
-`X` is a list of texts, or, for specialists whose `input_kind` is "embedding", an (n, d) array of
-sentence embeddings from the shared encoder named by `encoder` — so every embedding-based specialist
-shares one encoder pass, which the pipeline caches in the run store.
+`X` is what its `input_kind` says: texts ("text": a list of texts or `Rows`), an (n, d) array of
+sentence embeddings from the shared encoder named by `encoder` ("embedding"), or `Rows` carrying both
+("text+embedding") — so every embedding-based specialist shares one encoder pass, which the pipeline
+caches in the run store.
 
-Trainable specialists also implement `fit(X, y)`; an unfitted trainable specialist abstains.
+What else a specialist can do is declared by the small protocols below, never discovered by probing
+attributes: `Trainable` (`fit`; an unfitted trainable specialist abstains), `Updatable` (`update`:
+continue training from the current weights), `Persistent` (`save` / `load` a checkpoint folder) and
+`LearnsFromUnlabeled` (`fit_unsupervised`: fit features, such as an n-gram vocabulary, on unlabeled
+rows). The class attribute `trainable` says whether the pipeline may train it.
 
 A model usually has labels of its own (VADER: negative/neutral/positive; a hub model: LABEL_0...).
 `LabelMap` turns its probability columns into the task's label order: the mass of each model label
@@ -16,15 +21,16 @@ zero is an abstention (NaN row).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import SpecialistError
 
-InputKind = Literal["text", "embedding"]
+InputKind = Literal["text", "embedding", "text+embedding"]
 
 
 @runtime_checkable
@@ -40,6 +46,99 @@ class Specialist(Protocol):
     def classes_(self) -> np.ndarray: ...
 
     def predict_proba(self, X: Any) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """Fits from scratch on reviewed rows."""
+
+    def fit(self, X: Any, y: Sequence[str]) -> Any: ...
+
+
+@runtime_checkable
+class Updatable(Protocol):
+    """Continues training from its current weights (a fine-tuned transformer: minutes per fit)."""
+
+    def update(self, X: Any, y: Sequence[str]) -> Any: ...
+
+
+@runtime_checkable
+class Persistent(Protocol):
+    """Writes a checkpoint folder with `save`; its class reads it back with `load`."""
+
+    def save(self, path: str | Path) -> None: ...
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any: ...
+
+
+@runtime_checkable
+class LearnsFromUnlabeled(Protocol):
+    """Fits features (e.g. an n-gram vocabulary) on unlabeled rows before `fit`."""
+
+    def fit_unsupervised(self, X: Any) -> Any: ...
+
+
+class FeatureMemo(Protocol):
+    """Feature blocks of a set of rows, computed once per run and shared by every specialist that asks
+    (the pipeline's `scoring.Features` gives one to each `Rows` it builds). `key` names the block and
+    everything it depends on (e.g. the fitted vectorizer's fingerprint)."""
+
+    def block(self, key: Hashable, compute: Callable[[list[str]], Any]) -> Any:
+        """`compute(texts)` for these rows, in order, from the memo where it can be."""
+        ...
+
+    def value(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """A value that depends on these rows as a whole (e.g. a vocabulary fitted on them)."""
+        ...
+
+    def take(self, idx: np.ndarray) -> FeatureMemo:
+        """The memo of a subset of these rows."""
+        ...
+
+
+@dataclass
+class Rows:
+    """What a specialist reads for n rows: their texts, the shared encoder's embeddings (for models
+    whose `input_kind` involves embeddings), or both; `memo` lets feature blocks be shared."""
+
+    texts: list[str] | None
+    embeddings: np.ndarray | None = None
+    memo: FeatureMemo | None = None
+
+    def __post_init__(self) -> None:
+        if self.texts is None and self.embeddings is None:
+            raise SpecialistError("rows need texts, embeddings or both")
+        if self.texts is not None and self.embeddings is not None and len(self.texts) != len(self.embeddings):
+            raise SpecialistError(f"{len(self.texts)} texts but {len(self.embeddings)} embeddings")
+
+    def __len__(self) -> int:
+        return len(self.texts) if self.texts is not None else len(self.embeddings)  # type: ignore[arg-type]
+
+    def take(self, idx: Sequence[int] | np.ndarray) -> Rows:
+        idx = np.asarray(idx, dtype=np.int64)
+        return Rows(None if self.texts is None else [self.texts[i] for i in idx],
+                    None if self.embeddings is None else self.embeddings[idx],
+                    None if self.memo is None else self.memo.take(idx))
+
+
+def texts_of(X: Any, who: str = "specialist") -> list[str]:
+    """The texts of a specialist's input: a list of texts, or `Rows` that carry them."""
+    if isinstance(X, str):
+        raise SpecialistError("expected a list of texts, got a single string")
+    if isinstance(X, Rows):
+        if X.texts is None:
+            raise SpecialistError(f"{who} reads texts, but was given embeddings only")
+        return X.texts
+    if isinstance(X, np.ndarray) and X.ndim == 2 and np.issubdtype(X.dtype, np.number):
+        raise SpecialistError(f"{who} reads texts, but was given an embedding array")
+    return ["" if t is None else str(t) for t in X]
+
+
+def n_rows(X: Any) -> int:
+    if isinstance(X, str):
+        raise SpecialistError("expected a list of texts or an (n, d) embedding array, got a single string")
+    return len(X) if not hasattr(X, "shape") else int(X.shape[0])
 
 
 class BaseSpecialist:
@@ -128,28 +227,29 @@ class LabelMap:
 
 
 class MappedSpecialist:
-    """Wraps a specialist with its own labels so that it speaks the task's labels."""
+    """Wraps a fixed specialist with labels of its own (a lexicon, a hub classifier) so that it speaks
+    the task's labels. Trainable specialists predict the task's labels themselves and are never wrapped."""
+
+    trainable: ClassVar[bool] = False
 
     def __init__(self, inner: Any, label_map: LabelMap, name: str | None = None):
+        if inner.trainable:
+            raise SpecialistError(f"{type(inner).__name__} is trainable: it speaks the task's labels, give it no label map")
         self.inner = inner
         self.label_map = label_map
-        self.name = name or getattr(inner, "name", type(inner).__name__)
+        self.name = name or inner.name
 
     @property
     def input_kind(self) -> InputKind:
-        return getattr(self.inner, "input_kind", "text")
+        return self.inner.input_kind
 
     @property
     def encoder(self) -> str | None:
-        return getattr(self.inner, "encoder", None)
-
-    @property
-    def trainable(self) -> bool:
-        return bool(getattr(self.inner, "trainable", False))
+        return self.inner.encoder
 
     @property
     def is_fitted(self) -> bool:
-        return bool(getattr(self.inner, "is_fitted", True))
+        return bool(self.inner.is_fitted)
 
     @property
     def classes_(self) -> np.ndarray:
@@ -157,10 +257,6 @@ class MappedSpecialist:
 
     def predict_proba(self, X: Any) -> np.ndarray:
         return self.label_map.apply(self.inner.predict_proba(X))
-
-    def fit(self, X: Any, y: Sequence[str]) -> MappedSpecialist:
-        self.inner.fit(X, y)
-        return self
 
     def __repr__(self) -> str:
         return f"MappedSpecialist({self.inner!r}, covers={self.label_map.covered})"

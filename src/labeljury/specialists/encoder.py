@@ -13,6 +13,7 @@ Encoder ids:
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -177,18 +178,21 @@ def _load(encoder_id: str) -> Encoder:
     return SentenceTransformerEncoder(encoder_id, source if os.path.isdir(source) else encoder_id)
 
 
-_CACHE: dict[str, Encoder] = {}
 _LOCK = threading.Lock()
 
 
+@functools.lru_cache(maxsize=4)
+def _loaded(encoder_id: str) -> Encoder:
+    return _load(encoder_id)
+
+
 def get_encoder(encoder_id: str | None = DEFAULT_ENCODER) -> Encoder:
-    """The process-wide encoder for `encoder_id` (None: the default), loaded once and shared by every
-    specialist."""
+    """The encoder for `encoder_id` (None: the default). A model is loaded once per process and shared
+    by every specialist (the few most recently used stay loaded): loading costs seconds, encoding is
+    stateless."""
     encoder_id = (encoder_id or DEFAULT_ENCODER).strip()
     with _LOCK:
-        if encoder_id not in _CACHE:
-            _CACHE[encoder_id] = _load(encoder_id)
-        return _CACHE[encoder_id]
+        return _loaded(encoder_id)
 
 
 def as_embeddings(X: Any, encoder_id: str | None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Feature blocks for the trainable heads, and the input that carries texts and embeddings together.
+"""Feature blocks for the trainable heads.
 
 Three blocks, each cheap on a CPU and each catching what the others miss:
 - embeddings (semantics): the shared encoder's L2-normalised sentence vectors, read from the run store;
@@ -7,124 +7,55 @@ Three blocks, each cheap on a CPU and each catching what the others miss:
 - n-grams (surface cues: tickers, hashtags, misspellings): TF-IDF over word 1-2-grams and char_wb
   2-5-grams. The vocabulary is best fitted on the whole unlabeled pool (`fit_unsupervised`), not just
   the few reviewed rows, so rare cue words seen later still have a column.
+
+Nothing is cached here: when the rows come with a `FeatureMemo` (the pipeline gives every `Rows` one),
+a block is computed once per run and shared by every head, stage and version that reads it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..errors import SpecialistError
+from .base import Rows, texts_of
 from .encoder import as_embeddings
-
-
-@dataclass
-class TextsWithEmbeddings:
-    """Rows given both as texts and as the shared encoder's embeddings (same order)."""
-
-    texts: list[str]
-    embeddings: np.ndarray
-
-    def __post_init__(self) -> None:
-        if len(self.texts) != len(self.embeddings):
-            raise SpecialistError(f"{len(self.texts)} texts but {len(self.embeddings)} embeddings")
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def take(self, idx: Sequence[int] | np.ndarray) -> TextsWithEmbeddings:
-        idx = np.asarray(idx, dtype=np.int64)
-        return TextsWithEmbeddings([self.texts[i] for i in idx], self.embeddings[idx])
-
-
-def n_rows(X: Any) -> int:
-    if isinstance(X, str):
-        raise SpecialistError("expected a list of texts or an (n, d) embedding array, got a single string")
-    return len(X) if not hasattr(X, "shape") else int(X.shape[0])
-
-
-def texts_of(X: Any, who: str) -> list[str]:
-    if isinstance(X, TextsWithEmbeddings):
-        return X.texts
-    if isinstance(X, np.ndarray):
-        raise SpecialistError(f"{who} reads texts, but was given an embedding array")
-    if isinstance(X, str):
-        raise SpecialistError("expected a list of texts, got a single string")
-    return ["" if t is None else str(t) for t in X]
+from .lexicon import vader_analyzer
 
 
 def embeddings_of(X: Any, encoder: str | None) -> np.ndarray:
-    if isinstance(X, TextsWithEmbeddings):
+    if isinstance(X, Rows) and X.embeddings is not None:
         return np.asarray(X.embeddings, dtype=np.float32)
-    return as_embeddings(X, encoder)
+    return as_embeddings(X.texts if isinstance(X, Rows) else X, encoder)
 
 
-_VADER: Any = None
+def block(X: Any, key: Hashable, compute: Callable[[list[str]], Any], who: str) -> Any:
+    """`compute(texts of X)`, through X's memo when it has one."""
+    if isinstance(X, Rows) and X.memo is not None:
+        return X.memo.block(key, compute)
+    return compute(texts_of(X, who))
 
 
-def _key(texts: Sequence[str], *extra: Any) -> tuple[Any, ...]:
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=16)
-    for t in texts:
-        h.update(t.encode("utf-8", "surrogatepass"))
-        h.update(b"\0")
-    return (h.digest(), *extra)
-
-
-_CACHE_ROWS = 200_000  # feature rows kept per block (a run re-scores the same texts every stage)
-
-
-class _RowCache:
-    """Feature rows of the largest text set seen for one extractor: requests for any subset of it
-    (training rows, held-out rows, the candidates of every stage) are slices, not recomputations."""
-
-    def __init__(self) -> None:
-        self.owner: Any = None
-        self.index: dict[str, int] = {}
-        self.rows: Any = None
-
-    def get(self, owner: Any, texts: Sequence[str], make: Any) -> Any:
-        if self.owner is owner and self.rows is not None:
-            try:
-                return self.rows[[self.index[t] for t in texts]]
-            except KeyError:
-                pass
-        value = make(list(texts))
-        if len(texts) <= _CACHE_ROWS and (self.owner is not owner or len(texts) > len(self.index)):
-            self.owner, self.rows = owner, value
-            self.index = {t: i for i, t in enumerate(texts)}
-        return value
-
-
-_NGRAM_ROWS = _RowCache()
-_LEXICON_ROWS = _RowCache()
-
-
-def ngram_features(vectorizer: Any, texts: Sequence[str]) -> Any:
-    """`vectorizer.transform(texts)`, served from the row cache when it can be."""
-    return _NGRAM_ROWS.get(vectorizer, texts, vectorizer.transform)
-
-
-def lexicon_features(texts: Sequence[str]) -> np.ndarray:
+def lexicon_scores(texts: Sequence[str]) -> np.ndarray:
     """(n, 4) VADER [compound, pos, neg, neu] on their own scale."""
-    return _LEXICON_ROWS.get(_lexicon, texts, _lexicon)
-
-
-def _lexicon(texts: Sequence[str]) -> np.ndarray:
-    global _VADER
-    if _VADER is None:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-        _VADER = SentimentIntensityAnalyzer()
+    analyzer = vader_analyzer()
     out = np.zeros((len(texts), 4), dtype=np.float32)
     for i, t in enumerate(texts):
-        s = _VADER.polarity_scores(t)
+        s = analyzer.polarity_scores(t)
         out[i] = (s["compound"], s["pos"], s["neg"], s["neu"])
     return out
+
+
+def lexicon_features(X: Any, who: str = "head") -> np.ndarray:
+    return block(X, "lexicon", lexicon_scores, who)
+
+
+def ngram_features(vectorizer: Any, X: Any, who: str = "head") -> Any:
+    """`vectorizer.transform(texts)`; memoised under the vectorizer's fingerprint."""
+    key = ("ngrams", getattr(vectorizer, "labeljury_fingerprint_", None) or id(vectorizer))
+    return block(X, key, vectorizer.transform, who)
 
 
 def ngram_vectorizer(n_docs: int, max_features: int = 150_000) -> Any:
@@ -146,20 +77,25 @@ def ngram_vectorizer(n_docs: int, max_features: int = 150_000) -> Any:
     )
 
 
-_LAST_FIT: tuple[tuple[Any, ...], Any] | None = None
-
-
 def fit_ngrams(texts: Sequence[str], max_features: int = 150_000) -> Any:
-    """A fitted `ngram_vectorizer`. The last result is reused for the same texts: every head and
-    every stage of a run fits its vocabulary on the same pool sample."""
-    global _LAST_FIT
-    key = _key(texts, max_features)
-    if _LAST_FIT is not None and _LAST_FIT[0] == key:
-        return _LAST_FIT[1]
+    """A fitted `ngram_vectorizer`, fingerprinted by the texts it was fitted on (so feature blocks
+    made with it can be shared)."""
+    texts = list(texts)
+    h = hashlib.blake2b(str(max_features).encode(), digest_size=16)
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
     vec = ngram_vectorizer(len(texts), max_features)
-    vec.fit(list(texts))
+    vec.fit(texts)
     for _, v in vec.transformer_list:
         if hasattr(v, "stop_words_"):  # every pruned n-gram: only bloats checkpoints
             del v.stop_words_
-    _LAST_FIT = (key, vec)
+    vec.labeljury_fingerprint_ = h.hexdigest()
     return vec
+
+
+def pool_ngrams(X: Any, max_features: int = 150_000, who: str = "head") -> Any:
+    """`fit_ngrams` on the texts of X; every head of a run that fits on the same pool shares one."""
+    if isinstance(X, Rows) and X.memo is not None:
+        return X.memo.value(("ngram-vocabulary", max_features), lambda: fit_ngrams(texts_of(X, who), max_features))
+    return fit_ngrams(texts_of(X, who), max_features)

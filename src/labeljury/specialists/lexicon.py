@@ -6,18 +6,21 @@ the catalog wraps them in a `MappedSpecialist` to speak the task's labels.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
 from ..errors import SpecialistError
-from .base import BaseSpecialist
+from .base import BaseSpecialist, texts_of
 
 
-def _texts(X: Any) -> list[str]:
-    if isinstance(X, str):
-        raise SpecialistError("expected a list of texts, got a single string")
-    return ["" if t is None else str(t) for t in X]
+@functools.cache
+def vader_analyzer() -> Any:
+    """VADER's analyzer: a read-only lexicon whose loading parses a file, so it is loaded once."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
 
 
 class VaderSentiment(BaseSpecialist):
@@ -39,18 +42,14 @@ class VaderSentiment(BaseSpecialist):
         if not 0 <= floor < 1:
             raise SpecialistError(f"vader option floor={floor} must be in [0, 1)")
         self.floor = floor
-        self._analyzer: Any = None
 
     @property
     def classes_(self) -> np.ndarray:
         return np.array(["negative", "neutral", "positive"])
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        if self._analyzer is None:
-            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-            self._analyzer = SentimentIntensityAnalyzer()
-        scores = [self._analyzer.polarity_scores(t) for t in _texts(X)]
+        analyzer = vader_analyzer()
+        scores = [analyzer.polarity_scores(t) for t in texts_of(X, self.name)]
         out = np.full((len(scores), 3), np.nan, dtype=np.float32)
         for i, sc in enumerate(scores):
             if sc["neg"] + sc["neu"] + sc["pos"] > 0:
@@ -76,7 +75,7 @@ class ProfanityCheck(BaseSpecialist):
         return np.array(["clean", "offensive"])
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        texts = _texts(X)
+        texts = texts_of(X, self.name)
         if not texts:
             return np.zeros((0, 2), dtype=np.float32)
         from profanity_check import predict_prob

@@ -1,0 +1,244 @@
+"""The annotation pipeline: a short list of steps, data flowing one way through them and the run store.
+
+    ingest -> encode -> bootstrap (route, review, validate, fit v1)
+           -> stages (continual learning: query -> review -> update, gated) -> final refit
+           -> finalize -> plan -> export
+
+Each step reads its inputs from the `RunStore` and writes its results there before the next step
+starts, marking itself done; rerunning the same command skips what is done, so a run killed at any
+moment resumes to the same output. A reviewer that must wait for a person stops the run with
+status "waiting"; rerunning resumes it.
+
+Below the steps, each in one module: `scoring` (features and the vote tensor), `registry`
+(specialist versions), `budget` (the review budget plan), `review.desk` (asking the reviewer),
+`training` (fitting), `continual` (the stage loop) — all on top of `store`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import data
+from ..budget import BudgetPlan, budget_rows, plan_budget
+from ..continual import StageLoop
+from ..errors import InputError, RunStoreError, SpecialistError
+from ..progress import Progress, SilentProgress
+from ..registry import Registry, read_registry
+from ..review.base import Checked, Closeable, Queued, Reviewer
+from ..review.desk import ReviewDesk
+from ..routing import HardestFirst
+from ..scoring import Features, Scorer
+from ..specialists import Specialist, build_specialist
+from ..specialists.catalog import auto_specialists, specialist_names
+from ..store import RunStore
+from ..task import SpecialistSpec, Task
+from ..training import Trainer
+from .bootstrap import fit_first_versions, route_bootstrap, validate
+from .encode import encode, encoders_needed
+from .export import DETAIL_COLUMNS, OUTPUT_COLUMNS, export
+from .finalize import finalize
+from .ingest import ingest
+from .plan import write_plan
+
+__all__ = ["Annotator", "DETAIL_COLUMNS", "OUTPUT_COLUMNS", "RunReport", "default_run_dir", "export",
+           "input_fingerprint", "make_reviewer", "run"]
+
+
+@dataclass
+class RunReport:
+    """What a call to `run` did. `status` is "complete" or "waiting" (for reviews in `queue`)."""
+
+    status: str
+    run_dir: Path
+    output: Path | None
+    rows: int
+    texts: int
+    sources: dict[str, int] = field(default_factory=dict)
+    reviews: int = 0
+    budget: int = 0
+    pending: int = 0
+    queue: Path | None = None
+    specialists: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.status == "waiting":
+            return (f"waiting for {self.pending} review(s) in {self.queue}: set \"label\" on each line, "
+                    "then rerun the same command")
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(self.sources.items()))
+        return f"labeled {self.rows} rows ({parts}); {self.reviews}/{self.budget} reviews; output {self.output}"
+
+
+def default_run_dir(output: str | Path) -> Path:
+    out = Path(output)
+    return out.with_name(out.name + ".run")
+
+
+def input_fingerprint(path: Path) -> dict[str, Any]:
+    """Size plus a hash of the first and last MiB: cheap, and catches a changed input."""
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(-(1 << 20), os.SEEK_END)
+            h.update(fh.read(1 << 20))
+    return {"size": size, "sha256_ends": h.hexdigest()}
+
+
+def make_reviewer(task: Task, input_path: Path, run_dir: Path) -> Reviewer:
+    from ..review import FileReviewer, GoldReviewer
+
+    spec = task.reviewer
+    if spec.kind == "gold":
+        return GoldReviewer(input_path, spec.column or "label", task.label_names)
+    if spec.kind == "file":
+        return FileReviewer(spec.path or (run_dir / "review_queue.jsonl"), task.label_names)
+    from ..review.llm import make_llm_reviewer  # the LLM layer is only imported when used
+
+    return make_llm_reviewer(task, run_dir)
+
+
+class Annotator:
+    """One run of a task over one input, backed by one run directory."""
+
+    def __init__(self, task: Task, input_path: str | Path, run_dir: str | Path,
+                 reviewer: Reviewer | None = None, progress: Progress | None = None):
+        self.task = task
+        self.input_path = Path(input_path)
+        self.run_dir = Path(run_dir)
+        self.progress = progress or SilentProgress()
+        self.reviewer = reviewer
+        self._specs: list[SpecialistSpec] = []
+        self._selected: list[SpecialistSpec] | None = None  # chosen by the LLM meta-controller
+
+    # -- the run: its steps, in order ----------------------------------------------------------------
+    def run(self, output: str | Path | None = None, details: bool = False) -> RunReport:
+        task, progress = self.task, self.progress
+        self._check_input(output)
+        reviewer = self.reviewer or make_reviewer(task, self.input_path, self.run_dir)
+        self.reviewer = reviewer
+        if isinstance(reviewer, Checked):
+            reviewer.check()
+        self._specs = self._choose_specialists()
+        built = self._build_specialists()  # an unknown specialist fails before anything is written
+        store = self._open_store()
+        try:
+            ingest(store, self.input_path, task.text_column, progress)
+            plan = self._budget_plan(store, built)
+            registry = Registry(store, self._fresh)
+            registry.open(built)
+            features = Features(store)
+            scorer = Scorer(store, features, registry, task.label_names, task.voting, progress)
+            trainer = Trainer(store, registry, features, task.label_names, task.seed, progress)
+            desk = ReviewDesk(store, reviewer, progress)
+
+            encoders = encoders_needed(registry.models.values(), bootstrap=plan.bootstrap > 0)
+            encode(store, encoders, progress)
+            route_bootstrap(store, plan.bootstrap, features, encoders[0] if encoders else None, task.seed)
+            if not desk.ask(store.routed("bootstrap"), "bootstrap"):
+                return self._report(store, "waiting", None, desk)
+            validate(store, registry, trainer, scorer, task.label_names, progress)
+            fit_first_versions(store, registry, trainer)
+            stages = StageLoop(store=store, plan=plan, registry=registry, scorer=scorer, trainer=trainer,
+                               desk=desk, strategy=HardestFirst(task.review.policy, task.review.threshold),
+                               settings=task.continual, labels=task.label_names, seed=task.seed,
+                               progress=progress)
+            if not stages.run():
+                return self._report(store, "waiting", None, desk)
+            finalize(store, scorer, task.label_names)
+            write_plan(task, registry, scorer, progress)
+            if output is not None:
+                export(store, self.input_path, output, details=details, progress=progress)
+            return self._report(store, "complete", None if output is None else Path(output), desk)
+        finally:
+            store.close()
+            if isinstance(reviewer, Closeable):
+                reviewer.close()
+
+    # -- set-up --------------------------------------------------------------------------------------
+    def _check_input(self, output: str | Path | None) -> None:
+        cols = data.check_input(self.input_path, self.task.text_column)
+        taken = [c for c in (*OUTPUT_COLUMNS, *DETAIL_COLUMNS) if c in cols]
+        if taken:
+            raise InputError(f"{self.input_path.name} already has a column {taken[0]!r}; rename or drop it "
+                             "so labeljury can add its own")
+        if output is not None:
+            data.check_output(output, self.input_path)
+
+    def _open_store(self) -> RunStore:
+        store = RunStore(self.run_dir)
+        fp = {"task": self.task.fingerprint(), "input": input_fingerprint(self.input_path)}
+        old = store.get_meta("fingerprint")
+        if old is None:
+            store.set_meta("fingerprint", fp)
+            store.set_meta("task", self.task.model_dump(mode="json"))
+            store.set_meta("input_path", str(self.input_path.resolve()))
+        elif old != fp:
+            what = "task file" if old["task"] != fp["task"] else "input file"
+            store.close()
+            raise RunStoreError(f"run directory {str(self.run_dir)!r} belongs to a run with another {what}; "
+                                "pass a new --run-dir (or delete that one) to start afresh")
+        if self._selected is not None:
+            store.set_meta("selected_specialists", [sp.model_dump(mode="json") for sp in self._selected])
+        return store
+
+    def _choose_specialists(self) -> list[SpecialistSpec]:
+        """The task's specialists; with `specialists: auto` and an `llm:` section, the ones the LLM
+        meta-controller picks (saved in the run store, so a resumed run keeps them)."""
+        task = self.task
+        if task.specialists != "auto":
+            return list(task.specialists)
+        if task.llm is None:
+            return auto_specialists(task)
+        from ..controller.select import select_for_run
+
+        self._selected = select_for_run(task, self.run_dir, self.progress)
+        return self._selected
+
+    def _build_specialists(self) -> list[tuple[Specialist, dict[str, Any]]]:
+        built = []
+        for spec, name in zip(self._specs, specialist_names(self._specs), strict=True):
+            try:
+                built.append((build_specialist(spec, self.task, name=name), spec.model_dump(mode="json")))
+            except SpecialistError as err:
+                if self._selected is None:  # the user's own list: a mistake to fix
+                    raise
+                self.progress.log(f"skipped LLM-selected specialist {name}: {err}")  # e.g. hub unreachable
+        return built
+
+    def _fresh(self, name: str) -> Specialist:
+        for spec, n in zip(self._specs, specialist_names(self._specs), strict=True):
+            if n == name:
+                return build_specialist(spec, self.task, name=n)
+        raise KeyError(name)
+
+    def _budget_plan(self, store: RunStore, built: list[tuple[Specialist, dict[str, Any]]]) -> BudgetPlan:
+        """The run's budget plan, computed once after ingest and kept in the run store."""
+        saved = store.get_meta("budget_plan")
+        if saved is not None:
+            return BudgetPlan.from_dict(saved)
+        plan = plan_budget(self.task.review, self.task.continual, n_rows=store.n_rows, n_texts=store.n_texts,
+                           n_labels=len(self.task.labels), trainable=any(m.trainable for m, _ in built))
+        store.set_meta("budget_plan", plan.to_dict())
+        return plan
+
+    def _report(self, store: RunStore, status: str, output: Path | None, desk: ReviewDesk) -> RunReport:
+        n_rows = store.n_rows
+        return RunReport(
+            status=status, run_dir=self.run_dir, output=output, rows=n_rows, texts=store.n_texts,
+            sources=store.source_counts() if status == "complete" else {},
+            reviews=len(store.reviews()), budget=budget_rows(self.task.review, n_rows),
+            pending=desk.pending() if status == "waiting" else 0,
+            queue=self.reviewer.path if isinstance(self.reviewer, Queued) else None,
+            specialists=[r.to_dict() for r in read_registry(store)])
+
+
+def run(task: Task, input_path: str | Path, output: str | Path, run_dir: str | Path | None = None, *,
+        reviewer: Reviewer | None = None, progress: Progress | None = None, details: bool = False) -> RunReport:
+    """Label `input_path` with `task` and write `output`. Resumes the run in `run_dir` if it exists."""
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(output)
+    return Annotator(task, input_path, run_dir, reviewer=reviewer, progress=progress).run(output, details=details)

@@ -1,0 +1,104 @@
+"""Bootstrap: a small diverse sample reviewed first, then every specialist judged on it.
+
+- `route_bootstrap`: k-means over the embeddings picks the sample (`routing.select_bootstrap`);
+- `validate`: a specialist with labels of its own gets the label map the reviews support best; each
+  specialist's accuracy on the sample (trainable ones by cross-validation) becomes its first vote
+  weight, and one worse than chance is dropped;
+- `fit_first_versions`: version 1 of each trainable specialist, fitted on the sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..progress import Progress
+from ..registry import Promotion, Registry
+from ..routing import select_bootstrap
+from ..scoring import Features, Scorer
+from ..specialists import MappedSpecialist, Specialist, Updatable
+from ..store import RunStore
+from ..training import Trainer, hard_labels, reviewed
+
+ROUTE_STEP = "route:bootstrap"
+VALIDATE_STEP = "validate"
+BOOTSTRAP_POOL = 50_000  # k-means for the bootstrap runs on at most this many embeddings
+
+
+def route_bootstrap(store: RunStore, n: int, features: Features, encoder: str | None, seed: int) -> None:
+    """Route `n` diverse rows to review (once)."""
+    if store.is_done(ROUTE_STEP):
+        return
+    ids = np.zeros(0, np.int64)
+    if n:
+        rng = np.random.default_rng(seed)
+        pool = np.arange(store.n_texts)
+        if len(pool) > BOOTSTRAP_POOL:
+            pool = np.sort(rng.choice(pool, BOOTSTRAP_POOL, replace=False))
+        emb = features.embeddings(encoder, pool) if encoder else None
+        ids = pool[select_bootstrap(emb, n, seed=seed, n_rows=len(pool))]
+    store.add_routing(ids.tolist(), "bootstrap", None, stage=0, done_step=ROUTE_STEP)
+
+
+def validate(store: RunStore, registry: Registry, trainer: Trainer, scorer: Scorer, labels: list[str],
+             progress: Progress) -> None:
+    if store.is_done(VALIDATE_STEP):
+        return
+    ids, y = reviewed(store, store.routed("bootstrap"))
+    k = len(labels)
+    chance = 1.0 / k
+    for name, model in list(registry.models.items()):
+        _recheck_label_map(registry, model, scorer, ids, y, k, progress)
+        acc = _validation_accuracy(trainer, scorer, model, ids, y, labels)
+        if acc is None:
+            registry.record_validation(name, None, 0, note="not validated: too few reviewed rows")
+        elif acc < chance:
+            registry.drop(name, acc, len(ids), note=f"dropped: accuracy {acc:.3f} on the bootstrap sample is "
+                                                      f"below chance {chance:.3f}")
+            progress.log(f"dropped specialist {name}: bootstrap accuracy {acc:.1%} < chance {chance:.1%}")
+        else:
+            registry.record_validation(name, acc, len(ids))
+    store.mark_done(VALIDATE_STEP)
+
+
+def fit_first_versions(store: RunStore, registry: Registry, trainer: Trainer) -> None:
+    """Version 1 of each trainable specialist not fitted yet, on every reviewed row."""
+    ids, _ = reviewed(store)
+    if not ids.size:
+        return
+    for name in registry.trainable():
+        if registry.versions[name] == 0:
+            model = trainer.fit(trainer.new(name), ids)
+            registry.save_checkpoint(model, 1)  # type: ignore[arg-type]
+            registry.commit([Promotion(name, model, 1, ids)])
+
+
+def _recheck_label_map(registry: Registry, model: Specialist, scorer: Scorer, ids: np.ndarray, y: list[str],
+                       k: int, progress: Progress) -> None:
+    """A model with labels of its own keeps its label map only if it agrees with the reviewed rows
+    about as well as the best possible map; else it switches to the best one."""
+    if not isinstance(model, MappedSpecialist) or len(ids) < 2 * k:
+        return
+    from ..controller.validate import recheck_label_map
+
+    check = recheck_label_map(model, scorer.features.rows(model, ids), y)
+    if check is not None and not check.accepted:
+        registry.set_label_map(model.name, model.label_map.mapping)
+        progress.log(f"specialist {model.name}: {check.note()}")
+
+
+def _validation_accuracy(trainer: Trainer, scorer: Scorer, model: Specialist, ids: np.ndarray, y: list[str],
+                         labels: list[str]) -> float | None:
+    k = len(labels)
+    if len(ids) < 2 * k:
+        return None
+    if model.trainable and isinstance(model, Updatable):
+        return None  # cross-validating a fine-tuned transformer costs k fine-tunes: the stages validate it
+    y_idx = np.array([labels.index(v) for v in y])
+    if model.trainable:
+        pred = trainer.cross_val_predict(model.name, ids, y)
+    else:
+        pred = hard_labels(scorer.proba(model, ids))
+    voted = pred >= 0
+    if voted.sum() < 2 * k:
+        return None
+    return float((pred[voted] == y_idx[voted]).mean())

@@ -1,0 +1,44 @@
+"""Export: every input row, its columns in order, plus the annotation columns; written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import data
+from ..errors import RunStoreError
+from ..progress import Progress, SilentProgress
+from ..store import RunStore
+
+OUTPUT_COLUMNS = ("annotation", "annotation_confidence", "annotation_source")
+DETAIL_COLUMNS = ("annotation_vote", "annotation_vote_confidence", "annotation_votes")
+
+
+def export(store: RunStore, input_path: str | Path, output: str | Path, details: bool = False,
+           progress: Progress | None = None) -> Path:
+    progress = progress or SilentProgress()
+    output = Path(output)
+    if not store.is_done("finalize"):
+        raise RunStoreError(f"run {str(store.run_dir)!r} has not finished labeling; rerun `labeljury run` first")
+    data.check_output(output, input_path)
+    with data.ChunkWriter(output) as writer, progress.bar("writing output", store.n_rows) as bar:
+        for chunk in data.iter_chunks(input_path):
+            start = int(chunk.index.start)  # iter_chunks numbers rows with a RangeIndex
+            stop = start + len(chunk)
+            ids, skips = store.row_text_ids(start, stop)
+            fin = store.final_for(ids)
+            rows = [fin.get(int(t)) if t >= 0 else None for t in ids]
+            chunk = chunk.copy()
+            chunk["annotation"] = [r[0] if r else None for r in rows]
+            chunk["annotation_confidence"] = np.array([r[1] if r and r[1] is not None else np.nan for r in rows],
+                                                     dtype=np.float64)
+            chunk["annotation_source"] = [r[2] if r else f"skipped:{why}" for r, why in zip(rows, skips)]
+            if details:
+                chunk["annotation_vote"] = [r[3] if r else None for r in rows]
+                chunk["annotation_vote_confidence"] = np.array(
+                    [r[4] if r and r[4] is not None else np.nan for r in rows], dtype=np.float64)
+                chunk["annotation_votes"] = [r[5] if r else None for r in rows]
+            writer.write(chunk)
+            bar.advance(stop - start)
+    return output

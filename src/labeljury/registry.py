@@ -1,0 +1,233 @@
+"""The specialist registry: which specialists a run uses and, for each trainable one, every promoted
+version — the rows it was trained on, its checkpoint folder, its label map and its measurements.
+
+It is the one place that knows "which version of which specialist, trained on which rows, saved
+where": the stage loop promotes or rolls back through it (`commit`, one transaction), the scorer asks
+it which versions vote, and `status` / `export-model` read it back (`read_registry`). Checkpoints live
+in `RUN_DIR/checkpoints/<name>-v<version>/`, written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import RunStoreError, SpecialistError
+from .specialists import LabelMap, MappedSpecialist, Persistent, Specialist
+from .store import RunStore, ids_hash
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class Promotion:
+    """A new version of a trainable specialist, to be made current by `Registry.commit`."""
+
+    name: str
+    model: Any
+    version: int
+    train_ids: np.ndarray
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Measurement:
+    """A specialist version's accuracy on `rows` rows it was not trained on (a stage's held-out slice)."""
+
+    name: str
+    version: int
+    accuracy: float
+    rows: int
+    stage: int
+
+
+def checkpoint_dir(run_dir: Path, name: str, version: int) -> Path:
+    return run_dir / CHECKPOINTS / f"{name}-v{version}"
+
+
+class Registry:
+    """The specialists of one run, live: `models` holds the active ones (in the task's order) and
+    `versions` their current version (0: a trainable specialist not fitted yet)."""
+
+    def __init__(self, store: RunStore, fresh: Callable[[str], Specialist]):
+        self.store = store
+        self.run_dir = store.run_dir
+        self.fresh = fresh  # builds an unfitted copy of a specialist by name, from its spec
+        self.models: dict[str, Any] = {}
+        self.versions: dict[str, int] = {}
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def open(self, built: Iterable[tuple[Specialist, dict[str, Any]]]) -> None:
+        """Register `built` (model, spec as JSON) on a run's first start; on a resume, check that they
+        are the ones the run started with and restore each one's label map and current version."""
+        built = list(built)
+        if not self.store.specialists():
+            self.store.save_specialists([{"name": m.name, "spec": spec} for m, spec in built])
+        entries = {e["name"]: e for e in self.store.specialists()}
+        for model, spec in built:
+            entry = entries.get(model.name)
+            if entry is None or entry["spec"] != spec:
+                raise RunStoreError(f"specialist {model.name!r} differs from the one this run started with; "
+                                    "pass a new --run-dir")
+            if entry["status"] != "active":
+                continue
+            if model.trainable and not isinstance(model, Persistent):
+                raise SpecialistError(f"specialist {model.name!r} is trainable but cannot save a checkpoint "
+                                      "(it has no save/load), so a run could not resume it")
+            if entry["label_map"] is not None and isinstance(model, MappedSpecialist):
+                lm = model.label_map
+                model.label_map = LabelMap.build(lm.source, lm.target, entry["label_map"], specialist=model.name)
+            version = int(entry["version"])
+            self.models[model.name] = self.load(model.name, version) if model.trainable and version > 0 else model
+            self.versions[model.name] = version
+
+    # -- what votes ---------------------------------------------------------------------------------
+    def voters(self) -> list[str]:
+        """The specialists whose votes count: the active ones that are fixed or have been fitted."""
+        return [n for n, m in self.models.items() if self.versions[n] > 0 or not m.trainable]
+
+    def trainable(self) -> list[str]:
+        return [n for n, m in self.models.items() if m.trainable]
+
+    def weights_source(self) -> dict[str, dict[str, Any]]:
+        """Each specialist's accumulated accuracy on rows it was not trained on (for vote weights)."""
+        return {e["name"]: e for e in self.store.specialists()}
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def checkpoint(self, name: str, version: int) -> Path:
+        return checkpoint_dir(self.run_dir, name, version)
+
+    def save_checkpoint(self, model: Persistent, version: int) -> Path:
+        """Write `model` as checkpoint `version` (atomically)."""
+        path = self.checkpoint(model.name, version)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save(tmp)
+        shutil.rmtree(path, ignore_errors=True)  # left by a run killed before it was promoted
+        os.replace(tmp, path)
+        return path
+
+    def discard(self, name: str, version: int) -> None:
+        """Roll back a candidate version that was not promoted: its checkpoint goes."""
+        shutil.rmtree(self.checkpoint(name, version), ignore_errors=True)
+
+    def load(self, name: str, version: int) -> Any:
+        """Specialist `name` as it was at `version`, from its checkpoint."""
+        path = self.checkpoint(name, version)
+        model = self.fresh(name)
+        if not path.exists():
+            raise RunStoreError(f"checkpoint {str(path)!r} of specialist {name!r} is missing; "
+                                "pass a new --run-dir to start afresh")
+        loaded = type(model).load(path)
+        loaded.name = name
+        return loaded
+
+    def train_ids(self, name: str, version: int) -> np.ndarray:
+        return self.store.train_ids(name, version)
+
+    def same_rows(self, name: str, ids: np.ndarray) -> bool:
+        """Whether the current version of `name` was trained on exactly `ids`."""
+        rows = [v for v in self.store.versions(name) if v["version"] == self.versions[name]]
+        return bool(rows) and rows[0]["train_hash"] == ids_hash(np.sort(np.asarray(ids, np.int64)))
+
+    # -- changes --------------------------------------------------------------------------------------
+    def set_label_map(self, name: str, mapping: Mapping[str, str]) -> None:
+        self.store.update_specialist(name, label_map=dict(mapping))
+
+    def record_validation(self, name: str, accuracy: float | None, rows: int, note: str | None = None) -> None:
+        fields: dict[str, Any] = {"validation_rows": rows}
+        if accuracy is not None:
+            fields["validation_accuracy"] = accuracy
+        if note is not None:
+            fields["note"] = note
+        self.store.update_specialist(name, **fields)
+
+    def drop(self, name: str, accuracy: float, rows: int, note: str) -> None:
+        self.store.update_specialist(name, status="dropped", validation_accuracy=accuracy, validation_rows=rows,
+                                     note=note)
+        del self.models[name]
+
+    def commit(self, promotions: Iterable[Promotion], measurements: Iterable[Measurement] = (), *,
+               stage: int | None = None, stage_metrics: dict[str, Any] | None = None,
+               done_step: str | None = None) -> None:
+        """Make each promotion the current version of its specialist, add the held-out measurements to
+        each specialist's validation record (its vote weight) and to the version measured, and record
+        the stage: all in one transaction, then swap the live models. The superseded versions'
+        predictions are forgotten (their checkpoints stay, for the record)."""
+        promotions = list(promotions)
+        measurements = list(measurements)
+        info = {e["name"]: e for e in self.store.specialists()}
+        version_metrics = {(v["specialist"], v["version"]): v["metrics"] for v in self.store.versions()}
+        with self.store.transaction() as c:
+            for p in promotions:
+                ckpt = self.checkpoint(p.name, p.version)
+                self.store.put_version(p.name, p.version, stage=stage, train_ids=p.train_ids,
+                                       checkpoint=str(ckpt.relative_to(self.run_dir)) if ckpt.exists() else None,
+                                       metrics={**p.metrics, "measured": []}, conn=c)
+                version_metrics[(p.name, p.version)] = {**p.metrics, "measured": []}
+                self.store.update_specialist(p.name, version=p.version, conn=c)
+                self.store.delete_predictions(p.name, p.version, conn=c)
+            for m in measurements:
+                seen = info[m.name]["validation_rows"] or 0
+                acc0 = info[m.name]["validation_accuracy"] or 0.0
+                total = seen + m.rows
+                self.store.update_specialist(m.name, validation_accuracy=(acc0 * seen + m.accuracy * m.rows) / total,
+                                             validation_rows=total, conn=c)
+                info[m.name] = {**info[m.name], "validation_accuracy": (acc0 * seen + m.accuracy * m.rows) / total,
+                                "validation_rows": total}
+                metrics = version_metrics.get((m.name, m.version))
+                if metrics is not None:
+                    metrics["measured"].append({"stage": m.stage, "accuracy": m.accuracy, "rows": m.rows})
+                    self.store.update_version_metrics(m.name, m.version, metrics, conn=c)
+            if stage_metrics is not None and stage is not None:
+                self.store.put_stage(stage, stage_metrics, conn=c)
+            if done_step:
+                self.store.mark_done(done_step, c)
+        for p in promotions:
+            self.models[p.name], self.versions[p.name] = p.model, p.version
+
+
+@dataclass(frozen=True)
+class SpecialistRecord:
+    """What the registry holds about one specialist, read back for `status` and `export-model`."""
+
+    name: str
+    spec: dict[str, Any]
+    status: str
+    version: int
+    validation_accuracy: float | None
+    validation_rows: int | None
+    note: str | None
+    label_map: dict[str, str] | None
+    versions: list[dict[str, Any]]
+
+    @property
+    def latest_accuracy(self) -> float | None:
+        """The most recent held-out measurement of any of its versions, in stage order; without one, its
+        validation accuracy."""
+        measured = sorted((m["stage"], m["accuracy"]) for v in self.versions for m in v["metrics"].get("measured", []))
+        return float(measured[-1][1]) if measured else self.validation_accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "spec": self.spec, "status": self.status, "version": self.version,
+                "validation_accuracy": self.validation_accuracy, "validation_rows": self.validation_rows,
+                "note": self.note, "label_map": self.label_map,
+                "versions": [{k: v[k] for k in ("version", "stage", "train_count", "checkpoint", "metrics")}
+                             for v in self.versions]}
+
+
+def read_registry(store: RunStore) -> list[SpecialistRecord]:
+    """Every specialist of the run in the task's order, with its versions (read only)."""
+    versions: dict[str, list[dict[str, Any]]] = {}
+    for v in store.versions():
+        versions.setdefault(v["specialist"], []).append(v)
+    return [SpecialistRecord(name=e["name"], spec=e["spec"], status=e["status"], version=e["version"],
+                             validation_accuracy=e["validation_accuracy"], validation_rows=e["validation_rows"],
+                             note=e["note"], label_map=e["label_map"], versions=versions.get(e["name"], []))
+            for e in store.specialists()]

@@ -1,0 +1,259 @@
+"""The one scoring path: what each specialist reads for any set of rows, each specialist version's
+predictions per chunk (computed once, kept in the run store), and the vote tensor built from them.
+
+Routing, the review prompts, the continual-learning gate, finalize and the plan all read the vote
+through `Scorer.vote`, so they can never disagree about what the specialists said. The vote tensor
+(rows x specialists x labels, NaN = abstain) is the boundary with `voting`: the label model never
+sees a specialist.
+
+`Features` serves texts, embeddings and memoised feature blocks (n-grams, lexicon scores) by chunk of
+`store.CHUNK` text ids, through a cache bounded in bytes: a run re-reads the same rows every stage.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import voting
+from .progress import Progress, SilentProgress
+from .registry import Registry
+from .specialists import Rows
+from .store import CHUNK, RunStore, ids_hash
+
+CACHE_BYTES = 1 << 30  # feature chunks kept in memory (embeddings, n-grams, lexicon scores, texts)
+
+
+def _nbytes(value: Any) -> int:
+    import scipy.sparse as sp
+
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if sp.issparse(value):
+        m = value.tocsr()
+        return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
+    if isinstance(value, list):
+        return sum(len(x) for x in value if isinstance(x, str)) + 8 * len(value)
+    return 1024
+
+
+def _stack(parts: list[Any]) -> Any:
+    import scipy.sparse as sp
+
+    if sp.issparse(parts[0]):
+        return sp.vstack(parts, format="csr")
+    if isinstance(parts[0], list):
+        return [x for p in parts for x in p]
+    return np.concatenate(parts)
+
+
+def _take(value: Any, idx: np.ndarray) -> Any:
+    return [value[i] for i in idx] if isinstance(value, list) else value[idx]
+
+
+class Features:
+    """What specialists read, for any text ids, from the run store, through a bounded chunk cache."""
+
+    def __init__(self, store: RunStore, cache_bytes: int = CACHE_BYTES):
+        self.store = store
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._used = 0
+
+    # -- the cache -----------------------------------------------------------------------------------
+    def cached(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit[0]
+        value = compute()
+        size = _nbytes(value)
+        if size <= self.cache_bytes:
+            self._cache[key] = (value, size)
+            self._used += size
+            while self._used > self.cache_bytes:
+                _, (_, old) = self._cache.popitem(last=False)
+                self._used -= old
+        return value
+
+    def span(self, chunk: int) -> tuple[int, int]:
+        start = chunk * CHUNK
+        return start, min(start + CHUNK, self.store.n_texts)
+
+    def by_chunk(self, ids: np.ndarray, chunk_value: Callable[[int], Any]) -> Any:
+        """Rows `ids` (in any order) of a value computed per chunk, in the order of `ids`."""
+        ids = np.asarray(ids, dtype=np.int64)
+        chunks = ids // CHUNK
+        order = np.argsort(chunks, kind="stable")
+        uniq, starts = np.unique(chunks[order], return_index=True)
+        parts = []
+        for c, lo, hi in zip(uniq.tolist(), starts.tolist(), [*starts[1:].tolist(), len(ids)], strict=True):
+            parts.append(_take(chunk_value(c), ids[order[lo:hi]] - c * CHUNK))
+        stacked = _stack(parts)
+        if np.all(order[1:] > order[:-1]):  # ids already grouped by chunk: no reordering
+            return stacked
+        return _take(stacked, np.argsort(order, kind="stable"))
+
+    # -- texts and embeddings ------------------------------------------------------------------------
+    def chunk_texts(self, chunk: int) -> list[str]:
+        return self.cached(("texts", chunk), lambda: self.store.texts(*self.span(chunk)))
+
+    def chunk_embeddings(self, encoder: str, chunk: int) -> np.ndarray:
+        def read() -> np.ndarray:
+            emb = self.store.get_embeddings(encoder, chunk)
+            if emb is None:
+                raise KeyError(f"no {encoder} embeddings for chunk {chunk}: the encode step has not run")
+            return emb
+
+        return self.cached(("embeddings", encoder, chunk), read)
+
+    def texts(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+        ids = np.asarray(ids, dtype=np.int64)
+        return self.by_chunk(ids, self.chunk_texts) if len(ids) else []
+
+    def embeddings(self, encoder: str, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
+            return np.zeros((0, 0), np.float32)
+        return self.by_chunk(ids, lambda c: self.chunk_embeddings(encoder, c))
+
+    # -- what a specialist reads -------------------------------------------------------------------
+    def rows(self, model: Any, ids: Sequence[int] | np.ndarray) -> Any:
+        """The input `model` reads for text ids `ids`: an embedding array, or `Rows` (texts, and
+        embeddings for a text+embedding model) whose feature blocks are memoised per chunk."""
+        ids = np.asarray(ids, dtype=np.int64)
+        kind = model.input_kind
+        if kind == "embedding":
+            return self.embeddings(model.encoder, ids)
+        emb = self.embeddings(model.encoder, ids) if kind == "text+embedding" else None
+        return Rows(self.texts(ids), emb, ChunkMemo(self, ids))
+
+
+@dataclass
+class ChunkMemo:
+    """The `FeatureMemo` of rows `ids`: a block is computed per whole chunk, once per run, and sliced."""
+
+    features: Features
+    ids: np.ndarray
+
+    def block(self, key: Hashable, compute: Callable[[list[str]], Any]) -> Any:
+        f = self.features
+        if not len(self.ids):
+            return compute([])
+        return f.by_chunk(self.ids, lambda c: f.cached(("block", key, c), lambda: compute(f.chunk_texts(c))))
+
+    def value(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        return self.features.cached(("value", key, ids_hash(np.sort(self.ids))), compute)
+
+    def take(self, idx: np.ndarray) -> ChunkMemo:
+        return ChunkMemo(self.features, self.ids[np.asarray(idx, dtype=np.int64)])
+
+
+@dataclass
+class Vote:
+    """The aggregated vote of rows `ids` with the tensor it came from."""
+
+    ids: np.ndarray
+    result: voting.VoteResult
+    P: np.ndarray  # (n, m, k)
+    names: list[str]
+
+
+class Scorer:
+    """Predictions of every voting specialist version, per chunk, stored once; the vote of any rows."""
+
+    def __init__(self, store: RunStore, features: Features, registry: Registry, labels: Sequence[str],
+                 method: voting.Method, progress: Progress | None = None):
+        self.store = store
+        self.features = features
+        self.registry = registry
+        self.labels = list(labels)
+        self.k = len(self.labels)
+        self.method = method
+        self.progress = progress or SilentProgress()
+
+    def proba(self, model: Any, ids: np.ndarray) -> np.ndarray:
+        """(len(ids), k) task-ordered probabilities of `model` (any version, even one not promoted)."""
+        if not len(ids):
+            return np.zeros((0, self.k), np.float32)
+        return np.asarray(model.predict_proba(self.features.rows(model, ids)), dtype=np.float32)
+
+    def ensure(self, chunks: Sequence[int] | None = None) -> None:
+        """Compute and store the predictions of the current voters that are missing for `chunks`
+        (default: every chunk)."""
+        s, reg = self.store, self.registry
+        chunks = range(self.n_chunks) if chunks is None else chunks
+        todo = []
+        for name in reg.voters():
+            have = s.prediction_chunks(name, reg.versions[name])
+            todo += [(name, c) for c in chunks if c not in have]
+        if not todo:
+            return
+        with self.progress.bar("specialists voting", sum(len(range(*self.features.span(c))) for _, c in todo)) as bar:
+            for name, c in todo:
+                a, b = self.features.span(c)
+                s.put_predictions(name, reg.versions[name], c, self.proba(reg.models[name], np.arange(a, b)))
+                bar.advance(b - a)
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.store.n_texts // CHUNK)
+
+    def tensor(self, ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """(len(ids), m, k) stored probabilities of the current voters; NaN = abstain."""
+        ids = np.asarray(ids, dtype=np.int64)
+        names = self.registry.voters()
+        P = np.full((len(ids), len(names), self.k), np.nan, np.float32)
+        if not len(ids):
+            return P, names
+        chunks = np.unique(ids // CHUNK)
+        self.ensure(chunks.tolist())
+        for j, name in enumerate(names):
+            version = self.registry.versions[name]
+            P[:, j] = self.features.by_chunk(ids, lambda c: self.store.get_predictions(name, version, c))
+        return P, names
+
+    def weights(self, names: list[str]) -> np.ndarray:
+        """Soft-vote weights: the log-odds of each specialist's accuracy on rows it was not trained on
+        (bootstrap cross-validation and each stage's held-out rows); 1 where never validated."""
+        info = self.registry.weights_source()
+        acc = np.array([info[n]["validation_accuracy"] if info[n]["validation_rows"] else np.nan for n in names])
+        seen = np.array([info[n]["validation_rows"] or 0 for n in names], dtype=float)
+        return voting.log_odds_weights(acc, seen, self.k)
+
+    def known(self, ids: np.ndarray) -> np.ndarray:
+        """Reviewed labels of `ids` as label indices, -1 where unreviewed."""
+        reviews = self.store.labeled_reviews()
+        return np.array([self.labels.index(reviews[int(t)]) if int(t) in reviews else -1 for t in ids], np.int64)
+
+    def vote(self, ids: np.ndarray) -> Vote:
+        ids = np.asarray(ids, dtype=np.int64)
+        P, names = self.tensor(ids)
+        if self.method == "dawid-skene":
+            result = voting.aggregate(P, "dawid-skene", known=self.known(ids))
+        elif self.method == "soft":
+            result = voting.aggregate(P, "soft", weights=self.weights(names))
+        else:
+            result = voting.aggregate(P, self.method)
+        return Vote(ids, result, P, names)
+
+    def opinions(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """What the specialists said about each row, for a reviewer: the vote, its confidence, each
+        specialist's label and probabilities."""
+        v = self.vote(np.asarray(list(ids), dtype=np.int64))
+        out = {}
+        for i, t in enumerate(v.ids.tolist()):
+            lab = int(v.result.label[i])
+            out[t] = {
+                "vote": None if lab < 0 else self.labels[lab],
+                "confidence": float(v.result.confidence[i]),
+                "votes": {n: None if np.isnan(v.P[i, j]).any() else self.labels[int(v.P[i, j].argmax())]
+                          for j, n in enumerate(v.names)},
+                "probabilities": {n: [] if np.isnan(v.P[i, j]).any() else [round(float(x), 4) for x in v.P[i, j]]
+                                  for j, n in enumerate(v.names)},
+            }
+        return out

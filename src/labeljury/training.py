@@ -1,0 +1,99 @@
+"""Training specialists on reviewed rows: fresh copies with their unlabeled-row features fitted, fit or
+update on the reviewed labels of any text ids, accuracy on held-out rows, cross-validation.
+
+Used by the bootstrap (version 1 of each head, cross-validated accuracy) and by the continual stages
+(every later version). What a version is called and where it is saved is the registry's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .progress import Progress, SilentProgress
+from .registry import Registry
+from .scoring import Features
+from .specialists import LearnsFromUnlabeled, Specialist, Updatable
+from .store import RunStore
+
+POOL_SAMPLE = 50_000  # n-gram vocabularies are fitted on at most this many unlabeled texts
+
+
+def reviewed(store: RunStore, ids: Sequence[int] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(sorted text ids, their labels) of the reviewed rows that got a label, among `ids` (default all)."""
+    reviews = store.labeled_reviews()
+    keep = reviews.keys() if ids is None else [i for i in ids if i in reviews]
+    keys = np.array(sorted(keep), dtype=np.int64)
+    return keys, [reviews[int(k)] for k in keys]
+
+
+def hard_labels(proba: np.ndarray) -> np.ndarray:
+    """Argmax per row, -1 where the specialist abstained (NaN row)."""
+    proba = np.asarray(proba)
+    voted = ~np.isnan(proba).any(axis=1)
+    return np.where(voted, np.nan_to_num(proba).argmax(axis=1), -1)
+
+
+class Trainer:
+    def __init__(self, store: RunStore, registry: Registry, features: Features, labels: Sequence[str],
+                 seed: int = 0, progress: Progress | None = None):
+        self.store = store
+        self.registry = registry
+        self.features = features
+        self.labels = list(labels)
+        self.seed = seed
+        self.progress = progress or SilentProgress()
+        self._pool: np.ndarray | None = None
+
+    def pool(self) -> np.ndarray:
+        """A fixed random sample of the text ids, for fitting features on unlabeled rows."""
+        if self._pool is None:
+            n = self.store.n_texts
+            ids = np.arange(n)
+            if n > POOL_SAMPLE:
+                ids = np.sort(np.random.default_rng(self.seed).choice(n, POOL_SAMPLE, replace=False))
+            self._pool = ids
+        return self._pool
+
+    def new(self, name: str) -> Specialist:
+        """A fresh, unfitted copy of specialist `name`, with its features fitted on unlabeled rows."""
+        model = self.registry.fresh(name)
+        if isinstance(model, LearnsFromUnlabeled):
+            with self.progress.bar(f"{name}: features from unlabeled rows", None):
+                model.fit_unsupervised(self.features.rows(model, self.pool()))
+        return model
+
+    def fit(self, model: Specialist, ids: np.ndarray, *, update: bool = False) -> Specialist:
+        """Fit `model` on the reviewed labels of `ids` (with `update`, continue training it on them)."""
+        labels = self.store.labeled_reviews()
+        X, y = self.features.rows(model, ids), [labels[int(i)] for i in ids]
+        if update:
+            assert isinstance(model, Updatable)
+            model.update(X, y)
+        else:
+            model.fit(X, y)  # type: ignore[attr-defined]
+        return model
+
+    def accuracy(self, model: Specialist, ids: np.ndarray, y: np.ndarray) -> float | None:
+        """Accuracy of `model` on rows `ids` with label indices `y` (None for no rows)."""
+        if not len(ids):
+            return None
+        pred = hard_labels(model.predict_proba(self.features.rows(model, ids)))
+        return float((pred == y).mean())
+
+    def cross_val_predict(self, name: str, ids: np.ndarray, y: list[str]) -> np.ndarray:
+        """Out-of-fold label indices of fresh copies of `name` (-1 where a class is too rare to fold)."""
+        from sklearn.model_selection import StratifiedKFold
+
+        y_arr = np.array(y)
+        counts = np.unique(y_arr, return_counts=True)[1]
+        folds = int(min(5, counts.min())) if len(counts) > 1 else 0
+        pred = np.full(len(ids), -1)
+        if folds < 2:
+            return pred
+        for train, test in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(ids, y_arr):
+            clone = self.new(name)
+            clone.fit(self.features.rows(clone, ids[train]), y_arr[train].tolist())  # type: ignore[attr-defined]
+            pred[test] = hard_labels(clone.predict_proba(self.features.rows(clone, ids[test])))
+        return pred
