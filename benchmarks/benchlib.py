@@ -45,6 +45,10 @@ DATASETS: dict[str, Dataset] = {
         Dataset("financial-sentiment", "annotate"),
         Dataset("tweet-sentiment", "annotate"),
         Dataset("offensive", "train"),
+        Dataset("hate", "train"),
+        Dataset("emotion", "train"),
+        Dataset("tweeteval-sentiment", "test"),
+        Dataset("ag-news", "test"),
     )
 }
 
@@ -210,33 +214,6 @@ def _encode_worker(spec: dict[str, Any]) -> dict[str, Any]:
             "texts_per_second": round(len(texts) / max(t3 - t2, 1e-9), 1), "self_rss_mb": _self_rss_mb()}
 
 
-def stage_accuracy(output: Path, gold_column: str, plan: list[list[int]] | None,
-                   text_ids: list[int] | None) -> list[dict[str, Any]]:
-    """Accuracy and review rate of the final labels over each stage's span of the stream.
-
-    Stage spans are in text ids (unique texts in input order); rows are mapped to text ids through
-    the run store. Without spans in the plan (or ids) there is nothing to split: an empty list."""
-    import numpy as np
-    import pandas as pd
-
-    # The plan was [first text id, end text id, budget] per stage (stages over slices of the stream);
-    # the pipeline now keeps only each stage's budget (stages pick from the whole input): no spans.
-    if not plan or text_ids is None or not all(isinstance(p, (list, tuple)) and len(p) == 3 for p in plan):
-        return []
-    df = pd.read_csv(output)
-    tid = np.asarray(text_ids)
-    ok = (df["annotation"].astype(str).str.strip() == df[gold_column].astype(str).str.strip()).to_numpy()
-    reviewed = df["annotation_source"].astype(str).str.startswith("reviewed:").to_numpy()
-    out = []
-    for i, (a, b, budget) in enumerate(plan):
-        mask = (tid >= a) & (tid < b)
-        if not mask.any():
-            continue
-        out.append({"stage": i, "text_ids": [int(a), int(b)], "rows": int(mask.sum()), "stage_budget": int(budget),
-                    "accuracy": float(ok[mask].mean()), "review_rate": float(reviewed[mask].mean())})
-    return out
-
-
 def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import labeljury
     from labeljury.store import RunStore
@@ -263,26 +240,18 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
     ev = labeljury.evaluate(out, spec["gold_column"], run_dir)
     result.update(accuracy=ev.accuracy, macro_f1=ev.macro_f1, coverage=ev.coverage, review_rate=ev.review_rate,
                   vote_accuracy=ev.vote_accuracy, specialist_accuracy=ev.specialist_accuracy,
-                  by_source=ev.by_source)
+                  by_source=ev.by_source, labeled_accuracy=ev.labeled_accuracy, ece=ev.ece,
+                  estimated_accuracy=ev.estimated_accuracy, estimated_low=ev.estimated_accuracy_low,
+                  estimated_high=ev.estimated_accuracy_high, covered=ev.estimate_covers_truth,
+                  audit_rows=ev.audit_rows)
     # What the run store keeps stage by stage (may be empty: no trainable specialist, or no continual).
-    stages: list[dict[str, Any]] = []
-    plan = text_ids = None
-    try:
-        with RunStore(run_dir) as store:
-            stages = store.stages()
-            plan = store.get_meta("stage_plan")
-            if hasattr(store, "row_text_ids"):
-                ids, _ = store.row_text_ids(0, store.n_rows)
-                text_ids = [int(t) for t in ids]
-    except Exception as err:  # noqa: BLE001 - the store is being reworked; report, don't fail the run
-        result["stages_error"] = f"{type(err).__name__}: {err}"
+    with RunStore.existing(run_dir) as store:
+        stages = store.stages()
+        result["budget_plan"] = store.get_meta("budget_plan")
     result["stages"] = stages
-    result["stage_plan"] = plan
-    try:
-        result["stage_accuracy"] = stage_accuracy(out, spec["gold_column"], plan, text_ids)
-    except Exception as err:  # noqa: BLE001
-        result["stage_accuracy"] = []
-        result["stages_error"] = f"{type(err).__name__}: {err}"
+    verdicts = [m["promoted"] for st in stages if not st.get("final") for m in st["specialists"].values()
+                if "promoted" in m]
+    result["rollbacks"] = [sum(not v for v in verdicts), len(verdicts)]
     return result
 
 
@@ -292,10 +261,12 @@ def _use_cached_embeddings(input_path: str, text_column: str, npy: str) -> None:
     import numpy as np
     import pandas as pd
 
-    import labeljury.pipeline as pipeline
+    import labeljury.pipeline.encode as encode_step
     from labeljury.specialists.encoder import Encoder, get_encoder
 
-    texts = pd.read_csv(input_path, usecols=[text_column])[text_column].astype(str).tolist()
+    from labeljury.specialists.base import bounded
+
+    texts = [bounded(t) for t in pd.read_csv(input_path, usecols=[text_column])[text_column].astype(str).tolist()]
     E = np.load(npy)
     if len(E) != len(texts):
         raise ValueError(f"{npy} has {len(E)} rows, {input_path} {len(texts)}")
@@ -314,7 +285,7 @@ def _use_cached_embeddings(input_path: str, text_column: str, npy: str) -> None:
             return np.stack([lookup[t] for t in batch])
 
     cached = CachedEncoder()
-    pipeline.get_encoder = lambda encoder_id: cached  # the run's one encoder pass reads the cache
+    encode_step.get_encoder = lambda encoder_id: cached  # the run's one encoder pass reads the cache
 
 
 def _worker(spec_path: str, result_path: str) -> int:

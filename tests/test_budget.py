@@ -26,21 +26,23 @@ def test_bootstrap_default_is_a_quarter_of_the_budget_within_limits() -> None:
 
 
 def test_plan_splits_the_hard_budget_into_stages() -> None:
-    plan = plan_budget(ReviewSpec(budget=0.2), None, n_rows=9543, n_texts=9543, n_labels=3, trainable=True)
-    assert plan.total == 1908 and plan.bootstrap == 200
+    plan = plan_budget(ReviewSpec(budget=0.2, audit=0), None, n_rows=9543, n_texts=9543, n_labels=3, trainable=True)
+    assert plan.total == 1908 and plan.bootstrap == 200 and plan.audit == 0
     assert len(plan.stages) == 16 and plan.hard == 1708
+    audited = plan_budget(ReviewSpec(budget=0.2), None, n_rows=9543, n_texts=9543, n_labels=3, trainable=True)
+    assert audited.audit == 636 and audited.bootstrap == 200 and audited.hard == 1908 - 636 - 200
     assert max(plan.stages) - min(plan.stages) <= 1 and plan.stages[0] >= plan.stages[-1]
     # stage_size sets the stage count; a plan without learning is one stage
-    sized = plan_budget(ReviewSpec(budget=0.2), ContinualSpec(stage_size=500), n_rows=9543, n_texts=9543,
+    sized = plan_budget(ReviewSpec(budget=0.2, audit=0), ContinualSpec(stage_size=500), n_rows=9543, n_texts=9543,
                         n_labels=3, trainable=True)
     assert sized.stages == (427, 427, 427, 427)
-    off = plan_budget(ReviewSpec(budget=0.2), ContinualSpec(enabled=False), n_rows=9543, n_texts=9543,
+    off = plan_budget(ReviewSpec(budget=0.2, audit=0), ContinualSpec(enabled=False), n_rows=9543, n_texts=9543,
                       n_labels=3, trainable=True)
     assert off.stages == (1708,)
-    fixed = plan_budget(ReviewSpec(budget=0.2), None, n_rows=9543, n_texts=9543, n_labels=3, trainable=False)
+    fixed = plan_budget(ReviewSpec(budget=0.2, audit=0), None, n_rows=9543, n_texts=9543, n_labels=3, trainable=False)
     assert fixed.stages == (1708,)
     # few reviews: stages of at least 25
-    small = plan_budget(ReviewSpec(budget=100), None, n_rows=1000, n_texts=1000, n_labels=3, trainable=True)
+    small = plan_budget(ReviewSpec(budget=100, audit=0), None, n_rows=1000, n_texts=1000, n_labels=3, trainable=True)
     assert small.bootstrap == 25 and small.stages == (25, 25, 25)
 
 
@@ -54,7 +56,7 @@ def test_plan_never_exceeds_the_budget_and_round_trips() -> None:
         plan = plan_budget(review, ContinualSpec(stage_size=int(rng.integers(1, 900)) if rng.random() < 0.5 else None),
                            n_rows=n_rows, n_texts=n_texts, n_labels=int(rng.integers(2, 20)),
                            trainable=bool(rng.random() < 0.8))
-        assert plan.bootstrap + plan.hard <= plan.total == budget_rows(review, n_rows)
+        assert plan.audit + plan.bootstrap + plan.hard <= plan.total == budget_rows(review, n_rows)
         assert plan.bootstrap <= n_texts and all(s >= 0 for s in plan.stages) and len(plan.stages) >= 1
         assert BudgetPlan.from_dict(plan.to_dict()) == plan
 

@@ -137,6 +137,7 @@ def test_baseline_bad_input_is_one_line(tmp_path, data, server, case, args, need
     task = _task(tmp_path, None if case == "no-llm" else server.base_url)
     if case == "missing-key":
         task.write_text(task.read_text().replace("api_key_env: null", "api_key_env: LJ_NO_SUCH_KEY_ENV"))
+        args = [*args, "--allow-key-host", "127.0.0.1"]
     out = tmp_path / "out.csv"
     if case == "pipeline-run-dir":
         assert _invoke("run", task, "--input", data, "--output", out).exit_code == 0
@@ -204,6 +205,7 @@ def test_pipeline_run_with_an_llm_reviewer_reports_its_cost(tmp_path, data, serv
 def test_the_api_key_never_leaks(tmp_path, data, monkeypatch, caplog):
     secret = "sk-lj-cli-SECRET-0a1b2c3d4e5f6789"
     monkeypatch.setenv("LJ_CLI_TEST_KEY", secret)
+    monkeypatch.setenv("LABELJURY_KEY_HOSTS", "127.0.0.1")
     with FakeLLMServer(require_key=secret, fault_rate=0.2, hang_s=1.5, seed=7) as server:
         task = _task(tmp_path, server.base_url, reviewer="{kind: llm}", specialists="auto")
         task.write_text(task.read_text().replace("api_key_env: null", "api_key_env: LJ_CLI_TEST_KEY"))

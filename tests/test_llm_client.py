@@ -64,6 +64,7 @@ def client_factory():
 
 def test_missing_key_env_is_one_line_error_naming_it(monkeypatch):
     monkeypatch.delenv("LJ_NO_SUCH_KEY", raising=False)
+    monkeypatch.setenv("LABELJURY_KEY_HOSTS", "127.0.0.1")
     with pytest.raises(LLMError) as err:
         LLMClient(make_spec("http://127.0.0.1:9/v1", api_key_env="LJ_NO_SUCH_KEY"))
     assert "LJ_NO_SUCH_KEY" in str(err.value) and "\n" not in str(err.value)
@@ -199,6 +200,7 @@ def test_sqlite_cache_survives_a_restart(server_factory, client_factory, tmp_pat
 def test_a_rejected_key_raises_without_repeating_it(server_factory, monkeypatch):
     secret = "sk-lj-wrong-5e6f7a8b9c0d"
     monkeypatch.setenv("LJ_TEST_WRONG_KEY", secret)
+    monkeypatch.setenv("LABELJURY_KEY_HOSTS", "127.0.0.1")
     server = server_factory(require_key="sk-right")
     client = LLMClient(make_spec(server.base_url, api_key_env="LJ_TEST_WRONG_KEY"), retry=FAST)
     with pytest.raises(LLMError) as err:

@@ -175,6 +175,7 @@ def test_many_examples_are_chosen_by_similarity():
 def test_the_api_key_never_leaks(tmp_path, monkeypatch, caplog):
     secret = "sk-lj-test-SECRET-9f8e7d6c5b4a3210"
     monkeypatch.setenv("LJ_TEST_API_KEY", secret)
+    monkeypatch.setenv("LABELJURY_KEY_HOSTS", "127.0.0.1")  # the user allows the key to go to the test server
     caplog.set_level(logging.DEBUG)
     db = tmp_path / "run.db"
     items = make_items(12)

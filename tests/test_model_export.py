@@ -1,6 +1,6 @@
 """`labeljury export-model`: a real run store with real saved checkpoints (a tiny fine-tuned BERT
 and a TF-IDF head) is exported; the card says what the model is, and the exported folder loads and
-predicts with plain transformers / joblib, following the card's own code."""
+predicts with plain transformers / scikit-learn, following the card's own code."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def test_exports_the_best_trained_specialist_as_a_plain_hf_folder(tmp_path: Path
     assert np.mean(np.array(scope["labels"]) == np.array(yt)) >= 0.8
 
 
-def test_exports_a_chosen_head_as_joblib_that_predicts(tmp_path: Path, checkpoints: dict, toy: tuple,
+def test_exports_a_chosen_head_as_plain_data_that_predicts(tmp_path: Path, checkpoints: dict, toy: tuple,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     _, _, Xt, yt = toy
     run = make_run(tmp_path / "run", checkpoints)
@@ -199,5 +199,5 @@ def test_cli(tmp_path: Path, checkpoints: dict) -> None:
     assert len(text.splitlines()) == 1 and "not empty" in text and "--force" in text and "Traceback" not in text
     forced = runner.invoke(app, ["export-model", str(run), "-o", str(tmp_path / "m"), "--specialist",
                                  "tfidf-head", "--force"])
-    assert forced.exit_code == 0 and (tmp_path / "m" / "model.joblib").exists()
+    assert forced.exit_code == 0 and (tmp_path / "m" / "head.json").exists()
     assert not (tmp_path / "m" / "config.json").exists()

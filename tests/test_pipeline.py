@@ -166,7 +166,8 @@ def test_jsonl_and_parquet_inputs(tmp_path: Path, toy_task: Path) -> None:
 
 def test_specialist_worse_than_chance_is_dropped(tmp_path: Path, toy_csv: Path) -> None:
     # zero-shot reads the label descriptions: swapped, it is worse than chance on this data
-    path = write_task(tmp_path / "t.yaml", specialists="[tfidf-head, zeroshot]")
+    # (a bootstrap sample large enough to show it beyond doubt: 90 rows)
+    path = write_task(tmp_path / "t.yaml", specialists="[tfidf-head, zeroshot]", budget=0.6)
     text = path.read_text().replace("the author dislikes something", "great wonderful love excellent happy").replace(
         "the author likes something", "awful terrible hate horrible sad").replace(
         "no opinion either way", "great awful love hate")
@@ -220,7 +221,10 @@ def test_generated_annotate_script_reproduces_the_runs_votes(tmp_path, toy_csv):
     labeled = ours.annotation_vote.notna()
     assert labeled.sum() > 500
     assert (theirs.annotation[labeled] == ours.annotation_vote[labeled]).all()
-    np.testing.assert_allclose(theirs.annotation_confidence[labeled], ours.annotation_vote_confidence[labeled], atol=1e-4)
+    # the script calibrates the vote's confidence as the run did (with the run's audit calibrator)
+    voted = ours.annotation_source.isin(["consensus", "vote"])
+    assert voted.sum() > 300 and plan["calibrator"] is not None
+    np.testing.assert_allclose(theirs.annotation_confidence[voted], ours.annotation_confidence[voted], atol=1e-4)
 
 
 def test_continual_stages_are_gated_and_recorded(tmp_path, toy_csv):
@@ -232,18 +236,26 @@ def test_continual_stages_are_gated_and_recorded(tmp_path, toy_csv):
         specs = {e["name"]: e for e in s.specialists()}
         routed = s.routed("hard")
     assert len(stages) >= 3 and stages[-1]["final"] and not stages[0]["final"]
+    with RunStore(tmp_path / "out.csv.run") as s:
+        audit = set(s.routed("audit"))
+        versions = s.versions()
+        train_sets = {(v["specialist"], v["version"]): set(s.train_ids(v["specialist"], v["version"]).tolist())
+                      for v in versions}
+    assert audit and all(not (ids & audit) for ids in train_sets.values())  # no version ever trains on the audit
     for st in stages[:-1]:
-        assert st["holdout_rows"] > 0 and st["train_rows"] > 0
+        assert st["gate"] == "audit" and st["audit_rows"] == len(audit) and st["train_rows"] > 0
         for name, m in st["specialists"].items():
             if "promoted" in m and m["accuracy_before"] is not None:
-                # the gate: a version is promoted exactly when it is not worse on the held-out rows
-                assert m["promoted"] == (m["accuracy_after"] >= m["accuracy_before"])
+                # the gate: a version that is not worse on the audit rows is always promoted (one that is
+                # worse only by noise is too: McNemar's test, see test_continual)
+                if m["accuracy_after"] >= m["accuracy_before"]:
+                    assert m["promoted"]
     promoted = sum(m.get("promoted", False) for st in stages for m in st["specialists"].values())
     assert specs["nb-head"]["version"] == 1 + sum(
         st["specialists"]["nb-head"].get("promoted", False) for st in stages)
     assert promoted >= 2 and len(routed) > 0
     # every promoted checkpoint is on disk, in a folder per version
-    assert (tmp_path / "out.csv.run" / "checkpoints" / f"nb-head-v{specs['nb-head']['version']}" / "model.joblib").exists()
+    assert (tmp_path / "out.csv.run" / "checkpoints" / f"nb-head-v{specs['nb-head']['version']}" / "head.json").exists()
 
 
 def test_without_continual_learning_the_heads_are_fitted_once(tmp_path, toy_csv):

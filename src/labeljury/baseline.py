@@ -24,6 +24,7 @@ from .llm.client import LLMClient
 from .llm.cost import Ledger
 from .llm.prompt import Embed, ExampleSelector, answer_model, format_examples, quote, task_header
 from .llm.structured import Answer, ask
+from .specialists.base import bounded
 from .task import Example, Task
 
 Method = Literal["zero-shot", "few-shot", "cot", "vote"]
@@ -36,7 +37,7 @@ _COT = "First reason briefly, step by step; then answer with the label and your 
 def baseline_messages(task: Task, text: str, *, cot: bool, examples: Sequence[Example] = ()) -> list[dict[str, str]]:
     """The chat messages that ask for one text's label (also what `labeljury plan` prices)."""
     system = "\n\n".join(p for p in (task_header(task), _COT if cot else _ANSWER, format_examples(examples)) if p)
-    return [{"role": "system", "content": system}, {"role": "user", "content": f"Text: {quote(text)}"}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": f"Text: {quote(bounded(text))}"}]
 
 
 def _submit(

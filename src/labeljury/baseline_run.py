@@ -27,6 +27,7 @@ from .errors import InputError, LLMError, RunStoreError
 from .llm.cache import SQLiteCallCache
 from .llm.client import LLMClient
 from .llm.cost import Ledger
+from .llm.journal import SQLiteSpendJournal
 from .llm.prompt import Embed
 from .llm.usage import LLMUsage, read_llm_usage
 from .progress import Progress, SilentProgress
@@ -109,7 +110,7 @@ def _fingerprint(task: Task, method: str, specs: Sequence[LLMSpec], input_path: 
         "method": method,
         "llms": [s.model_dump(mode="json", exclude=_NOT_IN_ANSWERS) for s in specs],
         "input": str(input_path.resolve()),
-        "size": input_path.stat().st_size,
+        "sha256": data.file_digest(input_path),  # an edit anywhere in the input is a new baseline
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -164,14 +165,10 @@ def run_baseline(
     _open_run(run_dir, _fingerprint(task, method, specs, input_path), meta)
     clients: list[LLMClient] = []
     cache = SQLiteCallCache(run_dir / "run.db")
+    ledgers: list[Ledger] = []
     try:
         clients += [LLMClient(s) for s in specs]
-        paid = read_llm_usage(run_dir)
-        ledgers = []
-        for c in clients:
-            before = paid.by_model.get(c.model_id) if paid is not None else None
-            ledgers.append(Ledger.for_spec(c.spec, spent_usd=before.cost_usd if before else 0.0,
-                                           spent_tokens=(before.prompt_tokens + before.completion_tokens) if before else 0))
+        ledgers += [Ledger.for_spec(c.spec, journal=SQLiteSpendJournal(run_dir / "run.db", c.model_id)) for c in clients]
         embed = _embedder(task) if method == "few-shot" else None
         sources: Counter[str] = Counter()
         rows = 0
@@ -195,6 +192,9 @@ def run_baseline(
     finally:
         for c in clients:
             c.close()
+        for ledger in ledgers:
+            if ledger.journal is not None:
+                ledger.journal.close()
         cache.close()
     meta.update(done=True, rows=rows, sources=dict(sources))
     with RunStore(run_dir) as store:

@@ -1,5 +1,6 @@
 """The review budget, planned once, in one place: how many rows the reviewer may label in all, how many
-of them go to the diverse bootstrap sample, and how the rest is split over the continual-learning stages.
+of them go to the uniform audit sample (to measure), how many to the diverse bootstrap sample (to
+start the specialists), and how the rest is split over the continual-learning stages.
 
 `plan_budget` is a pure function of the task's settings and the input's size. The pipeline computes
 the plan when a run starts, stores it in the run store, and never recomputes it, so a resumed run
@@ -18,16 +19,24 @@ from .task import ContinualSpec, ReviewSpec
 MAX_STAGES = 16  # more stages measured no better (BENCHMARKS.md), and each one refits every head
 MIN_STAGE_REVIEWS = 25
 BOOTSTRAP_CAP = 200  # the default bootstrap sample: 25% of the budget, 4 rows a label .. this many
+# The default audit: AUDIT_SHARE of the budget, at most AUDIT_CAP rows, and none when that would be
+# fewer than AUDIT_MIN rows (too few to measure anything). The interval's half-width falls as one over
+# the square root of the audit: a third of a 20% budget on financial-sentiment (636 rows) gives about
+# +-2.4 points, 1,000 rows about +-2; past that, a review teaches more as a hard row (BENCHMARKS.md).
+AUDIT_SHARE = 1 / 3
+AUDIT_CAP = 1000
+AUDIT_MIN = 30
 
 
 @dataclass(frozen=True)
 class BudgetPlan:
     """Reviews allowed in all (`total`), for the bootstrap sample, and for each stage, in order.
-    `bootstrap + sum(stages) <= total` always holds."""
+    `audit + bootstrap + sum(stages) <= total` always holds."""
 
     total: int
     bootstrap: int
     stages: tuple[int, ...]
+    audit: int = 0
 
     @property
     def hard(self) -> int:
@@ -39,7 +48,8 @@ class BudgetPlan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BudgetPlan:
-        return cls(total=int(d["total"]), bootstrap=int(d["bootstrap"]), stages=tuple(int(x) for x in d["stages"]))
+        return cls(total=int(d["total"]), bootstrap=int(d["bootstrap"]), stages=tuple(int(x) for x in d["stages"]),
+                   audit=int(d.get("audit", 0)))
 
 
 def budget_rows(review: ReviewSpec, n_rows: int) -> int:
@@ -62,18 +72,30 @@ def bootstrap_rows(review: ReviewSpec, n_rows: int, n_labels: int) -> int:
     return max(0, min(want, budget))
 
 
+def audit_rows(review: ReviewSpec, n_rows: int) -> int:
+    """Rows of the uniform audit sample, within the budget (see AUDIT_SHARE)."""
+    budget = budget_rows(review, n_rows)
+    if review.audit is None:
+        want = min(AUDIT_CAP, int(AUDIT_SHARE * budget))
+        return want if want >= AUDIT_MIN else 0
+    want = int(review.audit * n_rows) if isinstance(review.audit, float) else review.audit
+    return max(0, min(want, budget))
+
+
 def plan_budget(review: ReviewSpec, continual: ContinualSpec | None, *, n_rows: int, n_texts: int,
                 n_labels: int, trainable: bool) -> BudgetPlan:
     """The budget of a run over `n_rows` input rows holding `n_texts` unique texts.
 
-    The bootstrap sample takes `bootstrap_rows` (at most one review a text). With continual learning
+    The audit takes `audit_rows`, then the bootstrap sample `bootstrap_rows`, of what is left (at most
+    one review a text). With continual learning
     (enabled, and some specialist `trainable`), the rest is split into `continual.stage_size` reviews
     a stage, or by default into up to MAX_STAGES stages of at least MIN_STAGE_REVIEWS; without, it is
     one stage. The split is even, earlier stages taking the remainder."""
     continual = continual or ContinualSpec()
     total = budget_rows(review, n_rows)
-    bootstrap = min(bootstrap_rows(review, n_rows, n_labels), n_texts)
-    hard = max(0, total - bootstrap)
+    audit = min(audit_rows(review, n_rows), n_texts)
+    bootstrap = min(bootstrap_rows(review, n_rows, n_labels), n_texts - audit, total - audit)
+    hard = max(0, total - audit - bootstrap)
     if not (continual.enabled and trainable) or n_texts == 0:
         n_stages = 1
     elif continual.stage_size:
@@ -82,4 +104,5 @@ def plan_budget(review: ReviewSpec, continual: ContinualSpec | None, *, n_rows: 
         n_stages = min(MAX_STAGES, hard // MIN_STAGE_REVIEWS)
     n_stages = int(min(max(1, n_stages), max(1, n_texts)))
     base, extra = divmod(hard, n_stages)
-    return BudgetPlan(total=total, bootstrap=bootstrap, stages=tuple(base + (i < extra) for i in range(n_stages)))
+    return BudgetPlan(total=total, bootstrap=bootstrap, stages=tuple(base + (i < extra) for i in range(n_stages)),
+                      audit=audit)

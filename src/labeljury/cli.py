@@ -5,8 +5,11 @@ A mistake the user can fix prints one line on stderr and exits 2, without a trac
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -17,6 +20,7 @@ from rich.console import Console
 from . import pipeline
 from .errors import LabeljuryError
 from .progress import RichProgress
+from .store import storage_error
 from .task import load_task
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -33,11 +37,30 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except LabeljuryError as e:
             err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
+        except (sqlite3.Error, OSError) as e:
+            if isinstance(e, OSError) and e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            err.print(f"[red]error:[/red] {storage_error(e, Path('.'))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; rerun the same command to resume", highlight=False)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+AllowKeyHost = Annotated[list[str] | None, typer.Option(
+    "--allow-key-host", help="a host that may receive the API key named by llm.api_key_env (repeatable); "
+                             "a task file alone can only send it to api.openai.com")]
+
+
+def _allow_key_hosts(hosts: list[str] | None) -> None:
+    """The user's own permission (never the task file's) to send the API key to these hosts."""
+    if hosts:
+        from .llm.backend import KEY_HOSTS_ENV
+
+        known = [h for h in os.environ.get(KEY_HOSTS_ENV, "").split(",") if h.strip()]
+        os.environ[KEY_HOSTS_ENV] = ",".join([*known, *hosts])
 
 
 @app.command()
@@ -48,8 +71,10 @@ def run(
     output: Annotated[Path, typer.Option("--output", "-o", help="where to write the labeled file")],
     run_dir: Annotated[Path | None, typer.Option(help="run directory (default: OUTPUT.run); rerun to resume")] = None,
     details: Annotated[bool, typer.Option(help="also write each specialist's vote and the unreviewed vote")] = False,
+    allow_key_host: AllowKeyHost = None,
 ) -> None:
     """Label INPUT and write OUTPUT; resumes an interrupted run."""
+    _allow_key_hosts(allow_key_host)
     spec = load_task(task)
     report = pipeline.run(spec, input, output, run_dir, progress=RichProgress(err), details=details)
     for s in report.specialists:
@@ -71,81 +96,9 @@ def status(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     if json_:
         out.print_json(json.dumps(info))
         return
-    from rich.table import Table
+    from .status import render
 
-    t = Table(title=f"run {run_dir}", show_header=False)
-    keys = ("task", "input", "state", "rows", "texts", "skipped", "reviews", "pending_reviews", "budget")
-    if info.get("kind") == "baseline":
-        keys = ("kind", "method", "models", "task", "input", "output", "state", "rows")
-    for key in keys:
-        value = info.get(key)
-        t.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
-    for key, value in _cost_rows(info.get("llm")):
-        t.add_row(key, value)
-    out.print(t)
-    if info.get("kind") == "baseline":
-        _print_sources(info.get("sources") or {})
-        return
-    sp = Table(title="specialists")
-    for col in ("name", "status", "version", "held-out accuracy", "rows", "note"):
-        sp.add_column(col)
-    for s in info["specialists"]:
-        acc = s["validation_accuracy"]
-        sp.add_row(s["name"], s["status"], str(s["version"]), "" if acc is None else f"{acc:.1%}",
-                   str(s["validation_rows"] or ""), s["note"] or "")
-    out.print(sp)
-    _print_stages(info.get("stages") or [])
-    _print_sources(info.get("sources") or {})
-
-
-def _print_stages(stages: list[dict[str, Any]]) -> None:
-    """Continual learning, stage by stage: per trainable specialist, held-out accuracy of the
-    current version -> the new one, and whether the new one was promoted or rolled back."""
-    if not stages:
-        return
-    from rich.table import Table
-
-    names = sorted({n for st in stages for n, m in st["specialists"].items() if "promoted" in m})
-    t = Table(title="continual learning (held-out accuracy: current -> new version)")
-    for col in ("stage", "train rows", "held out", *names, "seconds"):
-        t.add_column(col)
-
-    def cell(m: dict[str, Any] | None) -> str:
-        if not m or "promoted" not in m:
-            return ""
-        fmt = lambda a: "-" if a is None else f"{a:.0%}"  # noqa: E731
-        verdict = "promoted" if m["promoted"] else "rolled back"
-        return f"{fmt(m.get('accuracy_before'))} -> {fmt(m.get('accuracy_after'))} {verdict}"
-
-    for st in stages:
-        t.add_row("final refit" if st.get("final") else str(st["stage"]), str(st["train_rows"]),
-                  str(st["holdout_rows"]), *(cell(st["specialists"].get(n)) for n in names), f"{st['seconds']:.1f}")
-    out.print(t)
-
-
-def _cost_rows(llm: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """The LLM cost lines of `status` (none when the run made no LLM call)."""
-    if not llm:
-        return []
-    rows = [("LLM cost", f"${llm['cost_usd']:.4f} ({llm['calls']} calls, {llm['tokens']} tokens)")]
-    if llm.get("cost_per_row_usd") is not None:
-        rows.append(("LLM cost per row", f"${llm['cost_per_row_usd']:.6f}"))
-    if llm.get("cost_per_reviewed_row_usd") is not None:
-        rows.append(("LLM cost per reviewed row", f"${llm['cost_per_reviewed_row_usd']:.6f} ({llm['llm_reviewed_rows']} rows)"))
-    return rows
-
-
-def _print_sources(sources: dict[str, int]) -> None:
-    if not sources:
-        return
-    from rich.table import Table
-
-    src = Table(title="annotation sources")
-    src.add_column("source")
-    src.add_column("rows")
-    for k, v in sorted(sources.items()):
-        src.add_row(k, str(v))
-    out.print(src)
+    out.print(render(info, run_dir))
 
 
 @app.command()
@@ -157,9 +110,7 @@ def export(run_dir: Annotated[Path, typer.Argument(help="a finished run director
     from .errors import RunStoreError
     from .store import RunStore
 
-    if not (run_dir / "run.db").exists():
-        raise RunStoreError(f"{str(run_dir)!r} is not a run directory (no run.db); pass the --run-dir of a run")
-    with RunStore(run_dir) as store:
+    with RunStore.existing(run_dir) as store:
         input_path = Path(store.get_meta("input_path"))
         if not input_path.exists():
             raise RunStoreError(f"the run's input {str(input_path)!r} is gone; export needs it to copy the input columns")
@@ -178,7 +129,8 @@ def export_model(run_dir: Annotated[Path, typer.Argument(help="a run directory")
     from .model_export import export_model as write_model
 
     res = write_model(run_dir, output, specialist=specialist, force=force)
-    acc = "" if res.validation_accuracy is None else f", validation accuracy {res.validation_accuracy:.1%}"
+    what = "audit accuracy" if res.measured_on == "the audit sample" else "validation accuracy"
+    acc = "" if res.validation_accuracy is None else f", {what} {res.validation_accuracy:.1%}"
     out.print(f"wrote {res.specialist} v{res.version} ({res.kind}{acc}) to {res.output}", highlight=False)
 
 
@@ -196,6 +148,17 @@ def eval_(output: Annotated[Path, typer.Argument(help="a file written by `labelj
         print(report.to_json())
     else:
         out.print(render(report))
+
+
+@app.command()
+@_friendly
+def report(run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+           output: Annotated[Path | None, typer.Option("--output", "-o", help="the HTML file (default: RUN_DIR/report.html)")] = None,
+           gold_column: Annotated[str | None, typer.Option(help="also show the true accuracy, from this column of the input")] = None) -> None:
+    """Write one self-contained HTML page about a run: estimated accuracy, calibration, stages, spend."""
+    from .report import write_report
+
+    out.print(f"wrote {write_report(run_dir, output, gold_column)}", highlight=False)
 
 
 @app.command()
@@ -248,8 +211,10 @@ def baseline(
     model: Annotated[list[str] | None, typer.Option(help="use this model at the task's LLM endpoint (repeat for vote)")] = None,
     llm: Annotated[list[Path] | None, typer.Option(help="a YAML file with another `llm:` mapping (repeat for vote)")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="where the calls are cached (default: OUTPUT.run); rerun to resume")] = None,
+    allow_key_host: AllowKeyHost = None,
 ) -> None:
     """Label every row with the LLM alone (the paper's comparison rows), in the same output format."""
+    _allow_key_hosts(allow_key_host)
     from .baseline_run import baseline_specs, run_baseline
 
     spec = load_task(task)

@@ -33,7 +33,7 @@ from .scoring import Scorer
 from .specialists import Specialist, Updatable
 from .store import RunStore
 from .task import ContinualSpec
-from .training import Trainer, reviewed
+from .training import Trainer, audited, reviewed
 
 
 def holdout_split(stage_ids: np.ndarray, fraction: float, seed: int, stage: int) -> np.ndarray:
@@ -48,11 +48,20 @@ def holdout_split(stage_ids: np.ndarray, fraction: float, seed: int, stage: int)
 
 @dataclass(frozen=True)
 class NotWorse:
-    """The promotion gate: a candidate replaces the current version unless it is worse on the held-out
-    slice; with nothing to compare (no slice, or no current version) it is promoted."""
+    """The promotion gate: a candidate replaces the current version unless, on the same rows, it is
+    worse beyond noise: McNemar's one-sided test on the rows only one of them gets right (the rows
+    both get right or both get wrong say nothing). A plain "not lower accuracy" rule on a few hundred
+    rows rolls back about half the candidates by chance alone. With nothing to compare (no rows, or
+    no current version) the candidate is promoted."""
 
-    def promote(self, before: float | None, after: float | None) -> bool:
-        return before is None or after is None or after >= before
+    z: float = 1.645  # one-sided 5%
+
+    def promote(self, current_right: np.ndarray | None, candidate_right: np.ndarray | None) -> bool:
+        if current_right is None or candidate_right is None or not len(current_right):
+            return True
+        lost = int((current_right & ~candidate_right).sum())  # the current one right, the candidate wrong
+        won = int((candidate_right & ~current_right).sum())
+        return bool(lost - won <= self.z * np.sqrt(lost + won))
 
 
 class StageLoop:
@@ -97,69 +106,105 @@ class StageLoop:
             ids = np.arange(s.n_texts)
             vote = self.scorer.vote(ids)
             left = min(budget, max(0, self.plan.total - s.n_routed))
-            routed = np.isin(ids, np.array(s.routed(), np.int64))
-            sel, h = self.strategy.query(vote.result, vote.P, left, exclude=routed)
-            s.add_routing(ids[sel].tolist(), "hard", h.tolist(), stage, done_step=step)
+            audit = np.array(s.routed("audit"), np.int64)
+            waiting_audit = np.setdiff1d(audit, np.array(list(s.audit_hard()), np.int64))
+            # audit rows compete for hardness like any row (so the audit rows never picked are a
+            # uniform sample of the rows never reviewed as hard), but are not asked again
+            exclude = np.isin(ids, np.setdiff1d(np.array(s.routed(), np.int64), waiting_audit))
+            sel, h = self.strategy.query(vote.result, vote.P, left + len(waiting_audit), exclude=exclude)
+            is_audit = np.isin(ids[sel], waiting_audit)
+            n_take = int(np.searchsorted(np.cumsum(~is_audit), left, side="left")) + 1 if left else 0
+            sel, h, is_audit = sel[:n_take], h[:n_take], is_audit[:n_take]
+            s.add_routing(ids[sel[~is_audit]].tolist(), "hard", h[~is_audit].tolist(), stage, done_step=step,
+                          audit_hard=(ids[sel[is_audit]].tolist(), h[is_audit].tolist()))
         return self.desk.ask(s.routed("hard", stage), "hard", opinions=self.scorer.opinions)
 
     # -- update ------------------------------------------------------------------------------------------
     def update(self, stage: int, final: bool = False) -> None:
-        """Refit each trainable specialist on every reviewed row except the held-out slice of this
-        stage, gate, and commit (see the module doc). The `final` refit trains on every reviewed row;
-        with nothing left to hold out it is promoted as is: it sees a superset of the rows of the
-        version it replaces."""
+        """Refit each trainable specialist on every reviewed row, gate, and commit (see the module
+        doc). The gate compares a candidate with the current version on the audit sample, which no
+        version trains on; the vote weights grow with each version's accuracy on the stage's new rows,
+        measured before it trains on them. Without an audit, a random slice of the stage's rows is held
+        out for both. The `final` refit is promoted as is: it sees a superset of the rows of the version
+        it replaces (with an audit it is still measured on it)."""
         s, reg = self.store, self.registry
         step = "update:final" if final else f"update:{stage}"
         if s.is_done(step) or not self.learning:
             return
         t0 = time.perf_counter()
+        labels = s.labeled_reviews()
         all_ids, _ = reviewed(s)
         stage_ids = np.zeros(0, np.int64) if final else reviewed(s, s.routed("hard", stage))[0]
-        hold = holdout_split(stage_ids, self.settings.holdout, self.seed, stage)
-        train = np.setdiff1d(all_ids, hold)
-        labels = s.labeled_reviews()
-        y_hold = np.array([self.labels.index(labels[int(t)]) for t in hold], dtype=np.int64)
-        before_acc = self._current_accuracy(hold, y_hold)
-        metrics: dict[str, Any] = {"stage": stage, "final": final, "train_rows": int(len(train)),
-                                   "holdout_rows": int(len(hold)), "specialists": {}}
+        audit_ids, audit_y = audited(s)
+        if len(audit_ids):
+            gate_ids, train = audit_ids, all_ids
+            weight_ids, basis = stage_ids, "audit"
+        else:
+            gate_ids = weight_ids = holdout_split(stage_ids, self.settings.holdout, self.seed, stage)
+            train, basis = np.setdiff1d(all_ids, gate_ids), "holdout"
+        y_gate = np.array([self.labels.index(labels[int(t)]) for t in gate_ids], dtype=np.int64)
+        y_weight = np.array([self.labels.index(labels[int(t)]) for t in weight_ids], dtype=np.int64)
+        before_right = self._current_right(gate_ids, y_gate)
+        before_acc = {n: float(r.mean()) for n, r in before_right.items()}
+        weight_acc = before_acc if basis == "holdout" else {
+            n: float(r.mean()) for n, r in self._current_right(weight_ids, y_weight).items()}
+        metrics: dict[str, Any] = {"stage": stage, "final": final, "gate": basis, "train_rows": int(len(train)),
+                                   "holdout_rows": int(len(gate_ids)) if basis == "holdout" else 0,
+                                   "audit_rows": int(len(gate_ids)) if basis == "audit" else 0,
+                                   "specialists": {}}
+        if basis == "audit":
+            metrics["audit_vote_accuracy"] = self._vote_accuracy(gate_ids, y_gate)
         promotions: list[Promotion] = []
         measurements: list[Measurement] = []
         for name, model in reg.models.items():
             entry: dict[str, Any] = {}
             before = before_acc.get(name)
-            scored, version = before, reg.versions[name]
+            gated, version = before, reg.versions[name]
             if model.trainable and len(train) and not reg.same_rows(name, train):
                 t1 = time.perf_counter()
                 new_version = reg.versions[name] + 1
                 cand = self.candidate(name, model, train, stage)
                 reg.save_checkpoint(cand, new_version)  # type: ignore[arg-type]
-                after = self.trainer.accuracy(cand, hold, y_hold)
-                promote = final or self.gate.promote(before, after)
+                after_right = self.trainer.right(cand, gate_ids, y_gate)
+                after = float(after_right.mean()) if after_right is not None else None
+                promote = final or self.gate.promote(before_right.get(name), after_right)
                 entry.update(version_before=reg.versions[name], accuracy_after=after, promoted=promote,
                              fit_seconds=round(time.perf_counter() - t1, 3))
                 if promote:
                     promotions.append(Promotion(name, cand, new_version, train,
                                                 {"accuracy_after": after, "fit_seconds": entry["fit_seconds"]}))
-                    scored, version = after, new_version
+                    gated, version = after, new_version
                 else:
                     reg.discard(name, new_version)
             entry["accuracy_before"] = before
-            if scored is not None and len(hold):  # held-out accuracy feeds the vote weights
-                measurements.append(Measurement(name, version, scored, int(len(hold)), stage))
+            if gated is not None and len(gate_ids):
+                measurements.append(Measurement(name, version, gated, int(len(gate_ids)), stage, on=basis))
+            if basis == "audit" and weight_acc.get(name) is not None and len(weight_ids):
+                # the current version, on rows it had not seen (the stage's new ones): its vote weight
+                measurements.append(Measurement(name, reg.versions[name], weight_acc[name], int(len(weight_ids)),
+                                                stage, on="stage"))
             metrics["specialists"][name] = entry
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
         reg.commit(promotions, measurements, stage=stage, stage_metrics=metrics, done_step=step)
 
-    def _current_accuracy(self, hold: np.ndarray, y_hold: np.ndarray) -> dict[str, float]:
-        """Each current voter's accuracy on the held-out rows, from its stored predictions."""
-        if not len(hold):
+    def _current_right(self, ids: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Which of rows `ids` (labels `y`) each current voter gets right, from its stored predictions."""
+        if not len(ids):
             return {}
-        P, names = self.scorer.tensor(hold)
+        P, names = self.scorer.tensor(ids)
         out = {}
         for j, name in enumerate(names):
             pred = np.where(np.isnan(P[:, j]).any(axis=1), -1, np.nan_to_num(P[:, j]).argmax(axis=1))
-            out[name] = float((pred == y_hold).mean())
+            out[name] = pred == y
         return out
+
+    def _vote_accuracy(self, ids: np.ndarray, y: np.ndarray) -> float | None:
+        """The current vote's accuracy on rows `ids` (the audit: for the per-stage plot)."""
+        if not len(ids) or not self.registry.voters():
+            return None
+        # the vote of every row, as routing and finalize see it (Dawid-Skene fits on all of them)
+        labels = self.scorer.vote(np.arange(self.store.n_texts)).result.label
+        return float((labels[ids] == y).mean())
 
     def candidate(self, name: str, model: Specialist, train: np.ndarray, stage: int) -> Specialist:
         """The next version of a trainable specialist. Cheap heads are refitted from scratch on every

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
+import io
 import json
 import os
 import secrets
@@ -115,11 +117,51 @@ def _check_file(path: PathLike) -> tuple[Path, Format]:
     return p, fmt
 
 
-def _open_text(path: Path) -> IO[str]:
+class _HashingReader(io.RawIOBase):
+    """A binary file that feeds every byte read through it to `digest`: the content of a file is
+    hashed as it streams through a parser, so what was hashed is exactly what was read."""
+
+    def __init__(self, raw: IO[bytes], digest: Any):
+        self._raw, self._digest = raw, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._digest.update(memoryview(buffer)[:n])
+        return n or 0
+
+    def drain(self) -> None:
+        """Read (and hash) what the parser left unread: the digest covers the whole file."""
+        while self.read(1 << 20):
+            pass
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def file_digest(path: PathLike) -> str:
+    """The sha256 of a file's whole content, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _open_raw(path: Path, digest: Any = None) -> IO[bytes]:
+    raw: IO[bytes] = open(path, "rb")
+    return _HashingReader(raw, digest) if digest is not None else raw  # type: ignore[return-value]
+
+
+def _open_text(path: Path, digest: Any = None) -> IO[str]:
     # newline="" is what the csv module needs; utf-8-sig drops a BOM that would stick to the first name.
-    if _is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+    raw = _open_raw(path, digest)
+    binary: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if _is_gzip(path) else raw  # type: ignore[assignment]
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
 
 
 def _not_utf8(path: Path, err: UnicodeDecodeError) -> InputError:
@@ -185,11 +227,15 @@ def _csv_errors(path: Path, rows_before: int) -> Iterator[None]:
         raise _malformed(path, rows_before, err) from None
 
 
-def _csv_frames(path: Path, chunk_rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
+def _csv_frames(path: Path, chunk_rows: int, columns: list[str] | None, digest: Any = None) -> Iterator[pd.DataFrame]:
     header = _csv_header(path)
+    source: Any = path
+    if digest is not None:
+        source = _open_raw(path, digest)
     with _csv_errors(path, 0):  # pandas already parses the first block here
         reader = pd.read_csv(
-            path,
+            source,
+            compression="gzip" if _is_gzip(path) else None,
             names=header,  # our checked header, instead of pandas' de-duplicated one
             header=0,
             index_col=False,  # never turn the first column into the index when a row has an extra field
@@ -200,23 +246,29 @@ def _csv_frames(path: Path, chunk_rows: int, columns: list[str] | None) -> Itera
             chunksize=chunk_rows,
         )
     rows = 0
-    with reader:
-        while True:
-            with _csv_errors(path, rows):
-                chunk = next(reader, None)
-            if chunk is None:
-                return
-            rows += len(chunk)
-            yield chunk
+    try:
+        with reader:
+            while True:
+                with _csv_errors(path, rows):
+                    chunk = next(reader, None)
+                if chunk is None:
+                    break
+                rows += len(chunk)
+                yield chunk
+        if isinstance(source, _HashingReader):
+            source.drain()
+    finally:
+        if isinstance(source, _HashingReader):
+            source.close()
 
 
 # --- JSONL -------------------------------------------------------------------------------------
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _jsonl_records(path: Path, digest: Any = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for each non-blank line; parsed line by line so errors name the line."""
     try:
-        with _open_text(path) as fh:
+        with _open_text(path, digest) as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
@@ -264,11 +316,11 @@ def _jsonl_frame(records: list[dict[str, Any]], columns: list[str]) -> pd.DataFr
     return pd.DataFrame({c: _json_column([r.get(c) for r in records]) for c in columns}, columns=columns)
 
 
-def _jsonl_frames(path: Path, chunk_rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
+def _jsonl_frames(path: Path, chunk_rows: int, columns: list[str] | None, digest: Any = None) -> Iterator[pd.DataFrame]:
     schema = _jsonl_columns(path)
     known = set(schema)
     batch: list[dict[str, Any]] = []
-    for lineno, record in _jsonl_records(path):
+    for lineno, record in _jsonl_records(path, digest):
         if not record.keys() <= known:
             new = sorted(record.keys() - known)
             raise InputError(
@@ -295,7 +347,10 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
         ) from None
 
 
-def _parquet_frames(path: Path, chunk_rows: int, columns: list[str] | None) -> Iterator[pd.DataFrame]:
+def _parquet_frames(path: Path, chunk_rows: int, columns: list[str] | None, digest: Any = None) -> Iterator[pd.DataFrame]:
+    if digest is not None:  # Parquet is read by offsets, not as a stream: hash it first, in one pass
+        with _open_raw(path, digest) as raw:
+            raw.drain()  # type: ignore[attr-defined]
     pf = _parquet_file(path)
     rows = 0
     try:
@@ -349,12 +404,13 @@ def check_input(path: PathLike, text_column: str, extra_columns: Sequence[str] =
 
 
 def iter_chunks(
-    path: PathLike, chunk_rows: int = 50_000, columns: Sequence[str] | None = None
+    path: PathLike, chunk_rows: int = 50_000, columns: Sequence[str] | None = None, digest: Any = None
 ) -> Iterator[pd.DataFrame]:
     """Stream the rows in chunks of `chunk_rows`, so memory stays bounded whatever the file size.
 
     Each chunk's index continues the previous one (a RangeIndex of global row numbers). `columns`
-    selects and orders columns. A file with a header/schema but no rows yields one empty chunk, so
+    selects and orders columns. With `digest` (a hashlib object), every byte of the file is fed to it
+    as it is read: once the chunks are exhausted it holds the hash of the whole file (`file_digest`). A file with a header/schema but no rows yields one empty chunk, so
     the columns are still known. Errors are `InputError`s naming the row or line where possible.
     """
     if chunk_rows < 1:
@@ -364,7 +420,7 @@ def iter_chunks(
     if wanted is not None:
         _require_columns(p, input_columns(p), wanted, "check the column names in the task file")
     read = {"csv": _csv_frames, "jsonl": _jsonl_frames, "parquet": _parquet_frames}[fmt]
-    frames = read(p, chunk_rows, wanted)
+    frames = read(p, chunk_rows, wanted, digest)
     start = 0
     for frame in frames:
         if wanted is not None:

@@ -5,7 +5,8 @@ its checkpoint is (`RUN_DIR/checkpoints/<name>-v<version>/`, written by the spec
 Export copies it as is,
 since both formats already load without labeljury:
 - `FineTunedClassifier`: a Hugging Face model folder (config with id2label = the task's labels);
-- heads: `model.joblib`, a dict of plain scikit-learn objects (see `specialists.heads`).
+- heads: `head.json` and `arrays.npz`, the scikit-learn objects as plain data (see
+  `specialists.persist`): nothing is pickled, and the card shows how to rebuild them with scikit-learn.
 Next to it go `labels.json` (label order = the model's output columns) and `README.md`, a model card
 naming the task, labels, training rows, validation scores per stage and how to load the model.
 The output folder is written under a temporary name and renamed into place, so it is never half-written.
@@ -27,7 +28,7 @@ from .store import RunStore
 
 Kind = Literal["transformers", "scikit-learn"]
 HF_CONFIG = "config.json"
-JOBLIB_FILE = "model.joblib"  # what heads write (specialists.heads.CHECKPOINT_FILE)
+HEAD_FILE = "head.json"  # what heads write (specialists.persist.STATE_FILE)
 META_FILE = "labeljury.json"  # what FineTunedClassifier writes beside the HF files
 _ENCODER_MODELS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2",
                    "minilm-int8": "sentence-transformers/all-MiniLM-L6-v2"}
@@ -42,6 +43,7 @@ class ExportedModel:
     kind: Kind
     output: Path
     validation_accuracy: float | None
+    measured_on: str = "held-out reviewed rows"  # or "the audit sample"
 
 
 def _checkpoint(run_dir: Path, record: SpecialistRecord) -> Path | None:
@@ -57,7 +59,7 @@ def _checkpoint(run_dir: Path, record: SpecialistRecord) -> Path | None:
 def _kind(path: Path) -> Kind | None:
     if (path / HF_CONFIG).is_file():
         return "transformers"
-    if (path / JOBLIB_FILE).is_file():
+    if (path / HEAD_FILE).is_file():
         return "scikit-learn"
     return None
 
@@ -87,19 +89,18 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
     """Copy the chosen specialist's promoted checkpoint of the run in `run_dir` to `output`, with a
     model card (README.md) and labels.json. `output` must not exist or be empty, unless `force`."""
     run_dir, output = Path(run_dir), Path(output)
-    if not (run_dir / "run.db").is_file():
-        raise RunStoreError(f"{str(run_dir)!r} is not a run directory (no run.db); pass the --run-dir of a run")
     if output.exists() and not output.is_dir():
         raise ExportError(f"output {str(output)!r} is a file; give a folder path for the model")
     if output.is_dir() and any(output.iterdir()) and not force:
         raise ExportError(f"output folder {str(output)!r} is not empty; choose another, or pass --force to replace it")
     if output.resolve() == run_dir.resolve() or run_dir.resolve() in output.resolve().parents:
         raise ExportError("the output folder must be outside the run directory")
-    with RunStore(run_dir) as store:
+    with RunStore.existing(run_dir) as store:
+        _refuse_run_files(output, run_dir, store)
         task = store.get_meta("task") or {}
         stages = store.stages()
         record, ckpt = _pick(run_dir, read_registry(store), specialist)
-        reviewed = len(store.labeled_reviews())
+        reviewed = len(set(store.labeled_reviews()) - set(store.routed("audit")))
     entry = {**record.to_dict(), "validation_accuracy": record.latest_accuracy}
     kind = _kind(ckpt)
     assert kind is not None  # checkpoint_dir only returns folders of a known kind
@@ -108,7 +109,22 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
     card = model_card(task, labels, entry, kind, info, stages, reviewed, run_dir, output.name)
     _write_atomically(output, ckpt, {"README.md": card,
                                      "labels.json": json.dumps(labels, indent=2, ensure_ascii=False) + "\n"})
-    return ExportedModel(entry["name"], int(entry["version"]), kind, output, entry["validation_accuracy"])
+    return ExportedModel(entry["name"], int(entry["version"]), kind, output, entry["validation_accuracy"],
+                         "the audit sample" if record.audited else "held-out reviewed rows")
+
+
+def _refuse_run_files(output: Path, run_dir: Path, store: RunStore) -> None:
+    """`--force` replaces the output folder: it must not be, or hold, anything of the run's."""
+    out = output.resolve()
+    precious = [("the run directory", run_dir), ("the run's input", store.get_meta("input_path")),
+                ("the run's labeled output", store.get_meta("output_path"))]
+    for what, path in precious:
+        if not path:
+            continue
+        p = Path(path).resolve()
+        if p == out or out in p.parents:
+            raise ExportError(f"output folder {str(output)!r} holds {what} ({str(p)!r}); replacing it would delete "
+                              "that: choose a new, empty folder for the model")
 
 
 def _describe(ckpt: Path, kind: Kind) -> dict[str, Any]:
@@ -122,9 +138,10 @@ def _describe(ckpt: Path, kind: Kind) -> dict[str, Any]:
             return {"labels": [str(id2label[k]) for k in sorted(id2label, key=int)],
                     "architecture": (config.get("architectures") or ["?"])[0],
                     "params": meta.get("params", {}), "history": meta.get("history", [])}
-        import joblib
+        from .specialists import persist
 
-        state = joblib.load(ckpt / JOBLIB_FILE)
+        state, objects = persist.load_state(ckpt)
+        state.update(objects)
     except Exception as err:  # a damaged checkpoint: say which, do not crash
         raise ExportError(f"checkpoint {str(ckpt)!r} cannot be read ({type(err).__name__}); "
                           "rerun the run to rewrite it") from None
@@ -199,8 +216,11 @@ def model_card(task: dict[str, Any], labels: list[dict[str, Any]], entry: dict[s
         "## Training",
         "",
         *_training_lines(entry, kind, info, reviewed),
-        f"- Validation accuracy: {_pct(acc)}" + (" (latest stage's held-out reviewed rows; each stage below)"
-                                                 if stages else f" on {rows} reviewed rows" if rows else ""),
+        (f"- Audit accuracy: {_pct(acc)} on {entry['audit_rows']} rows of the run's audit sample: drawn at random "
+         "from the input, reviewed, and never trained on by this or any version (each stage below)"
+         if entry.get("audited") else
+         f"- Validation accuracy: {_pct(acc)}" + (" (latest stage's held-out reviewed rows; each stage below)"
+                                                 if stages else f" on {rows} reviewed rows" if rows else "")),
         "",
         *_stage_lines(stages, entry["name"]),
         "## How to use",
@@ -230,7 +250,7 @@ def _training_lines(entry: dict[str, Any], kind: Kind, info: dict[str, Any], rev
     else:
         clf = info["classifier"] or f"constant (only `{info['constant']}` was seen in training)"
         lines.append(f"- Model: labeljury `{info['class']}`: scikit-learn `{clf}` over {_features(info)}")
-    lines.append(f"- Training data: {reviewed} reviewed rows of the run (plus any replayed consensus rows)")
+    lines.append(f"- Training data: {reviewed} reviewed rows of the run (the audit sample excluded)")
     return lines
 
 
@@ -281,7 +301,7 @@ def _usage_transformers(folder: str, max_length: int) -> list[str]:
             "from transformers import AutoModelForSequenceClassification, AutoTokenizer", "",
             f'model_dir = "{folder}"',
             "tokenizer = AutoTokenizer.from_pretrained(model_dir)",
-            "model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()",
+            "model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True).eval()",
             'texts = ["first text to label", "second text"]',
             "with torch.no_grad():",
             "    enc = tokenizer(texts, padding=True, truncation=True, "
@@ -294,8 +314,27 @@ def _usage_transformers(folder: str, max_length: int) -> list[str]:
 
 def _usage_sklearn(folder: str, info: dict[str, Any]) -> list[str]:
     params = info["params"]
-    code = ["import joblib", "import numpy as np", "import scipy.sparse as sp", "",
-            f'state = joblib.load("{folder}/model.joblib")  # a dict of plain scikit-learn objects',
+    code = ["import json", "import numpy as np", "import scipy.sparse as sp",
+            "import sklearn.linear_model, sklearn.naive_bayes",
+            "from sklearn.feature_extraction.text import TfidfVectorizer",
+            "from sklearn.pipeline import FeatureUnion", "",
+            f'state = json.load(open("{folder}/head.json"))',
+            f'arrays = np.load("{folder}/arrays.npz", allow_pickle=False)  # numbers and strings, nothing pickled', "",
+            "def rebuild(d):",
+            '    if d["kind"] == "FeatureUnion":',
+            '        return FeatureUnion([(n, rebuild(p)) for n, p in d["parts"]], transformer_weights=d["weights"])',
+            '    if d["kind"] == "TfidfVectorizer":',
+            '        p = {**d["params"], "ngram_range": tuple(d["params"]["ngram_range"]),',
+            '             "dtype": np.dtype(d["params"]["dtype"]).type}',
+            "        v = TfidfVectorizer(**p)",
+            '        v.vocabulary_ = {t: i for i, t in enumerate(arrays[d["terms"]].tolist())}',
+            '        v.idf_ = arrays[d["idf"]]',
+            "        return v",
+            '    cls = getattr(sklearn.linear_model, d["kind"], None) or getattr(sklearn.naive_bayes, d["kind"])',
+            '    obj = cls(**d["params"])',
+            '    for k, v in d["attrs"].items():',
+            '        setattr(obj, k, arrays[v["array"]] if isinstance(v, dict) else v)',
+            "    return obj", "",
             'texts = ["first text to label", "second text"]', "blocks = []"]
     if "encoder" in params:
         model = _ENCODER_MODELS.get(params["encoder"], params["encoder"])
@@ -309,18 +348,20 @@ def _usage_sklearn(folder: str, info: dict[str, Any]) -> list[str]:
                  'blocks.append(np.array([[s["compound"], s["pos"], s["neg"], s["neu"]] for s in scores], '
                  "dtype=np.float32))"]
     if info["ngrams"]:
-        code.append('blocks.append(state["ngrams"].transform(texts))')
+        code.append('blocks.append(rebuild(state["objects"]["ngrams"]).transform(texts))')
     code += ["if len(blocks) == 1:", "    X = blocks[0]",
              "elif any(sp.issparse(b) for b in blocks):",
              '    X = sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr")',
              "else:", "    X = np.hstack(blocks)",
-             'clf = state["classifier"]',
+             'clf = rebuild(state["objects"]["classifier"])',
              "proba = clf.predict_proba(X)  # columns follow clf.classes_",
              "labels = list(clf.classes_[proba.argmax(axis=1)])"]
     if info["classifier"] is None:
         return [f"The head saw one label only in training: it predicts `{info['constant']}` for every text.", ""]
-    return ["`model.joblib` holds the classifier and its n-gram vectorizer as scikit-learn objects; the "
-            "features are built in this order:", "", "```python", *code, "```", "",
+    return ["`head.json` and `arrays.npz` hold the classifier and its n-gram vectorizer as plain data (no "
+            "pickle); this rebuilds them with scikit-learn and builds the features in the order the head "
+            "read them (labeljury also cuts texts to 20,000 characters, and scores VADER in windows of "
+            "1,000 characters: the same on shorter texts):", "", "```python", *code, "```", "",
             f"With labeljury installed: `from labeljury.specialists.heads import {info['class']}; "
             f'{info["class"]}.load("{folder}").predict_proba(texts)`.', ""]
 

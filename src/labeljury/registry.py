@@ -38,13 +38,20 @@ class Promotion:
 
 @dataclass
 class Measurement:
-    """A specialist version's accuracy on `rows` rows it was not trained on (a stage's held-out slice)."""
+    """A specialist version's accuracy on `rows` rows it was not trained on, `on` the audit sample
+    (what the gate and the model card use), the stage's new rows (what the vote weights use), or,
+    without an audit, a held-out slice of the stage's rows (both)."""
 
     name: str
     version: int
     accuracy: float
     rows: int
     stage: int
+    on: str = "holdout"  # "audit" | "stage" | "holdout"
+
+    @property
+    def weighs(self) -> bool:
+        return self.on in ("stage", "holdout")
 
 
 def checkpoint_dir(run_dir: Path, name: str, version: int) -> Path:
@@ -63,13 +70,22 @@ class Registry:
         self.versions: dict[str, int] = {}
 
     # -- set-up -----------------------------------------------------------------------------------
-    def open(self, built: Iterable[tuple[Specialist, dict[str, Any]]]) -> None:
+    def open(self, built: Iterable[tuple[Specialist, dict[str, Any]]], unbuilt: Mapping[str, str] | None = None) -> None:
         """Register `built` (model, spec as JSON) on a run's first start; on a resume, check that they
-        are the ones the run started with and restore each one's label map and current version."""
+        are the ones the run started with and restore each one's label map and current version. A
+        specialist that voted before but cannot be built now (`unbuilt`: name -> why) stops the run:
+        the vote would silently lose a member."""
         built = list(built)
         if not self.store.specialists():
             self.store.save_specialists([{"name": m.name, "spec": spec} for m, spec in built])
         entries = {e["name"]: e for e in self.store.specialists()}
+        names = {m.name for m, _ in built}
+        for name, entry in entries.items():
+            if entry["status"] == "active" and name not in names:
+                why = (unbuilt or {}).get(name, "it is not in the task's specialists")
+                raise RunStoreError(f"specialist {name!r} voted in this run before but cannot be built now ({why}); "
+                                    "make it available again (e.g. network access to the Hugging Face hub) and "
+                                    "rerun, or pass a new --run-dir")
         for model, spec in built:
             entry = entries.get(model.name)
             if entry is None or entry["spec"] != spec:
@@ -174,16 +190,19 @@ class Registry:
                 self.store.update_specialist(p.name, version=p.version, conn=c)
                 self.store.delete_predictions(p.name, p.version, conn=c)
             for m in measurements:
-                seen = info[m.name]["validation_rows"] or 0
-                acc0 = info[m.name]["validation_accuracy"] or 0.0
-                total = seen + m.rows
-                self.store.update_specialist(m.name, validation_accuracy=(acc0 * seen + m.accuracy * m.rows) / total,
-                                             validation_rows=total, conn=c)
-                info[m.name] = {**info[m.name], "validation_accuracy": (acc0 * seen + m.accuracy * m.rows) / total,
-                                "validation_rows": total}
+                if m.weighs:
+                    seen = info[m.name]["validation_rows"] or 0
+                    acc0 = info[m.name]["validation_accuracy"] or 0.0
+                    total = seen + m.rows
+                    acc = (acc0 * seen + m.accuracy * m.rows) / total
+                    self.store.update_specialist(m.name, validation_accuracy=acc, validation_rows=total, conn=c)
+                    info[m.name] = {**info[m.name], "validation_accuracy": acc, "validation_rows": total}
+                if m.on in ("audit", "holdout"):  # the current version's latest unbiased-as-can-be score
+                    self.store.update_specialist(m.name, audit_accuracy=m.accuracy, audit_rows=m.rows,
+                                                 audit_version=m.version, audit_basis=m.on, conn=c)
                 metrics = version_metrics.get((m.name, m.version))
                 if metrics is not None:
-                    metrics["measured"].append({"stage": m.stage, "accuracy": m.accuracy, "rows": m.rows})
+                    metrics["measured"].append({"stage": m.stage, "accuracy": m.accuracy, "rows": m.rows, "on": m.on})
                     self.store.update_version_metrics(m.name, m.version, metrics, conn=c)
             if stage_metrics is not None and stage is not None:
                 self.store.put_stage(stage, stage_metrics, conn=c)
@@ -206,18 +225,31 @@ class SpecialistRecord:
     note: str | None
     label_map: dict[str, str] | None
     versions: list[dict[str, Any]]
+    audit_accuracy: float | None = None  # the current version's accuracy on the audit sample
+    audit_rows: int | None = None
+    audit_version: int | None = None
+    audit_basis: str | None = None  # "audit", or "holdout" for a run without an audit
+
+    @property
+    def audited(self) -> bool:
+        """Whether `audit_accuracy` is the current version's, measured on the audit sample."""
+        return self.audit_basis == "audit" and self.audit_version == self.version and self.audit_accuracy is not None
 
     @property
     def latest_accuracy(self) -> float | None:
-        """The most recent held-out measurement of any of its versions, in stage order; without one, its
-        validation accuracy."""
-        measured = sorted((m["stage"], m["accuracy"]) for v in self.versions for m in v["metrics"].get("measured", []))
+        """Its current version's accuracy on the audit sample; without an audit, the most recent
+        held-out measurement of any of its versions, in stage order, else its validation accuracy."""
+        if self.audited:
+            return self.audit_accuracy
+        measured = sorted((m["stage"], m["accuracy"]) for v in self.versions for m in v["metrics"].get("measured", [])
+                          if m.get("on", "holdout") == "holdout")
         return float(measured[-1][1]) if measured else self.validation_accuracy
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "spec": self.spec, "status": self.status, "version": self.version,
                 "validation_accuracy": self.validation_accuracy, "validation_rows": self.validation_rows,
-                "note": self.note, "label_map": self.label_map,
+                "note": self.note, "label_map": self.label_map, "audit_accuracy": self.audit_accuracy,
+                "audit_rows": self.audit_rows, "audit_version": self.audit_version, "audited": self.audited,
                 "versions": [{k: v[k] for k in ("version", "stage", "train_count", "checkpoint", "metrics")}
                              for v in self.versions]}
 
@@ -229,5 +261,7 @@ def read_registry(store: RunStore) -> list[SpecialistRecord]:
         versions.setdefault(v["specialist"], []).append(v)
     return [SpecialistRecord(name=e["name"], spec=e["spec"], status=e["status"], version=e["version"],
                              validation_accuracy=e["validation_accuracy"], validation_rows=e["validation_rows"],
-                             note=e["note"], label_map=e["label_map"], versions=versions.get(e["name"], []))
+                             note=e["note"], label_map=e["label_map"], versions=versions.get(e["name"], []),
+                             audit_accuracy=e["audit_accuracy"], audit_rows=e["audit_rows"],
+                             audit_version=e["audit_version"], audit_basis=e["audit_basis"])
             for e in store.specialists()]

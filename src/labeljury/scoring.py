@@ -23,6 +23,7 @@ from . import voting
 from .progress import Progress, SilentProgress
 from .registry import Registry
 from .specialists import Rows
+from .specialists.base import bounded
 from .store import CHUNK, RunStore, ids_hash
 
 CACHE_BYTES = 1 << 30  # feature chunks kept in memory (embeddings, n-grams, lexicon scores, texts)
@@ -100,7 +101,7 @@ class Features:
 
     # -- texts and embeddings ------------------------------------------------------------------------
     def chunk_texts(self, chunk: int) -> list[str]:
-        return self.cached(("texts", chunk), lambda: self.store.texts(*self.span(chunk)))
+        return self.cached(("texts", chunk), lambda: [bounded(t) for t in self.store.texts(*self.span(chunk))])
 
     def chunk_embeddings(self, encoder: str, chunk: int) -> np.ndarray:
         def read() -> np.ndarray:
@@ -226,20 +227,29 @@ class Scorer:
         return voting.log_odds_weights(acc, seen, self.k)
 
     def known(self, ids: np.ndarray) -> np.ndarray:
-        """Reviewed labels of `ids` as label indices, -1 where unreviewed."""
+        """Reviewed labels of `ids` as label indices, -1 where unreviewed or audited (the vote on an
+        audit row must never see its label: it is what the audit measures)."""
         reviews = self.store.labeled_reviews()
+        for t in self.store.routed("audit"):
+            reviews.pop(t, None)
         return np.array([self.labels.index(reviews[int(t)]) if int(t) in reviews else -1 for t in ids], np.int64)
 
     def vote(self, ids: np.ndarray) -> Vote:
         ids = np.asarray(ids, dtype=np.int64)
         P, names = self.tensor(ids)
+        return Vote(ids, self.aggregate(P, names, ids), P, names)
+
+    def aggregate(self, P: np.ndarray, names: list[str], ids: np.ndarray,
+                  fitted: voting.VoteResult | None = None) -> voting.VoteResult:
+        """The run's voting over a vote tensor of rows `ids`. With `fitted` (a Dawid-Skene result on
+        other rows), its parameters are applied instead of fitting EM on these rows."""
         if self.method == "dawid-skene":
-            result = voting.aggregate(P, "dawid-skene", known=self.known(ids))
-        elif self.method == "soft":
-            result = voting.aggregate(P, "soft", weights=self.weights(names))
-        else:
-            result = voting.aggregate(P, self.method)
-        return Vote(ids, result, P, names)
+            if fitted is not None and fitted.confusion is not None and fitted.priors is not None:
+                return voting.dawid_skene_apply(P, fitted.confusion, fitted.priors)
+            return voting.aggregate(P, "dawid-skene", known=self.known(ids))
+        if self.method == "soft":
+            return voting.aggregate(P, "soft", weights=self.weights(names))
+        return voting.aggregate(P, self.method)
 
     def opinions(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """What the specialists said about each row, for a reviewer: the vote, its confidence, each

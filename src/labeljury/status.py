@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import RunStoreError
 from .llm.usage import LLMUsage, read_llm_usage
 from .registry import read_registry
 from .store import RunStore
@@ -13,10 +12,8 @@ from .store import RunStore
 
 def run_status(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    if not (run_dir / "run.db").exists():
-        raise RunStoreError(f"{str(run_dir)!r} is not a run directory (no run.db); pass the --run-dir of a run")
-    usage = read_llm_usage(run_dir)
-    with RunStore(run_dir) as s:
+    with RunStore.existing(run_dir) as s:
+        usage = read_llm_usage(run_dir)
         if s.get_meta("kind") == "baseline":
             return _baseline_status(s.get_meta("baseline") or {}, usage)
         task = s.get_meta("task") or {}
@@ -42,10 +39,43 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "cost_usd": round(sum(r.cost_usd for r in reviews.values()), 6),
             "llm": _llm_cost(usage, rows, llm_reviewed=sum(r.source == "reviewed:llm" for r in reviews.values()),
                              review_cost=sum(r.cost_usd for r in reviews.values())),
-            "specialists": [r.to_dict() for r in read_registry(s)],
+            "specialists": _specialists(read_registry(s), len(task.get("labels") or {}) or 2),
             "stages": s.stages(),
+            "rollbacks": _rollbacks(s.stages()),
             "sources": s.source_counts() if done else {},
+            "budget_plan": s.get_meta("budget_plan"),
+            **_estimate(s.get_meta("trust") if done else None, len(s.routed("audit"))),
         }
+
+
+def _estimate(trust: dict[str, Any] | None, audit_rows: int) -> dict[str, Any]:
+    """The estimated accuracy of the output (fractions in [0, 1]) and what it rests on."""
+    est = (trust or {}).get("estimates") or {}
+    overall = est.get("overall") or {}
+    return {"estimated_accuracy": overall.get("accuracy"), "estimated_accuracy_low": overall.get("low"),
+            "estimated_accuracy_high": overall.get("high"), "audit_rows": audit_rows,
+            "estimates": est or None, "calibrated_on": (trust or {}).get("calibrated_on")}
+
+
+def _specialists(records: list[Any], k: int) -> list[dict[str, Any]]:
+    """Each specialist with its vote weight (what `soft` voting gives it) and its audit accuracy."""
+    import numpy as np
+
+    from .voting import log_odds_weights
+
+    out = [r.to_dict() for r in records]
+    active = [d for d in out if d["status"] == "active"]
+    acc = np.array([d["validation_accuracy"] if d["validation_rows"] else np.nan for d in active], dtype=float)
+    seen = np.array([d["validation_rows"] or 0 for d in active], dtype=float)
+    for d, w in zip(active, log_odds_weights(acc, seen, k) if active else [], strict=True):
+        d["weight"] = round(float(w), 4)
+    return out
+
+
+def _rollbacks(stages: list[dict[str, Any]]) -> dict[str, int]:
+    verdicts = [m["promoted"] for st in stages if not st.get("final") for m in st["specialists"].values()
+                if "promoted" in m]
+    return {"candidates": len(verdicts), "rolled_back": sum(not v for v in verdicts)}
 
 
 def _count(values: Any) -> dict[str, int]:
@@ -82,3 +112,106 @@ def _baseline_status(meta: dict[str, Any], usage: LLMUsage | None) -> dict[str, 
         "sources": meta.get("sources", {}),
         "llm": _llm_cost(usage, rows),
     }
+
+
+# -- rendering (`labeljury status`) ----------------------------------------------------------------
+def render(info: dict[str, Any], run_dir: Path | str) -> Any:
+    """A rich renderable of `run_status`'s answer."""
+    from rich.console import Group
+    from rich.table import Table
+
+    t = Table(title=f"run {run_dir}", show_header=False)
+    keys = ("task", "input", "state", "rows", "texts", "skipped", "reviews", "pending_reviews", "budget")
+    if info.get("kind") == "baseline":
+        keys = ("kind", "method", "models", "task", "input", "output", "state", "rows")
+    for key in keys:
+        value = info.get(key)
+        t.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    for key, value in _cost_rows(info.get("llm")):
+        t.add_row(key, value)
+    if info.get("kind") == "baseline":
+        return Group(t, *_sources(info.get("sources") or {}, None))
+    t.add_row("estimated accuracy", _estimate_line(info))
+    sp = Table(title="specialists (audit accuracy: of the current version, on audit rows no version trained on)")
+    for col in ("name", "status", "version", "audit accuracy", "vote weight", "note"):
+        sp.add_column(col)
+    for s in info["specialists"]:
+        acc = s["audit_accuracy"] if s.get("audited") else None
+        sp.add_row(s["name"], s["status"], str(s["version"]),
+                   "" if acc is None else f"{acc:.1%} of {s['audit_rows']}",
+                   "" if s.get("weight") is None else f"{s['weight']:.2f}", s["note"] or "")
+    est = (info.get("estimates") or {}).get("by_source") or None
+    return Group(t, sp, *_stages(info.get("stages") or [], info.get("rollbacks") or {}),
+                 *_sources(info.get("sources") or {}, est))
+
+
+def _estimate_line(info: dict[str, Any]) -> str:
+    acc = info.get("estimated_accuracy")
+    if acc is None:
+        return ("not estimated: the run has no audit sample (review.audit)" if not info.get("audit_rows")
+                else "when the run is complete")
+    low, high = info.get("estimated_accuracy_low"), info.get("estimated_accuracy_high")
+    interval = "" if low is None else f" (95% interval {low:.1%} - {high:.1%})"
+    return f"{acc:.1%}{interval}, from {info['audit_rows']} audit rows"
+
+
+def _stages(stages: list[dict[str, Any]], rollbacks: dict[str, int]) -> list[Any]:
+    """Continual learning, stage by stage: per trainable specialist, accuracy on the gate's rows (the
+    audit) of the current version -> the new one, and whether the new one was promoted or rolled back."""
+    if not stages:
+        return []
+    from rich.table import Table
+
+    names = sorted({n for st in stages for n, m in st["specialists"].items() if "promoted" in m})
+    gate = "audit" if any(st.get("gate") == "audit" for st in stages) else "held-out"
+    t = Table(title=f"continual learning ({gate} accuracy: current -> new version; "
+                    f"{rollbacks.get('rolled_back', 0)} of {rollbacks.get('candidates', 0)} candidates rolled back)")
+    for col in ("stage", "train rows", f"{gate} rows", "vote on audit", *names, "seconds"):
+        t.add_column(col)
+
+    def cell(m: dict[str, Any] | None) -> str:
+        if not m or "promoted" not in m:
+            return ""
+        fmt = lambda a: "-" if a is None else f"{a:.0%}"  # noqa: E731
+        verdict = "promoted" if m["promoted"] else "rolled back"
+        return f"{fmt(m.get('accuracy_before'))} -> {fmt(m.get('accuracy_after'))} {verdict}"
+
+    for st in stages:
+        rows = st.get("audit_rows") if st.get("gate") == "audit" else st.get("holdout_rows")
+        vote = st.get("audit_vote_accuracy")
+        t.add_row("final refit" if st.get("final") else str(st["stage"]), str(st["train_rows"]), str(rows or 0),
+                  "" if vote is None else f"{vote:.1%}", *(cell(st["specialists"].get(n)) for n in names),
+                  f"{st['seconds']:.1f}")
+    return [t]
+
+
+def _sources(sources: dict[str, int], estimates: dict[str, Any] | None) -> list[Any]:
+    if not sources:
+        return []
+    from rich.table import Table
+
+    src = Table(title="annotation sources" + (" (estimated accuracy, 95% interval)" if estimates else ""))
+    src.add_column("source")
+    src.add_column("rows")
+    if estimates:
+        src.add_column("estimated accuracy")
+    for k, v in sorted(sources.items()):
+        row = [k, str(v)]
+        if estimates:
+            e = estimates.get(k) or {}
+            acc = e.get("accuracy")
+            interval = "" if e.get("low") is None or e.get("method") == "exact" else f" ({e['low']:.1%} - {e['high']:.1%})"
+            row.append("" if acc is None else f"{acc:.1%}{interval}")
+        src.add_row(*row)
+    return [src]
+def _cost_rows(llm: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The LLM cost lines of `status` (none when the run made no LLM call)."""
+    if not llm:
+        return []
+    rows = [("LLM cost", f"${llm['cost_usd']:.4f} ({llm['calls']} calls, {llm['tokens']} tokens)")]
+    if llm.get("cost_per_row_usd") is not None:
+        rows.append(("LLM cost per row", f"${llm['cost_per_row_usd']:.6f}"))
+    if llm.get("cost_per_reviewed_row_usd") is not None:
+        rows.append(("LLM cost per reviewed row", f"${llm['cost_per_reviewed_row_usd']:.6f} ({llm['llm_reviewed_rows']} rows)"))
+    return rows
+

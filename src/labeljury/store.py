@@ -13,7 +13,8 @@ Layout of `RUN_DIR/run.db`:
                they were dropped and why
   versions     every promoted version of a trainable specialist: its training rows, checkpoint and
                measurements (the `registry` module is their one reader and writer)
-  routing      which texts were sent for review, why (bootstrap / hard) and their hardness
+  routing      which texts were sent for review, why (audit / bootstrap / hard) and their hardness;
+               for an audit row, the stage whose hardest rows it would have been among (`hard_stage`)
   reviews      the reviewer's answers (or why there is none), stored as each arrives
   final        the label, confidence and provenance of every text
   stages       continual-learning stages and their metrics
@@ -21,8 +22,10 @@ Layout of `RUN_DIR/run.db`:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import sqlite3
 import time
 import zlib
@@ -51,12 +54,13 @@ CREATE TABLE IF NOT EXISTS predictions (specialist TEXT NOT NULL, version INTEGE
     PRIMARY KEY (specialist, version, chunk));
 CREATE TABLE IF NOT EXISTS specialists (name TEXT PRIMARY KEY, position INTEGER NOT NULL,
     spec TEXT NOT NULL, status TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0,
-    validation_accuracy REAL, validation_rows INTEGER, note TEXT, label_map TEXT);
+    validation_accuracy REAL, validation_rows INTEGER, note TEXT, label_map TEXT,
+    audit_accuracy REAL, audit_rows INTEGER, audit_version INTEGER, audit_basis TEXT);
 CREATE TABLE IF NOT EXISTS versions (specialist TEXT NOT NULL, version INTEGER NOT NULL,
     stage INTEGER, train_count INTEGER NOT NULL, train_hash TEXT NOT NULL, train_ids BLOB NOT NULL,
     checkpoint TEXT, metrics TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (specialist, version));
 CREATE TABLE IF NOT EXISTS routing (text_id INTEGER PRIMARY KEY, why TEXT NOT NULL,
-    hardness REAL, stage INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
+    hardness REAL, stage INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, hard_stage INTEGER);
 CREATE TABLE IF NOT EXISTS reviews (text_id INTEGER PRIMARY KEY, label TEXT, source TEXT NOT NULL,
     confidence REAL, reason TEXT, pending INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL);
@@ -64,6 +68,52 @@ CREATE TABLE IF NOT EXISTS final (text_id INTEGER PRIMARY KEY, label TEXT, confi
     source TEXT NOT NULL, vote TEXT, vote_confidence REAL, specialist_votes TEXT);
 CREATE TABLE IF NOT EXISTS stages (stage INTEGER PRIMARY KEY, metrics TEXT NOT NULL);
 """
+
+
+def storage_error(err: BaseException, run_dir: Path) -> RunStoreError:
+    """One line for a failure of the disk or the database under a run directory."""
+    text = str(err)
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) or "full" in text.lower():
+        return RunStoreError(f"no space left on the device of {str(run_dir)!r} ({text}); free some space, then rerun "
+                             "the same command: the run resumes where it stopped")
+    return RunStoreError(f"run directory {str(run_dir)!r} cannot be used ({text}); check it, or pass another --run-dir")
+
+
+@contextmanager
+def storage_errors(run_dir: Path) -> Iterator[None]:
+    """Turn a database failure, or a full disk, under `run_dir` into one `RunStoreError` line."""
+    try:
+        yield
+    except sqlite3.Error as err:
+        raise storage_error(err, run_dir) from None
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise storage_error(err, run_dir) from None
+        raise
+
+
+def lock_run_dir(run_dir: Path) -> Any:
+    """An exclusive lock on `run_dir/lock` (released when the returned file is closed, or the process
+    ends, even by kill -9)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks, the run proceeds unguarded
+        return None
+    path = run_dir / "lock"
+    fh = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        owner = fh.read().strip() or "another process"
+        fh.close()
+        raise RunStoreError(f"run directory {str(run_dir)!r} is in use by process {owner}; wait for it to finish "
+                            "(or stop it), then rerun") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
 
 
 def text_hash(text: str) -> bytes:
@@ -84,33 +134,94 @@ def _unpack_ids(blob: bytes) -> np.ndarray:
     return np.cumsum(np.frombuffer(zlib.decompress(blob), dtype=np.int64))
 
 
-class RunStore:
-    """One run directory. Not thread-safe: one connection, used from the pipeline's thread."""
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_OUR_TABLES = {"meta", "texts", "rows", "embeddings", "predictions", "specialists", "versions", "routing",
+               "reviews", "final", "stages", "llm_calls", "llm_spend", "sqlite_sequence"}
 
-    def __init__(self, run_dir: str | Path):
+
+def check_store_file(db_path: Path, *, fresh_ok: bool) -> None:
+    """Refuse a run.db that is not a labeljury run store (empty, damaged, another program's), so it is
+    never touched. With `fresh_ok`, a missing file, or one holding only labeljury's own tables (a run
+    killed while it started), is accepted."""
+    where = str(db_path)
+    if not db_path.exists():
+        if fresh_ok:
+            return
+        raise RunStoreError(f"{str(db_path.parent)!r} is not a run directory (no run.db); pass the --run-dir of a run")
+    try:
+        with open(db_path, "rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except OSError as err:
+        raise RunStoreError(f"{where!r} cannot be read ({err.strerror}); check its permissions") from None
+    if not head:
+        raise RunStoreError(f"{where!r} is empty, not a labeljury run store; delete it (or pass another --run-dir)")
+    if head != _SQLITE_MAGIC:
+        raise RunStoreError(f"{where!r} is not a labeljury run store (not an SQLite database); labeljury will not "
+                            "touch it: pass another --run-dir")
+    try:
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() \
+                if "meta" in tables else None
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        raise RunStoreError(f"{where!r} is damaged ({err}); labeljury will not touch it: restore it from a backup "
+                            "or pass another --run-dir") from None
+    if version is None and not (fresh_ok and tables <= _OUR_TABLES):
+        raise RunStoreError(f"{where!r} is not a labeljury run store; labeljury will not touch it: pass another --run-dir")
+
+
+class RunStore:
+    """One run directory. Not thread-safe: one connection, used from the pipeline's thread.
+
+    `RunStore(dir)` opens a run directory to work in (creating it if needed); `RunStore.existing(dir)`
+    opens one that must already hold a run store, read-only (for `status`, `export`, `export-model`).
+    Either refuses a run.db that is not a labeljury run store."""
+
+    def __init__(self, run_dir: str | Path, *, readonly: bool = False):
         self.run_dir = Path(run_dir)
         self.db_path = self.run_dir / "run.db"
+        self.readonly = readonly
+        self._lock: Any = None
+        check_store_file(self.db_path, fresh_ok=not readonly)
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA busy_timeout=30000")
-            self.conn.executescript(_SCHEMA)
+            if readonly:
+                self.conn = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
+                                            isolation_level=None)
+                self.conn.execute("PRAGMA busy_timeout=30000")
+            else:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.execute("PRAGMA busy_timeout=30000")
+                self.conn.executescript(_SCHEMA)
         except (OSError, sqlite3.DatabaseError) as err:
-            raise RunStoreError(
-                f"run directory {str(self.run_dir)!r} cannot be used ({err}); pass another --run-dir"
-            ) from None
+            raise storage_error(err, self.run_dir) from None
         version = self.get_meta("schema_version")
-        if version is None:
+        if version is None and not readonly:
             self.set_meta("schema_version", SCHEMA_VERSION)
         elif version != SCHEMA_VERSION:
             self.close()
             raise RunStoreError(f"run directory {str(self.run_dir)!r} was made by another version of labeljury "
                                 f"(run store schema {version}, this one reads {SCHEMA_VERSION}); pass a new --run-dir")
 
+    @classmethod
+    def existing(cls, run_dir: str | Path) -> RunStore:
+        return cls(run_dir, readonly=True)
+
+    def lock(self) -> None:
+        """Hold the run directory for this process until `close`: a second `labeljury run` on it gets
+        one line naming the process that has it, instead of two writers racing."""
+        self._lock = lock_run_dir(self.run_dir)
+
     def close(self) -> None:
         self.conn.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def __enter__(self) -> RunStore:
         return self
@@ -268,14 +379,16 @@ class RunStore:
 
     def specialists(self) -> list[dict[str, Any]]:
         cur = self.conn.execute(
-            "SELECT name, spec, status, version, validation_accuracy, validation_rows, note, label_map "
-            "FROM specialists ORDER BY position")
+            "SELECT name, spec, status, version, validation_accuracy, validation_rows, note, label_map, "
+            "audit_accuracy, audit_rows, audit_version, audit_basis FROM specialists ORDER BY position")
         return [dict(name=n, spec=json.loads(s), status=st, version=v, validation_accuracy=a,
-                     validation_rows=r, note=note, label_map=None if lm is None else json.loads(lm))
-                for n, s, st, v, a, r, note, lm in cur]
+                     validation_rows=r, note=note, label_map=None if lm is None else json.loads(lm),
+                     audit_accuracy=aa, audit_rows=ar, audit_version=av, audit_basis=ab)
+                for n, s, st, v, a, r, note, lm, aa, ar, av, ab in cur]
 
     def update_specialist(self, name: str, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
-        allowed = {"status", "version", "validation_accuracy", "validation_rows", "note", "label_map"}
+        allowed = {"status", "version", "validation_accuracy", "validation_rows", "note", "label_map",
+                   "audit_accuracy", "audit_rows", "audit_version", "audit_basis"}
         if not fields.keys() <= allowed:
             raise ValueError(f"unknown specialist fields {set(fields) - allowed}")
         if "label_map" in fields and fields["label_map"] is not None:
@@ -321,14 +434,18 @@ class RunStore:
 
     # -- routing and reviews ----------------------------------------------------------------------
     def add_routing(self, text_ids: Sequence[int], why: str, hardness: Sequence[float] | None, stage: int,
-                    done_step: str | None = None) -> None:
-        """Record the rows sent to review, and (atomically) that the routing step is done."""
+                    done_step: str | None = None,
+                    audit_hard: tuple[Sequence[int], Sequence[float]] | None = None) -> None:
+        """Record the rows sent to review (and the audit rows this stage would have sent: `audit_hard`),
+        and (atomically) that the routing step is done."""
         now = time.time()
         hard = list(hardness) if hardness is not None else [None] * len(text_ids)
         with self.transaction() as c:
             c.executemany(
                 "INSERT OR IGNORE INTO routing(text_id, why, hardness, stage, created_at) VALUES (?,?,?,?,?)",
                 [(int(t), why, None if h is None else float(h), stage, now) for t, h in zip(text_ids, hard)])
+            if audit_hard is not None:
+                self.mark_audit_hard(audit_hard[0], audit_hard[1], stage, conn=c)
             if done_step:
                 self.mark_done(done_step, c)
 
@@ -345,6 +462,18 @@ class RunStore:
     @property
     def n_routed(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM routing").fetchone()[0]
+
+    def mark_audit_hard(self, text_ids: Sequence[int], hardness: Sequence[float], stage: int,
+                        conn: sqlite3.Connection | None = None) -> None:
+        """Audit rows that stage `stage` would have sent for review as hard (they are not asked again)."""
+        (conn or self.conn).executemany(
+            "UPDATE routing SET hard_stage=?, hardness=? WHERE text_id=? AND why='audit'",
+            [(stage, float(h), int(t)) for t, h in zip(text_ids, hardness, strict=True)])
+
+    def audit_hard(self) -> dict[int, int]:
+        """{audit text id: the stage that would have sent it for review as hard}."""
+        return dict(self.conn.execute(
+            "SELECT text_id, hard_stage FROM routing WHERE why='audit' AND hard_stage IS NOT NULL"))
 
     def put_review(self, r: ReviewResult) -> None:
         """Store one answer at once (a pending one is overwritten by the next answer)."""
@@ -368,9 +497,13 @@ class RunStore:
             "SELECT text_id, label FROM reviews WHERE pending=0 AND label IS NOT NULL ORDER BY text_id")}
 
     # -- final labels ---------------------------------------------------------------------------------
-    def put_final(self, records: Iterable[tuple[int, str | None, float | None, str, str | None, float | None, str]]) -> None:
-        """(text_id, label, confidence, source, vote, vote_confidence, specialist_votes_json)"""
+    def put_final(self, records: Iterable[tuple[int, str | None, float | None, str, str | None, float | None, str]],
+                  meta: dict[str, Any] | None = None) -> None:
+        """(text_id, label, confidence, source, vote, vote_confidence, specialist_votes_json), and the
+        `meta` keys that describe them, in one transaction."""
         with self.transaction() as c:
+            for key, value in (meta or {}).items():
+                self.set_meta(key, value, c)
             c.execute("DELETE FROM final")
             c.executemany("INSERT INTO final VALUES (?,?,?,?,?,?,?)", records)
             self.mark_done("finalize", c)

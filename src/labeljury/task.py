@@ -72,7 +72,10 @@ class ReviewSpec(BaseModel):
     paper: any specialist disagreeing), `margin` (top-two posterior gap), `confidence` (posterior
     max). `threshold`, when set, sends only rows harder than it (still never over budget).
     `bootstrap` rows, chosen for diversity, are reviewed first to fit and validate specialists.
-    What these come to in rows is planned by `budget.plan_budget`.
+    `audit` rows (a fraction of the rows or a count), drawn uniformly at random, are reviewed to
+    measure: never chosen by hardness, never trained on; they give the estimated accuracy, calibrate
+    the confidences and gate the continual-learning stages. What these come to in rows is planned by
+    `budget.plan_budget` (the audit and the bootstrap are inside the budget).
     """
 
     model_config = _STRICT
@@ -80,6 +83,7 @@ class ReviewSpec(BaseModel):
     policy: Literal["disagreement", "margin", "confidence"] = "margin"
     threshold: float | None = None
     bootstrap: float | int | None = None
+    audit: float | int | None = None
 
     @field_validator("budget", mode="before")
     @classmethod
@@ -95,7 +99,7 @@ class ReviewSpec(BaseModel):
             raise ValueError(f"{v} is a negative count; give a fraction like 0.2 or a row count like 500")
         return v
 
-    @field_validator("bootstrap", mode="before")
+    @field_validator("bootstrap", "audit", mode="before")
     @classmethod
     def _bootstrap(cls, v: Any) -> Any:
         if v is None:
@@ -128,7 +132,7 @@ class LLMSpec(BaseModel):
     max_retries: int = 4
     concurrency: int = 8
     batch_size: int = 1
-    budget_usd: float | None = None
+    budget_usd: float | None = 5.0  # a hard cap by default; write `null` to go without one
     budget_tokens: int | None = None
     prices: dict[str, float] | None = None  # {"input": $/1M tokens, "output": $/1M tokens}
 
@@ -261,8 +265,62 @@ def parse_task(data: Any, source: str = "task") -> Task:
         raise TaskError(_format_validation_error(source, err)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that names a key twice (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            k = self.construct_object(key_node, deep=deep)
+            if isinstance(k, (str, int, float, bool)) or k is None:
+                if k in seen:
+                    raise TaskError(f"duplicate key {k!r} at line {key_node.start_mark.line + 1}; "
+                                    "each key may appear once in a mapping")
+                seen.add(k)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _TextLoader(yaml.BaseLoader):
+    """Every scalar as the text written: `yes` stays "yes", `0` stays "0"."""
+
+
+def _as_written(typed: Any, raw: Any) -> Any:
+    """`typed` with the names that must stay text (labels, example labels, label maps, column names)
+    taken from `raw`, the same document read with every scalar as written."""
+    if not isinstance(typed, dict) or not isinstance(raw, dict):
+        return typed
+    out = dict(typed)
+    if isinstance(raw.get("labels"), (list, dict)) and isinstance(typed.get("labels"), (list, dict)):
+        labels = raw["labels"]
+        if isinstance(labels, dict) and isinstance(typed["labels"], dict):
+            # descriptions keep their YAML meaning (null = none)
+            out["labels"] = {k: d for k, d in zip(labels, typed["labels"].values(), strict=True)}
+        else:
+            out["labels"] = labels
+    for name in ("text_column",):
+        if isinstance(raw.get(name), str) and not isinstance(typed.get(name), str):
+            out[name] = raw[name]
+    if isinstance(typed.get("reviewer"), dict) and isinstance(raw.get("reviewer"), dict):
+        rev = dict(typed["reviewer"])
+        if "column" in raw["reviewer"] and rev.get("column") is not None:
+            rev["column"] = raw["reviewer"]["column"]
+        out["reviewer"] = rev
+    if isinstance(typed.get("examples"), list) and isinstance(raw.get("examples"), list):
+        out["examples"] = [{**ex, "label": rex["label"]} if isinstance(ex, dict) and isinstance(rex, dict)
+                           and "label" in rex else ex for ex, rex in zip(typed["examples"], raw["examples"], strict=True)]
+    if isinstance(typed.get("specialists"), list) and isinstance(raw.get("specialists"), list):
+        specs = []
+        for sp, rsp in zip(typed["specialists"], raw["specialists"], strict=True):
+            if isinstance(sp, dict) and isinstance(rsp, dict) and isinstance(rsp.get("label_map"), dict):
+                sp = {**sp, "label_map": dict(rsp["label_map"])}
+            specs.append(sp)
+        out["specialists"] = specs
+    return out
+
+
 def load_task(path: str | Path) -> Task:
-    """Read and validate a YAML task file."""
+    """Read and validate a YAML task file. Label names (and the labels of examples and label maps,
+    and column names) keep the text written: YAML would read `yes` as a boolean and `0` as a number."""
     p = Path(path)
     if not p.is_file():
         raise TaskError(f"task file {str(p)!r} does not exist; pass the path of a YAML task file")
@@ -271,10 +329,13 @@ def load_task(path: str | Path) -> Task:
     except (OSError, UnicodeDecodeError) as err:
         raise TaskError(f"task file {str(p)!r} cannot be read ({err.__class__.__name__}); check its permissions and encoding") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=_TextLoader)  # noqa: S506 - a BaseLoader subclass: text only
+    except TaskError as err:
+        raise TaskError(f"task file {str(p)!r}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "invalid syntax"
         raise TaskError(f"task file {str(p)!r} is not valid YAML{where}: {problem}") from None
-    return parse_task(data, source=str(p))
+    return parse_task(_as_written(data, raw), source=str(p))

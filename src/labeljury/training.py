@@ -21,10 +21,19 @@ POOL_SAMPLE = 50_000  # n-gram vocabularies are fitted on at most this many unla
 
 
 def reviewed(store: RunStore, ids: Sequence[int] | None = None) -> tuple[np.ndarray, list[str]]:
-    """(sorted text ids, their labels) of the reviewed rows that got a label, among `ids` (default all)."""
+    """(sorted text ids, their labels) of the reviewed rows a specialist may learn from, among `ids`
+    (default all): every row that got a label, except the audit sample, which only measures."""
     reviews = store.labeled_reviews()
-    keep = reviews.keys() if ids is None else [i for i in ids if i in reviews]
+    audit = set(store.routed("audit"))
+    keep = [i for i in (reviews.keys() if ids is None else ids) if i in reviews and i not in audit]
     keys = np.array(sorted(keep), dtype=np.int64)
+    return keys, [reviews[int(k)] for k in keys]
+
+
+def audited(store: RunStore) -> tuple[np.ndarray, list[str]]:
+    """(sorted text ids, labels) of the audit rows that got a label: the rows that measure."""
+    reviews = store.labeled_reviews()
+    keys = np.array(sorted(i for i in store.routed("audit") if i in reviews), dtype=np.int64)
     return keys, [reviews[int(k)] for k in keys]
 
 
@@ -75,12 +84,11 @@ class Trainer:
             model.fit(X, y)  # type: ignore[attr-defined]
         return model
 
-    def accuracy(self, model: Specialist, ids: np.ndarray, y: np.ndarray) -> float | None:
-        """Accuracy of `model` on rows `ids` with label indices `y` (None for no rows)."""
+    def right(self, model: Specialist, ids: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """Which of rows `ids` (label indices `y`) `model` gets right (None for no rows)."""
         if not len(ids):
             return None
-        pred = hard_labels(model.predict_proba(self.features.rows(model, ids)))
-        return float((pred == y).mean())
+        return hard_labels(model.predict_proba(self.features.rows(model, ids))) == y
 
     def cross_val_predict(self, name: str, ids: np.ndarray, y: list[str]) -> np.ndarray:
         """Out-of-fold label indices of fresh copies of `name` (-1 where a class is too rare to fold)."""

@@ -307,6 +307,21 @@ def dawid_skene(
     return _result(posterior, votes, clamped=known >= 0, confusion=confusion, priors=priors)
 
 
+def dawid_skene_apply(P: np.ndarray, confusion: np.ndarray, priors: np.ndarray) -> VoteResult:
+    """The Dawid-Skene posterior of rows under already-fitted confusion matrices and priors (of a
+    `dawid_skene` result on other rows): for rows the EM must not see, e.g. held-out ones."""
+    P = _check(P)
+    n, m, k = P.shape
+    votes = hard_votes(P)
+    log_post = np.repeat(np.log(np.asarray(priors, dtype=np.float64))[None, :], n, axis=0)
+    log_conf = np.log(np.asarray(confusion, dtype=np.float64))  # [j, c, l]
+    for j in range(m):
+        has = votes[:, j] >= 0
+        log_post[has] += log_conf[j][:, votes[has, j]].T
+    post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+    return _result(post / post.sum(axis=1, keepdims=True), votes, confusion=confusion, priors=priors)
+
+
 def aggregate(P: np.ndarray, method: Method, **kw: Any) -> VoteResult:
     """Dispatch to `majority`, `soft` or `dawid_skene` by the task's `voting` name."""
     methods = {"majority": majority, "soft": soft, "dawid-skene": dawid_skene}

@@ -20,10 +20,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import RunStoreError, SpecialistError
-from ..specialists.base import MappedSpecialist
+from ..specialists.base import MAX_TEXT_CHARS, MappedSpecialist
 from ..specialists.heads import Head
 from ..specialists.hf import HFTextClassifier
-from ..specialists.lexicon import ProfanityCheck, VaderSentiment
+from ..specialists.lexicon import VADER_WINDOW, ProfanityCheck, VaderSentiment
 from ..specialists.zeroshot import ZeroShotSimilarity
 from ..task import SpecialistSpec, Task
 from ..voting import VoteResult
@@ -38,7 +38,7 @@ class PlanSpecialist(BaseModel):
     """One specialist as `annotate.py` reproduces it.
 
     `kind` says how: `vader`/`profanity` (the lexicon packages), `zeroshot` (cosine to the label
-    `prototypes` in `params`), `head` (the scikit-learn objects in `checkpoint`/model.joblib), `hf`
+    `prototypes` in `params`), `head` (the scikit-learn objects in `checkpoint`/head.json + arrays.npz), `hf`
     (a transformers classifier: hub id or model folder in `params.model`). `model_labels` and
     `label_map` turn a model's own labels into the task's."""
 
@@ -84,11 +84,16 @@ class Plan(BaseModel):
     task: TaskSummary
     encoder: str | None  # the sentence encoder the embedding specialists read
     embedding_dtype: Literal["float16", "float32"] = "float16"  # how the run stored embeddings
+    max_text_chars: int = MAX_TEXT_CHARS  # a specialist reads at most this much of a text
+    vader_window: int = VADER_WINDOW  # VADER scores longer texts in windows of this many characters
     specialists: list[PlanSpecialist]
     voting: VotingPlan
     routing: RoutingPlan
     llm_model: str | None = None
     selection: dict[str, str] = Field(default_factory=dict)  # specialist id -> the LLM's reason
+    # annotation_confidence = sigmoid(a * logit(vote confidence) + b * [consensus] + c), fitted on the
+    # run's audit (None: the vote's own confidence)
+    calibrator: dict[str, float] | None = None
 
 
 def _floats(a: Any) -> Any:
@@ -166,6 +171,7 @@ def build_plan(
     encoder: str | None = None,
     embedding_dtype: Literal["float16", "float32"] = "float16",
     selection: Mapping[str, str] | None = None,
+    calibrator: Mapping[str, float] | None = None,
 ) -> Plan:
     """The plan of a run: `entries` in the order of the vote tensor's specialists, `vote` the final
     aggregation (its weights / priors / confusions are the fitted voting parameters)."""
@@ -185,6 +191,7 @@ def build_plan(
         routing=RoutingPlan(policy=task.review.policy, budget=task.review.budget, threshold=task.review.threshold),
         llm_model=task.llm.model if task.llm is not None else None,
         selection=dict(selection or {}),
+        calibrator=None if calibrator is None else {k: float(calibrator[k]) for k in ("a", "b", "c")},
     )
 
 

@@ -217,10 +217,11 @@ def select_for_run(task: Task, run_dir: Path, progress: Progress) -> list[Specia
     A run that chose before (its run store holds the choice) keeps its choice, even if the hub changed;
     the pipeline saves a new choice in the run store."""
     from ..llm import LLMClient, Ledger, SQLiteCallCache
+    from ..llm.journal import SQLiteSpendJournal
     from ..store import RunStore
 
     if (run_dir / "run.db").exists():
-        with RunStore(run_dir) as store:
+        with RunStore.existing(run_dir) as store:
             saved = store.get_meta("selected_specialists")
         if saved is not None:
             return [SpecialistSpec.model_validate(sp) for sp in saved]
@@ -228,13 +229,13 @@ def select_for_run(task: Task, run_dir: Path, progress: Progress) -> list[Specia
     run_dir.mkdir(parents=True, exist_ok=True)
     cache = SQLiteCallCache(run_dir / "run.db")
     try:
-        usd, tok = cache.totals()
         client = LLMClient(task.llm)
+        journal = SQLiteSpendJournal(run_dir / "run.db", client.model_id)
         try:
-            result = select(task, client, hub=True, cache=cache,
-                            ledger=Ledger.for_spec(task.llm, spent_usd=usd, spent_tokens=tok))
+            result = select(task, client, hub=True, cache=cache, ledger=Ledger.for_spec(task.llm, journal=journal))
         finally:
             client.close()
+            journal.close()
     finally:
         cache.close()
     picked = list(result.specs)

@@ -12,9 +12,11 @@ import asyncio
 import email.utils
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 from ..errors import LLMError
 from ..task import LLMSpec
@@ -75,16 +77,49 @@ class ChatBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
+KEY_HOSTS_ENV = "LABELJURY_KEY_HOSTS"  # the hosts (comma-separated) the user lets receive an API key
+DEFAULT_HOST = "api.openai.com"  # where the openai SDK sends a request without llm.base_url
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
+def key_host(spec: LLMSpec) -> str:
+    """The host (with its port, if the URL names one) that would receive the API key."""
+    if not spec.base_url:
+        return DEFAULT_HOST
+    url = urlparse(spec.base_url)
+    return (url.hostname or "") + (f":{url.port}" if url.port else "")
+
+
+def allowed_key_hosts() -> set[str]:
+    return {h.strip().lower() for h in os.environ.get(KEY_HOSTS_ENV, "").split(",") if h.strip()}
+
+
 def read_api_key(spec: LLMSpec) -> str:
-    """The key from the environment variable the task names; never from the task file itself."""
+    """The key from the environment variable the task names; never from the task file itself.
+
+    A task file is often shared, so by itself it cannot send a secret anywhere: a key goes to
+    OpenAI's own API (no `base_url`), or to a host the user allowed outside the task file (the
+    environment variable LABELJURY_KEY_HOSTS, or `--allow-key-host` on the command line). Which
+    variable goes to which host is printed once, before the first call."""
     if spec.api_key_env is None:
         return NO_KEY
+    host = key_host(spec)
+    allowed = allowed_key_hosts()
+    if host != DEFAULT_HOST and host.lower() not in allowed and host.split(":")[0].lower() not in allowed:
+        raise LLMError(
+            f"the task sends the API key in ${spec.api_key_env} to {host}, which you have not allowed: a task file "
+            f"alone may only send a key to {DEFAULT_HOST}; if {host} is yours, allow it with "
+            f"{KEY_HOSTS_ENV}={host} in your environment or --allow-key-host {host}"
+        )
     key = os.environ.get(spec.api_key_env, "").strip()
     if not key:
         raise LLMError(
             f"the LLM API key is missing: set the environment variable {spec.api_key_env} "
             "(named by llm.api_key_env), or set api_key_env: null for a local server that needs no key"
         )
+    if (spec.api_key_env, host) not in _ANNOUNCED:
+        _ANNOUNCED.add((spec.api_key_env, host))
+        print(f"labeljury: sending the API key in ${spec.api_key_env} to {host}", file=sys.stderr)
     return key
 
 

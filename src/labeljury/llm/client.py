@@ -2,8 +2,8 @@
 
 A call goes: cache lookup (a hit is free) -> a concurrency slot -> a budget reservation -> one attempt
 -> settle the ledger to the real usage -> store in the cache. Rate limits (honouring Retry-After),
-server errors, timeouts and dropped connections are retried with exponential backoff and jitter; the
-SDK's own retries are off so that every retry is counted in `stats` and can be tested.
+server errors, timeouts and dropped connections are retried by tenacity with exponential backoff and
+jitter; the SDK's own retries are off so that every retry is counted in `stats` and can be tested.
 
 The client is async; callers that are not (the pipeline calls `Reviewer.review` synchronously) use
 `submit`/`run`, which run coroutines on the client's own event-loop thread. All of a client's async
@@ -19,9 +19,11 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from ..errors import LLMError
 from ..task import LLMSpec
@@ -192,24 +194,7 @@ class LLMClient:
                     record.content, record.finish_reason, record.prompt_tokens, record.completion_tokens, 0.0, True
                 )
         bound = max_prompt_tokens(request.messages)
-        retry = 0
-        while True:
-            try:
-                completion = await self._attempt(request, bound, ledger)
-                break
-            except CallFailed as failure:
-                self.stats.errors[failure.reason] += 1
-                if not failure.retryable or retry >= self.spec.max_retries:
-                    raise
-                wait = self.retry.delay(retry, failure.retry_after)
-                self.stats.retries += 1
-                self.stats.waited_s += wait
-                self.stats.retry_after_waits += failure.retry_after is not None
-                retry += 1
-                log.info(
-                    "LLM call failed (%s); retry %d of %d in %.2fs", failure.reason, retry, self.spec.max_retries, wait
-                )
-                await asyncio.sleep(wait)
+        completion = await self._with_retries(lambda: self._attempt(request, bound, ledger))
         if cache is not None and key is not None:
             cache.put(
                 key,
@@ -225,6 +210,41 @@ class LLMClient:
                 ),
             )
         return completion
+
+    async def _with_retries(self, attempt: Callable[[], Awaitable[Completion]]) -> Completion:
+        """`attempt()`, retried by tenacity on retryable failures (`CallFailed.retryable`) up to
+        `spec.max_retries` times, waiting as the `RetryPolicy` says (a server's Retry-After first)."""
+        stats, policy = self.stats, self.retry
+
+        def failed(outcome: Any) -> CallFailed | None:
+            exc = outcome.exception() if outcome is not None and outcome.failed else None
+            return exc if isinstance(exc, CallFailed) else None
+
+        def wait(state: RetryCallState) -> float:
+            failure = failed(state.outcome)
+            return policy.delay(state.attempt_number - 1, failure.retry_after if failure else None)
+
+        def before_sleep(state: RetryCallState) -> None:
+            failure = failed(state.outcome)
+            wait_s = state.upcoming_sleep
+            stats.retries += 1
+            stats.waited_s += wait_s
+            stats.retry_after_waits += failure is not None and failure.retry_after is not None
+            log.info("LLM call failed (%s); retry %d of %d in %.2fs", failure.reason if failure else "?",
+                     state.attempt_number, self.spec.max_retries, wait_s)
+
+        async def counted() -> Completion:
+            try:
+                return await attempt()
+            except CallFailed as failure:
+                stats.errors[failure.reason] += 1
+                raise
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.spec.max_retries + 1),
+            retry=retry_if_exception(lambda e: isinstance(e, CallFailed) and e.retryable),
+            wait=wait, before_sleep=before_sleep, reraise=True)
+        return await retrying(counted)
 
     async def _attempt(self, request: WireRequest, bound: int, ledger: Ledger | None) -> Completion:
         async with self._semaphore:

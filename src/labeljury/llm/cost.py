@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from ..errors import BudgetExceeded, LLMError
 from ..task import LLMSpec
+from .journal import SpendJournal
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +102,24 @@ def max_prompt_tokens(messages: list[dict[str, str]]) -> int:
 
 @dataclass(frozen=True)
 class Reservation:
-    """A call's worst case, held against the caps while the call is in flight."""
+    """A call's worst case, held against the caps while the call is in flight (`entry`: its line in
+    the spend journal, if there is one)."""
 
     price: Price
     tokens_in: int
     tokens_out: int
     nanos: int
+    entry: int | None = None
 
 
 class Ledger:
     """Hard caps on dollars and tokens, safe with many calls in flight (and across threads).
 
-    `spent_usd`/`spent_tokens` let a resumed run start from what it already paid. Once a call is
-    refused with nothing else in flight the ledger is `exhausted` and refuses every later call, so
-    the rows after the cap are the ones left unreviewed, in order.
+    `spent_usd`/`spent_tokens` let a resumed run start from what it already paid; with a `journal`
+    (the run store's), it starts from the journal and writes every reservation there before the call
+    is made, so the caps hold across restarts and kills (`journal` module). Once a call is refused
+    with nothing else in flight the ledger is `exhausted` and refuses every later call, so the rows
+    after the cap are the ones left unreviewed, in order.
     """
 
     def __init__(
@@ -124,7 +129,12 @@ class Ledger:
         *,
         spent_usd: float = 0.0,
         spent_tokens: int = 0,
+        journal: SpendJournal | None = None,
     ) -> None:
+        self.journal = journal
+        if journal is not None:
+            nanos, tokens = journal.totals()
+            spent_usd, spent_tokens = spent_usd + nanos / _NANOS_PER_USD, spent_tokens + tokens
         self.budget_usd = budget_usd
         self.budget_tokens = budget_tokens
         self._cap_nanos = None if budget_usd is None else math.floor(budget_usd * _NANOS_PER_USD + 1e-6)
@@ -141,8 +151,10 @@ class Ledger:
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     @classmethod
-    def for_spec(cls, spec: LLMSpec, *, spent_usd: float = 0.0, spent_tokens: int = 0) -> Ledger:
-        return cls(spec.budget_usd, spec.budget_tokens, spent_usd=spent_usd, spent_tokens=spent_tokens)
+    def for_spec(cls, spec: LLMSpec, *, spent_usd: float = 0.0, spent_tokens: int = 0,
+                 journal: SpendJournal | None = None) -> Ledger:
+        return cls(spec.budget_usd, spec.budget_tokens, spent_usd=spent_usd, spent_tokens=spent_tokens,
+                   journal=journal)
 
     @property
     def spent_usd(self) -> float:
@@ -171,10 +183,12 @@ class Ledger:
             with self._lock:
                 tokens = tokens_in + tokens_out
                 if not self.exhausted and self._fits(nanos, tokens, with_held=True):
+                    # on disk before the call is made: a kill now still counts it at its worst case
+                    entry = self.journal.reserve(nanos, tokens) if self.journal is not None else None
                     self._held_nanos += nanos
                     self._held_tokens += tokens
                     self._in_flight += 1
-                    return Reservation(price, tokens_in, tokens_out, nanos)
+                    return Reservation(price, tokens_in, tokens_out, nanos, entry)
                 if self.exhausted or self._in_flight == 0 or not self._fits(nanos, tokens, with_held=False):
                     if not self.exhausted:
                         log.info("LLM budget exhausted: %s", self.summary())
@@ -198,6 +212,8 @@ class Ledger:
                 reservation.tokens_in + reservation.tokens_out,
             )
         with self._lock:
+            if self.journal is not None and reservation.entry is not None:
+                self.journal.settle(reservation.entry, nanos, prompt_tokens + completion_tokens)
             self._spent_nanos += nanos
             self._spent_tokens += prompt_tokens + completion_tokens
             self.calls += 1
@@ -207,6 +223,8 @@ class Ledger:
     def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call was not billed (refused, rate-limited, server error)."""
         with self._lock:
+            if self.journal is not None and reservation.entry is not None:
+                self.journal.release(reservation.entry)
             self._unhold(reservation)
 
     def record_hit(self, cost_usd: float) -> None:

@@ -16,8 +16,6 @@ Below the steps, each in one module: `scoring` (features and the vote tensor), `
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +32,10 @@ from ..routing import HardestFirst
 from ..scoring import Features, Scorer
 from ..specialists import Specialist, build_specialist
 from ..specialists.catalog import auto_specialists, specialist_names
-from ..store import RunStore
+from ..store import RunStore, storage_errors
 from ..task import SpecialistSpec, Task
 from ..training import Trainer
-from .bootstrap import fit_first_versions, route_bootstrap, validate
+from .bootstrap import fit_first_versions, route_audit, route_bootstrap, validate
 from .encode import encode, encoders_needed
 from .export import DETAIL_COLUMNS, OUTPUT_COLUMNS, export
 from .finalize import finalize
@@ -78,15 +76,9 @@ def default_run_dir(output: str | Path) -> Path:
 
 
 def input_fingerprint(path: Path) -> dict[str, Any]:
-    """Size plus a hash of the first and last MiB: cheap, and catches a changed input."""
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        h.update(fh.read(1 << 20))
-        if size > 2 << 20:
-            fh.seek(-(1 << 20), os.SEEK_END)
-            h.update(fh.read(1 << 20))
-    return {"size": size, "sha256_ends": h.hexdigest()}
+    """Size and the sha256 of the whole content: an edit anywhere in the input is caught (hashing
+    reads the file at disk speed, cheap next to encoding it)."""
+    return {"size": path.stat().st_size, "sha256": data.file_digest(path)}
 
 
 def make_reviewer(task: Task, input_path: Path, run_dir: Path) -> Reviewer:
@@ -96,7 +88,10 @@ def make_reviewer(task: Task, input_path: Path, run_dir: Path) -> Reviewer:
     if spec.kind == "gold":
         return GoldReviewer(input_path, spec.column or "label", task.label_names)
     if spec.kind == "file":
-        return FileReviewer(spec.path or (run_dir / "review_queue.jsonl"), task.label_names)
+        # a relative path is inside the run directory; the reviewer refuses to replace a file that
+        # is not a labeljury queue
+        path = Path(spec.path).expanduser() if spec.path else Path("review_queue.jsonl")
+        return FileReviewer(path if path.is_absolute() else run_dir / path, task.label_names)
     from ..review.llm import make_llm_reviewer  # the LLM layer is only imported when used
 
     return make_llm_reviewer(task, run_dir)
@@ -114,10 +109,17 @@ class Annotator:
         self.reviewer = reviewer
         self._specs: list[SpecialistSpec] = []
         self._selected: list[SpecialistSpec] | None = None  # chosen by the LLM meta-controller
+        self._unbuilt: dict[str, str] = {}  # LLM-chosen specialists that could not be built, and why
+        self._output: str | Path | None = None
 
     # -- the run: its steps, in order ----------------------------------------------------------------
     def run(self, output: str | Path | None = None, details: bool = False) -> RunReport:
+        with storage_errors(self.run_dir):
+            return self._run(output, details)
+
+    def _run(self, output: str | Path | None, details: bool) -> RunReport:
         task, progress = self.task, self.progress
+        self._output = output
         self._check_input(output)
         reviewer = self.reviewer or make_reviewer(task, self.input_path, self.run_dir)
         self.reviewer = reviewer
@@ -130,7 +132,7 @@ class Annotator:
             ingest(store, self.input_path, task.text_column, progress)
             plan = self._budget_plan(store, built)
             registry = Registry(store, self._fresh)
-            registry.open(built)
+            registry.open(built, self._unbuilt)
             features = Features(store)
             scorer = Scorer(store, features, registry, task.label_names, task.voting, progress)
             trainer = Trainer(store, registry, features, task.label_names, task.seed, progress)
@@ -138,8 +140,10 @@ class Annotator:
 
             encoders = encoders_needed(registry.models.values(), bootstrap=plan.bootstrap > 0)
             encode(store, encoders, progress)
+            route_audit(store, plan.audit, task.seed)
             route_bootstrap(store, plan.bootstrap, features, encoders[0] if encoders else None, task.seed)
-            if not desk.ask(store.routed("bootstrap"), "bootstrap"):
+            first = {t: "bootstrap" for t in store.routed("bootstrap")} | {t: "audit" for t in store.routed("audit")}
+            if not desk.ask(sorted(first), first):
                 return self._report(store, "waiting", None, desk)
             validate(store, registry, trainer, scorer, task.label_names, progress)
             fit_first_versions(store, registry, trainer)
@@ -149,7 +153,7 @@ class Annotator:
                                progress=progress)
             if not stages.run():
                 return self._report(store, "waiting", None, desk)
-            finalize(store, scorer, task.label_names)
+            finalize(store, scorer, trainer, registry, task.label_names, task.seed)
             write_plan(task, registry, scorer, progress)
             if output is not None:
                 export(store, self.input_path, output, details=details, progress=progress)
@@ -171,6 +175,11 @@ class Annotator:
 
     def _open_store(self) -> RunStore:
         store = RunStore(self.run_dir)
+        try:
+            store.lock()
+        except RunStoreError:
+            store.close()
+            raise
         fp = {"task": self.task.fingerprint(), "input": input_fingerprint(self.input_path)}
         old = store.get_meta("fingerprint")
         if old is None:
@@ -182,6 +191,8 @@ class Annotator:
             store.close()
             raise RunStoreError(f"run directory {str(self.run_dir)!r} belongs to a run with another {what}; "
                                 "pass a new --run-dir (or delete that one) to start afresh")
+        if self._output is not None:
+            store.set_meta("output_path", str(Path(self._output).resolve()))
         if self._selected is not None:
             store.set_meta("selected_specialists", [sp.model_dump(mode="json") for sp in self._selected])
         return store
@@ -207,6 +218,7 @@ class Annotator:
             except SpecialistError as err:
                 if self._selected is None:  # the user's own list: a mistake to fix
                     raise
+                self._unbuilt[name] = str(err)
                 self.progress.log(f"skipped LLM-selected specialist {name}: {err}")  # e.g. hub unreachable
         return built
 

@@ -1,9 +1,15 @@
-"""Bootstrap: a small diverse sample reviewed first, then every specialist judged on it.
+"""Bootstrap: the rows reviewed first — a uniform audit sample that only measures, and a small
+diverse sample that starts the specialists — then every specialist judged on the latter.
 
-- `route_bootstrap`: k-means over the embeddings picks the sample (`routing.select_bootstrap`);
+- `route_audit`: the audit, drawn uniformly at random from the unique texts;
+- `route_bootstrap`: k-means over the embeddings picks the sample (`routing.select_bootstrap`) among
+  the rows not in the audit;
 - `validate`: a specialist with labels of its own gets the label map the reviews support best; each
   specialist's accuracy on the sample (trainable ones by cross-validation) becomes its first vote
-  weight, and one worse than chance is dropped;
+  weight. A fixed specialist is dropped only when it is worse than chance beyond doubt (the upper end
+  of the 95% Wilson interval of its accuracy is below chance: a dozen rows prove nothing), and never
+  when it is the run's last voter. A trainable one is never dropped: below chance its vote weighs
+  nothing, and it comes back as the stages measure it on more reviewed rows;
 - `fit_first_versions`: version 1 of each trainable specialist, fitted on the sample.
 """
 
@@ -16,22 +22,33 @@ from ..registry import Promotion, Registry
 from ..routing import select_bootstrap
 from ..scoring import Features, Scorer
 from ..specialists import MappedSpecialist, Specialist, Updatable
+from ..stats import wilson_interval
 from ..store import RunStore
 from ..training import Trainer, hard_labels, reviewed
 
 ROUTE_STEP = "route:bootstrap"
+AUDIT_STEP = "route:audit"
 VALIDATE_STEP = "validate"
 BOOTSTRAP_POOL = 50_000  # k-means for the bootstrap runs on at most this many embeddings
 
 
+def route_audit(store: RunStore, n: int, seed: int) -> None:
+    """Route `n` rows drawn uniformly at random to review as the audit (once)."""
+    if store.is_done(AUDIT_STEP):
+        return
+    rng = np.random.default_rng(seed * 1_000_003 + 104_729)
+    ids = np.sort(rng.choice(store.n_texts, min(n, store.n_texts), replace=False)) if n else np.zeros(0, np.int64)
+    store.add_routing(ids.tolist(), "audit", None, stage=0, done_step=AUDIT_STEP)
+
+
 def route_bootstrap(store: RunStore, n: int, features: Features, encoder: str | None, seed: int) -> None:
-    """Route `n` diverse rows to review (once)."""
+    """Route `n` diverse rows to review (once), none of them in the audit."""
     if store.is_done(ROUTE_STEP):
         return
     ids = np.zeros(0, np.int64)
     if n:
         rng = np.random.default_rng(seed)
-        pool = np.arange(store.n_texts)
+        pool = np.setdiff1d(np.arange(store.n_texts), np.array(store.routed("audit"), np.int64))
         if len(pool) > BOOTSTRAP_POOL:
             pool = np.sort(rng.choice(pool, BOOTSTRAP_POOL, replace=False))
         emb = features.embeddings(encoder, pool) if encoder else None
@@ -48,15 +65,21 @@ def validate(store: RunStore, registry: Registry, trainer: Trainer, scorer: Scor
     chance = 1.0 / k
     for name, model in list(registry.models.items()):
         _recheck_label_map(registry, model, scorer, ids, y, k, progress)
-        acc = _validation_accuracy(trainer, scorer, model, ids, y, labels)
-        if acc is None:
+        scored = _validation_accuracy(trainer, scorer, model, ids, y, labels)
+        if scored is None:
             registry.record_validation(name, None, 0, note="not validated: too few reviewed rows")
-        elif acc < chance:
-            registry.drop(name, acc, len(ids), note=f"dropped: accuracy {acc:.3f} on the bootstrap sample is "
-                                                      f"below chance {chance:.3f}")
-            progress.log(f"dropped specialist {name}: bootstrap accuracy {acc:.1%} < chance {chance:.1%}")
+            continue
+        acc, n = scored
+        high = wilson_interval(acc, n)[1]
+        if not model.trainable and high < chance and len(registry.models) > 1:
+            registry.drop(name, acc, n, note=f"dropped: accuracy {acc:.3f} on {n} bootstrap rows (95% interval up "
+                                             f"to {high:.3f}) is below chance {chance:.3f}")
+            progress.log(f"dropped specialist {name}: bootstrap accuracy {acc:.1%} (at most {high:.1%}) < chance "
+                         f"{chance:.1%}")
         else:
-            registry.record_validation(name, acc, len(ids))
+            note = (f"weighs nothing for now: accuracy {acc:.3f} on {n} bootstrap rows is not above chance"
+                    if acc <= chance else None)
+            registry.record_validation(name, acc, n, note=note)
     store.mark_done(VALIDATE_STEP)
 
 
@@ -87,7 +110,8 @@ def _recheck_label_map(registry: Registry, model: Specialist, scorer: Scorer, id
 
 
 def _validation_accuracy(trainer: Trainer, scorer: Scorer, model: Specialist, ids: np.ndarray, y: list[str],
-                         labels: list[str]) -> float | None:
+                         labels: list[str]) -> tuple[float, int] | None:
+    """(accuracy, rows it voted on) on the bootstrap rows; None when there are too few."""
     k = len(labels)
     if len(ids) < 2 * k:
         return None
@@ -101,4 +125,4 @@ def _validation_accuracy(trainer: Trainer, scorer: Scorer, model: Specialist, id
     voted = pred >= 0
     if voted.sum() < 2 * k:
         return None
-    return float((pred[voted] == y_idx[voted]).mean())
+    return float((pred[voted] == y_idx[voted]).mean()), int(voted.sum())

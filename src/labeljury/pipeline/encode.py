@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from ..progress import Progress
 from ..specialists import DEFAULT_ENCODER, get_encoder
+from ..specialists.base import bounded
 from ..store import CHUNK, RunStore
 
 
@@ -29,5 +30,5 @@ def encode(store: RunStore, encoder_ids: list[str], progress: Progress) -> None:
         spans = [(c, c * CHUNK, min((c + 1) * CHUNK, n)) for c in todo]
         with progress.bar(f"encoding ({enc_id})", sum(b - a for _, a, b in spans)) as bar:
             for c, a, b in spans:
-                store.put_embeddings(enc_id, c, encoder.encode(store.texts(a, b)))
+                store.put_embeddings(enc_id, c, encoder.encode([bounded(t) for t in store.texts(a, b)]))
                 bar.advance(b - a)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from .. import data
-from ..errors import RunStoreError
+from ..errors import InputError, RunStoreError
 from ..progress import Progress, SilentProgress
 from ..store import RunStore
 
@@ -22,8 +23,10 @@ def export(store: RunStore, input_path: str | Path, output: str | Path, details:
     if not store.is_done("finalize"):
         raise RunStoreError(f"run {str(store.run_dir)!r} has not finished labeling; rerun `labeljury run` first")
     data.check_output(output, input_path)
+    expected = (store.get_meta("fingerprint") or {}).get("input", {}).get("sha256")
+    digest = hashlib.sha256()
     with data.ChunkWriter(output) as writer, progress.bar("writing output", store.n_rows) as bar:
-        for chunk in data.iter_chunks(input_path):
+        for chunk in data.iter_chunks(input_path, digest=digest):
             start = int(chunk.index.start)  # iter_chunks numbers rows with a RangeIndex
             stop = start + len(chunk)
             ids, skips = store.row_text_ids(start, stop)
@@ -41,4 +44,7 @@ def export(store: RunStore, input_path: str | Path, output: str | Path, details:
                 chunk["annotation_votes"] = [r[5] if r else None for r in rows]
             writer.write(chunk)
             bar.advance(stop - start)
+        if expected is not None and digest.hexdigest() != expected:  # leaving the block discards the output
+            raise InputError(f"the input {str(input_path)!r} changed since the run labeled it (its content differs); "
+                             "its rows may no longer match their labels: rerun `labeljury run` with a new --run-dir")
     return output

@@ -1,5 +1,6 @@
 """Finalize: one label per text — the reviewer's where there is one, else the vote of the final
-specialist versions — with its confidence and provenance (`annotation_source`)."""
+specialist versions — with its confidence (a calibrated probability: `pipeline.calibrate`, `trust`)
+and provenance (`annotation_source`); and the estimated accuracy of the whole output."""
 
 from __future__ import annotations
 
@@ -9,35 +10,52 @@ from typing import Any
 
 import numpy as np
 
+from ..registry import Registry
 from ..scoring import Scorer
 from ..store import RunStore
+from ..training import Trainer
+from .calibrate import fit_trust, vote_groups
 
 STEP = "finalize"
 
 
-def finalize(store: RunStore, scorer: Scorer, labels: list[str]) -> None:
+def finalize(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Registry, labels: list[str],
+             seed: int) -> None:
     if store.is_done(STEP):
         return
     reviews = store.reviews()
     scorer.ensure()
     vote = scorer.vote(np.arange(store.n_texts))
     result, P, names = vote.result, vote.P, vote.names
+    n = len(vote.ids)
+    groups = vote_groups(vote)
+    source = np.empty(n, dtype=object)
+    label = np.empty(n, dtype=object)
+    known = np.zeros(n, bool)
+    for t in range(n):
+        r = reviews.get(t)
+        lab = int(result.label[t])
+        if r is not None and r.label is not None:
+            source[t], label[t], known[t] = r.source, r.label, True
+        elif lab < 0:
+            source[t], label[t] = (r.source if r is not None else "skipped:no-vote"), None
+        else:
+            source[t], label[t] = (r.source if r is not None else str(groups[t])), labels[lab]
+    fitted = fit_trust(store, scorer, trainer, registry, labels, vote, source, label, known, seed)
 
     def records() -> Iterator[tuple[Any, ...]]:
-        for t in range(len(vote.ids)):
+        for t in range(n):
             lab = int(result.label[t])
             voted = None if lab < 0 else labels[lab]
             vconf = None if lab < 0 else round(float(result.confidence[t]), 6)
             votes = json.dumps({nm: None if np.isnan(P[t, j]).any() else labels[int(P[t, j].argmax())]
                                 for j, nm in enumerate(names)})
             r = reviews.get(t)
-            if r is not None and r.label is not None:
-                yield (t, r.label, r.confidence, r.source, voted, vconf, votes)
+            if known[t]:
+                yield (t, r.label, r.confidence, r.source, voted, vconf, votes)  # type: ignore[union-attr]
             elif voted is None:
-                yield (t, None, None, r.source if r is not None else "skipped:no-vote", None, None, votes)
+                yield (t, None, None, source[t], None, None, votes)
             else:
-                source = r.source if r is not None else (
-                    "consensus" if result.unanimous[t] and result.n_votes[t] == len(names) else "vote")
-                yield (t, voted, vconf, source, voted, vconf, votes)
+                yield (t, voted, round(float(fitted.calibrated[t]), 6), source[t], voted, vconf, votes)
 
-    store.put_final(records())
+    store.put_final(records(), meta={"trust": fitted.to_meta()})

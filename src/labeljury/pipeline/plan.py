@@ -27,7 +27,8 @@ def write_plan(task: Task, registry: Registry, scorer: Scorer, progress: Progres
             name, SpecialistSpec.model_validate(info[name]["spec"]), registry.models[name], run_dir=run_dir,
             checkpoint=registry.checkpoint(name, registry.versions[name]) if registry.models[name].trainable else None,
             validation_accuracy=info[name]["validation_accuracy"]) for name in vote.names]
-        plan = build_plan(task, entries, vote.result)
+        calibrator = (scorer.store.get_meta("trust") or {}).get("calibrator")
+        plan = build_plan(task, entries, vote.result, calibrator=calibrator)
     except SpecialistError as err:
         progress.log(f"no plan.json / annotate.py for this run: {err}")
         return

@@ -9,14 +9,21 @@ stops with status "waiting" until it is rerun.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..errors import ReviewError
 from ..progress import Progress, SilentProgress
 from ..store import RunStore
-from .base import Reviewer, ReviewItem
+from .base import Reviewer, ReviewItem, ReviewResult
 
 Opinions = Callable[[list[int]], dict[int, dict[str, Any]]]
+# A reviewer whose answers are mostly unusable is misconfigured (a wrong gold column, labels that do
+# not match, an unreachable server): the run stops instead of spending its budget on nothing.
+UNUSABLE_SHARE = 0.5
+UNUSABLE_MIN = 4
+EXPECTED = ("queued:llm-budget",)  # the LLM budget ran out: by design, not a fault
 
 
 class ReviewDesk:
@@ -25,24 +32,44 @@ class ReviewDesk:
         self.reviewer = reviewer
         self.progress = progress or SilentProgress()
 
-    def ask(self, ids: Sequence[int], why: str, opinions: Opinions | None = None) -> bool:
-        """Ask about the rows `ids` that have no answer yet, with what the specialists said of them
-        (`opinions`) when given. Returns False while some answers are pending."""
+    def ask(self, ids: Sequence[int], why: str | Mapping[int, str], opinions: Opinions | None = None) -> bool:
+        """Ask about the rows `ids` that have no answer yet, saying why each is asked (one reason for
+        all, or one a row), with what the specialists said of them (`opinions`) when given. Returns
+        False while some answers are pending."""
         s = self.store
         done = s.reviews()
         todo = [t for t in ids if t not in done]
         if not todo:
             return True
+        reason = (lambda t: why) if isinstance(why, str) else why.__getitem__
         texts = s.texts_by_id(todo)
         said = opinions(todo) if opinions is not None else {}
-        items = [ReviewItem(key=t, text=texts[t][0], row=texts[t][1], reason=why, **said.get(t, {})) for t in todo]
+        items = [ReviewItem(key=t, text=texts[t][0], row=texts[t][1], reason=reason(t), **said.get(t, {}))
+                 for t in todo]
         pending = 0
-        with self.progress.bar(f"review ({why}, {self.reviewer.kind})", len(items)) as bar:
+        unusable: list[ReviewResult] = []
+        what = why if isinstance(why, str) else ", ".join(sorted({reason(t) for t in todo}))
+        with self.progress.bar(f"review ({what}, {self.reviewer.kind})", len(items)) as bar:
             for res in self.reviewer.review(items):
                 s.put_review(res)
                 pending += res.pending
+                if res.label is None and not res.pending and not res.source.startswith(EXPECTED):
+                    unusable.append(res)
                 bar.advance()
+        if len(unusable) >= UNUSABLE_MIN and len(unusable) > UNUSABLE_SHARE * len(items):
+            raise ReviewError(_unusable_message(self.reviewer.kind, unusable, len(items)))
         return pending == 0
 
     def pending(self) -> int:
         return len(self.store.reviews(include_pending=True)) - len(self.store.reviews())
+
+
+def _unusable_message(kind: str, unusable: list[ReviewResult], asked: int) -> str:
+    why = Counter(r.source for r in unusable).most_common(1)[0][0]
+    example = next((r.reason for r in unusable if r.source == why and r.reason), None)
+    hint = {"queued:gold-label-unknown": "the gold column's values must be the task's labels; check "
+                                         "reviewer.column and the label names",
+            "queued:gold-label-missing": "the gold column is empty for these rows; check reviewer.column"}.get(
+        why, "check the reviewer's settings (and that its server is reachable), then rerun")
+    return (f"{len(unusable)} of {asked} {kind} reviews came back without a label ({why}"
+            f"{': ' + example if example else ''}); {hint}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import data
 from ..errors import ReviewError
+from ..labels import LabelMatcher
 from .base import ReviewItem, ReviewResult
 
 
@@ -34,17 +35,19 @@ class GoldReviewer:
         wanted = {it.row: it for it in items}
         if not wanted:
             return
-        by_lower = {label.lower(): label for label in self.labels}
+        matcher = LabelMatcher(self.labels)
         last = max(wanted)
         for chunk in data.iter_chunks(self.input_path, columns=[self.column]):
             lo, hi = chunk.index[0], chunk.index[-1]
             for row in [r for r in wanted if lo <= r <= hi]:
                 item = wanted.pop(row)
                 value = chunk.at[row, self.column]
-                label = by_lower.get(str(value).strip().lower()) if data.is_text(value) else None
+                label = matcher.match(value)
                 if label is None:
-                    yield ReviewResult(item.key, None, "queued:gold-label-missing" if not data.is_text(value)
-                                       else "queued:gold-label-unknown")
+                    missing = matcher.missing(value)
+                    yield ReviewResult(item.key, None, "queued:gold-label-missing" if missing
+                                       else "queued:gold-label-unknown",
+                                       reason=None if missing else f"gold value {value!r} is not a task label")
                 else:
                     yield ReviewResult(item.key, label, "reviewed:gold", 1.0)
             if hi >= last or not wanted:

@@ -23,6 +23,8 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from ..errors import LLMError
 from ..llm.cache import CallCache, SQLiteCallCache
+from ..llm.journal import SQLiteSpendJournal
+from ..specialists.base import bounded
 from ..llm.client import LLMClient
 from ..llm.cost import (
     MESSAGE_OVERHEAD_TOKENS,
@@ -52,7 +54,7 @@ def system_prompt(task: Task, examples: Sequence[Example]) -> str:
 
 def item_block(task: Task, item: ReviewItem) -> str:
     """The text and the specialists' opinions of it."""
-    lines = [f"Text: {quote(item.text)}"]
+    lines = [f"Text: {quote(bounded(item.text))}"]  # an LLM reads what the specialists read
     votes = []
     for name, label in item.votes.items():
         if label is None:
@@ -166,11 +168,12 @@ class LLMReviewer:
         return [_reviewed(item, found[i], share) if i in found else redone[item.key] for i, item in enumerate(items)]
 
     def close(self) -> None:
-        """Stop the client's loop thread and close its connections (and the cache's, if it has one)."""
+        """Stop the client's loop thread and close its connections, the cache's and the journal's."""
         self.client.close()
-        close = getattr(self.cache, "close", None)
-        if close is not None:
-            close()
+        if isinstance(self.cache, SQLiteCallCache):
+            self.cache.close()
+        if self.ledger.journal is not None:
+            self.ledger.journal.close()
 
     def _salvage(self, answer: Answer[Any], n: int) -> dict[int, Any]:
         """The valid entries of a batch answer, by item index (the first entry for an index wins)."""
@@ -197,15 +200,16 @@ class LLMReviewer:
 
 def make_llm_reviewer(task: Task, run_dir: str | Path, *, embed: Embed | None = None) -> LLMReviewer:
     """The pipeline's LLM reviewer for `task.llm`: its calls are cached in the run's `run.db`, and
-    its budget starts from what earlier runs of this directory already paid, so that resuming
+    its budget starts from what earlier runs of this directory already spent (the spend journal in
+    the same file, which counts a call at its worst case until its answer comes), so that resuming
     neither pays twice nor resets the cap."""
     if task.llm is None:
         raise LLMError("reviewer kind `llm` needs an `llm:` section (model, base_url, api_key_env)")
     client = LLMClient(task.llm)
     Path(run_dir).mkdir(parents=True, exist_ok=True)  # the reviewer is made before the run store
     cache = SQLiteCallCache(Path(run_dir) / "run.db")
-    spent_usd, spent_tokens = cache.totals()
-    ledger = Ledger.for_spec(task.llm, spent_usd=spent_usd, spent_tokens=spent_tokens)
+    journal = SQLiteSpendJournal(Path(run_dir) / "run.db", client.model_id)
+    ledger = Ledger.for_spec(task.llm, journal=journal)
     return LLMReviewer(task, client, cache, ledger, embed=embed)
 
 

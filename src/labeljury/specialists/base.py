@@ -122,17 +122,30 @@ class Rows:
                     None if self.memo is None else self.memo.take(idx))
 
 
+MAX_TEXT_CHARS = 20_000  # a specialist reads at most this many characters of a text: bounded cost a row
+
+
+def bounded(text: str) -> str:
+    """The part of `text` a specialist reads: its first MAX_TEXT_CHARS characters."""
+    return text if len(text) <= MAX_TEXT_CHARS else text[:MAX_TEXT_CHARS]
+
+
 def texts_of(X: Any, who: str = "specialist") -> list[str]:
-    """The texts of a specialist's input: a list of texts, or `Rows` that carry them."""
+    """The texts of a specialist's input (a list of texts, or `Rows` that carry them), each cut to
+    MAX_TEXT_CHARS characters."""
     if isinstance(X, str):
         raise SpecialistError("expected a list of texts, got a single string")
     if isinstance(X, Rows):
         if X.texts is None:
             raise SpecialistError(f"{who} reads texts, but was given embeddings only")
-        return X.texts
-    if isinstance(X, np.ndarray) and X.ndim == 2 and np.issubdtype(X.dtype, np.number):
+        texts = X.texts
+    elif isinstance(X, np.ndarray) and X.ndim == 2 and np.issubdtype(X.dtype, np.number):
         raise SpecialistError(f"{who} reads texts, but was given an embedding array")
-    return ["" if t is None else str(t) for t in X]
+    else:
+        texts = ["" if t is None else str(t) for t in X]
+    if any(len(t) > MAX_TEXT_CHARS for t in texts):
+        texts = [bounded(t) for t in texts]
+    return texts
 
 
 def n_rows(X: Any) -> int:

@@ -87,7 +87,9 @@ class SentenceTransformerEncoder(Encoder):
 
         hf_logging.disable_progress_bar()  # labeljury draws its own progress; no stray bars on stderr
         try:
-            self.model = SentenceTransformer(source, device=self.device)
+            # weights as safetensors only (no pickle), and never code from the model's repository
+            self.model = SentenceTransformer(source, device=self.device, trust_remote_code=False,
+                                             model_kwargs={"use_safetensors": True})
         except Exception as err:  # hub, file-system and format errors all mean "cannot load"
             raise SpecialistError(
                 f"encoder {encoder_id!r} could not be loaded from the Hugging Face hub or the path "

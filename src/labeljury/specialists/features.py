@@ -22,7 +22,7 @@ import numpy as np
 
 from .base import Rows, texts_of
 from .encoder import as_embeddings
-from .lexicon import vader_analyzer
+from .lexicon import vader_scores
 
 
 def embeddings_of(X: Any, encoder: str | None) -> np.ndarray:
@@ -40,10 +40,9 @@ def block(X: Any, key: Hashable, compute: Callable[[list[str]], Any], who: str) 
 
 def lexicon_scores(texts: Sequence[str]) -> np.ndarray:
     """(n, 4) VADER [compound, pos, neg, neu] on their own scale."""
-    analyzer = vader_analyzer()
     out = np.zeros((len(texts), 4), dtype=np.float32)
     for i, t in enumerate(texts):
-        s = analyzer.polarity_scores(t)
+        s = vader_scores(t)
         out[i] = (s["compound"], s["pos"], s["neg"], s["neu"])
     return out
 

@@ -221,8 +221,10 @@ class FineTunedClassifier(BaseSpecialist):
                       "problem_type": "single_label_classification", "ignore_mismatched_sizes": True}
         try:
             with _quiet_transformers():
-                tokenizer = AutoTokenizer.from_pretrained(source)
-                model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32, **kwargs)
+                # weights as safetensors only (no pickle), and never code from the model's repository
+                tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    source, dtype=torch.float32, use_safetensors=True, trust_remote_code=False, **kwargs)
         except Exception as err:  # hub, file-system and format errors all mean "cannot load"
             raise SpecialistError(
                 f"finetune model {source!r} could not be loaded from the Hugging Face hub or the path "

@@ -12,8 +12,8 @@ Each head is a scikit-learn estimator over some of the feature blocks of `featur
 Averaged, embedding-head + nb-head + hybrid-head make the strongest cheap ensemble we measured
 (benchmarks/, BENCHMARKS.md). Output columns are always the task's labels in task order, so a label
 missing from the training rows gets probability 0 and outputs stay comparable between refits.
-Unfitted, a head abstains (NaN rows). `save(dir)` writes `model.joblib`: a dict of plain
-scikit-learn objects and parameters, loadable without labeljury.
+Unfitted, a head abstains (NaN rows). `save(dir)` writes plain data (`head.json` and `arrays.npz`,
+see `persist`): loading it never unpickles anything.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from ..errors import SpecialistError
+from . import persist
 from .base import BaseSpecialist, n_rows, texts_of
 from .encoder import DEFAULT_ENCODER
 from .features import embeddings_of, fit_ngrams, lexicon_features, ngram_features, pool_ngrams
 
 H = TypeVar("H", bound="Head")
 ClassWeight = str | Mapping[str, float] | None
-CHECKPOINT_FILE = "model.joblib"
+CHECKPOINT_FILE = persist.STATE_FILE
 
 
 class Head(BaseSpecialist):
@@ -135,36 +136,29 @@ class Head(BaseSpecialist):
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write the fitted head to the directory `path` (created) as plain scikit-learn objects."""
-        import pickle
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        # the C pickler: joblib's pure-Python one takes seconds on a 150k-entry vocabulary;
-        # the file still loads with joblib.load or pickle.load
-        state = {"class": type(self).__name__, "params": self.params(), "classifier": self._clf,
-                     "ngrams": self._ngrams, "pool_ngrams": self._pool_ngrams, "constant": self._constant}
-        with open(path / CHECKPOINT_FILE, "wb") as fh:
-            pickle.dump(state, fh, protocol=5)
+        """Write the fitted head to the directory `path` (created) as plain data: `head.json` (its
+        parameters) and `arrays.npz` (the classifier's and the vectorizer's arrays). Nothing is pickled."""
+        state = {"class": type(self).__name__, "params": self.params(), "pool_ngrams": self._pool_ngrams,
+                 "constant": self._constant}
+        persist.save_state(Path(path), state, {"classifier": self._clf, "ngrams": self._ngrams})
 
     @classmethod
     def load(cls: type[H], path: str | Path) -> H:
         """Load a head written by `save`."""
-        import joblib
-
-        file = Path(path) / CHECKPOINT_FILE
+        path = Path(path)
+        if not (path / persist.STATE_FILE).is_file():
+            raise SpecialistError(f"specialist checkpoint {str(path)!r} does not exist")
         try:
-            state = joblib.load(file)
-        except FileNotFoundError:
-            raise SpecialistError(f"specialist checkpoint {str(path)!r} does not exist") from None
+            state, objects = persist.load_state(path)
+        except SpecialistError:
+            raise
         except Exception as err:
             raise SpecialistError(f"specialist checkpoint {str(path)!r} cannot be read ({type(err).__name__}); "
                                   "delete it to retrain") from None
-        if not isinstance(state, dict) or state.get("class") != cls.__name__:
-            what = state.get("class") if isinstance(state, dict) else type(state).__name__
-            raise SpecialistError(f"specialist checkpoint {str(path)!r} holds a {what}, not a {cls.__name__}")
+        if state.get("class") != cls.__name__:
+            raise SpecialistError(f"specialist checkpoint {str(path)!r} holds a {state.get('class')}, not a {cls.__name__}")
         head = cls(**state["params"])
-        head._clf, head._ngrams = state["classifier"], state["ngrams"]
+        head._clf, head._ngrams = objects["classifier"], objects["ngrams"]
         head._pool_ngrams, head._constant = state["pool_ngrams"], state["constant"]
         return head
 

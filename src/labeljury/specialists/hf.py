@@ -58,7 +58,7 @@ class HFTextClassifier(BaseSpecialist):
             from transformers import AutoConfig
 
             try:
-                self._config = AutoConfig.from_pretrained(self.source)
+                self._config = AutoConfig.from_pretrained(self.source, trust_remote_code=False)
             except Exception as err:  # hub, file-system and format errors all mean "cannot load"
                 raise self._cannot_load(err) from None
         return self._config
@@ -81,8 +81,10 @@ class HFTextClassifier(BaseSpecialist):
         self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         config = self.config
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.source)
-            model = AutoModelForSequenceClassification.from_pretrained(self.source, config=config)
+            # weights as safetensors only (no pickle), and never code from the model's repository
+            tokenizer = AutoTokenizer.from_pretrained(self.source, trust_remote_code=False)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.source, config=config, use_safetensors=True, trust_remote_code=False)
         except Exception as err:
             raise self._cannot_load(err) from None
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:

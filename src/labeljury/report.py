@@ -1,0 +1,242 @@
+"""`labeljury report`: one self-contained HTML page about a run, plots first.
+
+The estimated accuracy and its interval (and the true accuracy, with `--gold-column`), a reliability
+diagram, the vote's accuracy on the audit stage by stage, the confusion matrix on the audit, the review
+spend against the budgets, rows per source, and each specialist with its vote weight and audit
+accuracy. Plots are Plotly figures; plotly.js is inlined once, so the page opens without a network.
+Everything shown comes from the run store (and the input's gold column, when asked).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import data
+from .errors import InputError, RunStoreError
+from .labels import LabelMatcher
+from .status import run_status
+from .store import RunStore
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>labeljury report: {{ task }}</title>
+<style>
+ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+ h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+ .headline { font-size: 1.3em; margin: .5em 0 1em; } .note { color: #666; font-size: .9em; }
+ .plot { width: 100%; height: 380px; }
+ table { border-collapse: collapse; font-size: .9em; } td, th { border: 1px solid #ddd; padding: .25em .6em; }
+</style>
+<script>{{ plotly_js | safe }}</script></head>
+<body>
+<h1>labeljury report: {{ task }}</h1>
+<p class="note">Run {{ run_dir }}, {{ rows }} rows ({{ texts }} unique texts), state: {{ state }}.</p>
+<p class="headline">{{ headline }}</p>
+{% for section in sections %}
+<h2>{{ section.title }}</h2>
+{% if section.note %}<p class="note">{{ section.note }}</p>{% endif %}
+{% if section.plot %}<div class="plot" id="{{ section.id }}"></div>{% endif %}
+{% if section.table %}<table>{% for row in section.table %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
+{% endfor %}
+<script>
+const figures = {{ figures | safe }};
+for (const [id, fig] of Object.entries(figures)) {
+  Plotly.newPlot(id, fig.data, fig.layout, {displaylogo: false, responsive: true});
+}
+</script>
+</body></html>
+"""
+
+
+def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
+    """The report of the run in `run_dir`, as one HTML page."""
+    import jinja2
+    import plotly.graph_objects as go
+    import plotly.io as pio
+    from plotly.offline import get_plotlyjs
+
+    run_dir = Path(run_dir)
+    info = run_status(run_dir)
+    if info.get("kind") == "baseline":
+        raise RunStoreError(f"{str(run_dir)!r} holds an LLM baseline, not a pipeline run: it has nothing to report")
+    if info["state"] != "complete":
+        raise RunStoreError(f"run {str(run_dir)!r} has not finished labeling ({info['state']}); rerun `labeljury run` first")
+    with RunStore.existing(run_dir) as store:
+        task_meta = store.get_meta("task") or {}
+        labels = list(task_meta.get("labels") or [])
+        trust = store.get_meta("trust") or {}
+        audit = _audit_confusion(store, labels)
+        truth = _truth(store, labels, gold_column) if gold_column else None
+    figures: dict[str, Any] = {}
+    sections: list[dict[str, Any]] = []
+
+    def add(fig_id: str, title: str, fig: Any, note: str = "") -> None:
+        fig.update_layout(margin={"l": 60, "r": 20, "t": 30, "b": 50}, template="plotly_white")
+        figures[fig_id] = json.loads(pio.to_json(fig, validate=True))
+        sections.append({"id": fig_id, "title": title, "note": note, "plot": True})
+
+    est = trust.get("estimates") or {}
+    overall = est.get("overall") or {}
+    # 1. estimated accuracy
+    groups = [("all rows", overall)] + [(f"source {k}", v) for k, v in (est.get("by_source") or {}).items()]
+    groups = [(name, e) for name, e in groups if e.get("accuracy") is not None]
+    fig = go.Figure()
+    if groups:
+        fig.add_trace(go.Scatter(
+            x=[e["accuracy"] for _, e in groups], y=[n for n, _ in groups], mode="markers", name="estimated",
+            marker={"size": 11}, error_x={"type": "data", "symmetric": False,
+                                          "array": [(e["high"] or e["accuracy"]) - e["accuracy"] for _, e in groups],
+                                          "arrayminus": [e["accuracy"] - (e["low"] or e["accuracy"]) for _, e in groups]}))
+    if truth is not None:
+        fig.add_trace(go.Scatter(x=[truth["by_group"].get(n) for n, _ in groups], y=[n for n, _ in groups],
+                                 mode="markers", name="true (gold)", marker={"symbol": "x", "size": 12}))
+    fig.update_xaxes(title="accuracy", tickformat=".0%")
+    add("estimate", "Estimated accuracy (95% interval)", fig,
+        "From the audit sample: rows drawn at random, reviewed, never trained on or chosen."
+        + ("" if overall.get("accuracy") is not None else " This run has no audit sample: nothing is estimated."))
+    # 2. reliability
+    rel = trust.get("reliability") or []
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dot"}))
+    if rel:
+        fig.add_trace(go.Scatter(x=[b["confidence"] for b in rel], y=[b["accuracy"] for b in rel], mode="lines+markers",
+                                 name="audit rows", text=[f"{b['rows']} rows" for b in rel]))
+    if truth is not None and truth["reliability"]:
+        fig.add_trace(go.Scatter(x=[b["confidence"] for b in truth["reliability"]],
+                                 y=[b["accuracy"] for b in truth["reliability"]], mode="lines+markers",
+                                 name="all voted rows (gold)"))
+    fig.update_xaxes(title="annotation_confidence", range=[0, 1])
+    fig.update_yaxes(title="share right", range=[0, 1])
+    add("reliability", "Reliability: confidence against accuracy", fig,
+        "annotation_confidence of the rows the vote labeled, in bins; on the diagonal, it is the probability "
+        "that the label is right.")
+    # 3. per stage
+    stages = [st for st in info.get("stages") or [] if st.get("audit_vote_accuracy") is not None]
+    fig = go.Figure(go.Scatter(x=[("final" if st.get("final") else st["stage"]) for st in stages],
+                               y=[st["audit_vote_accuracy"] for st in stages], mode="lines+markers",
+                               name="vote on the audit"))
+    fig.update_xaxes(title="stage", type="category")
+    fig.update_yaxes(title="accuracy", tickformat=".0%")
+    rb = info.get("rollbacks") or {}
+    add("stages", "Accuracy per stage on the audit", fig,
+        f"The vote of each stage's specialist versions on the audit rows. {rb.get('rolled_back', 0)} of "
+        f"{rb.get('candidates', 0)} candidate versions were rolled back by the gate.")
+    # 4. confusion on the audit
+    fig = go.Figure(go.Heatmap(z=audit["matrix"], x=labels, y=labels, colorscale="Blues",
+                               text=audit["matrix"], texttemplate="%{text}"))
+    fig.update_xaxes(title="the vote")
+    fig.update_yaxes(title="the audit's label", autorange="reversed")
+    add("confusion", "Confusion matrix on the audit", fig, f"{audit['rows']} audit rows.")
+    # 5. spend
+    plan = info.get("budget_plan") or {}
+    kinds = Counter(audit["routed"])
+    planned = {"audit": plan.get("audit", 0), "bootstrap": plan.get("bootstrap", 0), "hard": sum(plan.get("stages", []))}
+    fig = go.Figure([go.Bar(name="planned", x=list(planned), y=list(planned.values())),
+                     go.Bar(name="reviewed", x=list(planned), y=[kinds.get(k, 0) for k in planned])])
+    llm = info.get("llm") or {}
+    budget_note = f"Review budget: {plan.get('total', 0)} rows."
+    if llm:
+        caps = task_meta.get("llm") or {}
+        budget_note += (f" LLM: ${llm['cost_usd']:.4f} in {llm['calls']} calls, {llm['tokens']} tokens"
+                        f" (caps: {'$' + format(caps['budget_usd'], 'g') if caps.get('budget_usd') is not None else 'no dollar cap'}"
+                        f", {caps['budget_tokens'] if caps.get('budget_tokens') is not None else 'no token cap'}).")
+    add("spend", "Review spend against the budget", fig, budget_note)
+    # 6. sources
+    src = info.get("sources") or {}
+    fig = go.Figure(go.Bar(x=list(src), y=list(src.values())))
+    fig.update_yaxes(title="rows")
+    add("sources", "Rows per source", fig)
+    # 7. specialists
+    sp = [s for s in info["specialists"] if s["status"] == "active"]
+    fig = go.Figure([go.Bar(name="audit accuracy", x=[s["name"] for s in sp],
+                            y=[s["audit_accuracy"] if s.get("audited") else None for s in sp], yaxis="y"),
+                     go.Scatter(name="vote weight", x=[s["name"] for s in sp], y=[s.get("weight") for s in sp],
+                                mode="markers", marker={"size": 12}, yaxis="y2")])
+    fig.update_layout(yaxis={"title": "audit accuracy", "tickformat": ".0%", "range": [0, 1]},
+                      yaxis2={"title": "vote weight", "overlaying": "y", "side": "right", "rangemode": "tozero"})
+    add("specialists", "Specialists: audit accuracy and vote weight", fig,
+        "Each specialist's current version on the audit rows; its weight in the soft vote.")
+    dropped = [[s["name"], s["status"], s["note"] or ""] for s in info["specialists"] if s["status"] != "active"]
+    if dropped:
+        sections.append({"title": "Dropped specialists", "table": [["specialist", "status", "why"], *dropped]})
+    headline = ("Estimated accuracy: not estimated (no audit sample)" if overall.get("accuracy") is None else
+                f"Estimated accuracy {overall['accuracy']:.1%}"
+                + ("" if overall.get("low") is None else f" (95% interval {overall['low']:.1%} – {overall['high']:.1%})")
+                + f", from {info['audit_rows']} audit rows")
+    if truth is not None:
+        headline += f"; true accuracy {truth['accuracy']:.1%} (gold column {gold_column!r})"
+    env = jinja2.Environment(autoescape=True)
+    return env.from_string(_PAGE).render(
+        task=info.get("task") or "", run_dir=str(run_dir), rows=info["rows"], texts=info["texts"], state=info["state"],
+        headline=headline, sections=sections, plotly_js=get_plotlyjs().replace("</script", "<\\/script"),
+        figures=json.dumps(figures).replace("</", "<\\/"))
+
+
+def write_report(run_dir: str | Path, output: str | Path | None = None, gold_column: str | None = None) -> Path:
+    """Write the report (default: RUN_DIR/report.html) atomically."""
+    import os
+    import tempfile
+
+    out = Path(output) if output is not None else Path(run_dir) / "report.html"
+    html = build_report(run_dir, gold_column)
+    if not out.parent.is_dir():
+        raise InputError(f"folder {str(out.parent)!r} does not exist; create it or choose another --output")
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".report.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(html)
+    os.chmod(tmp, 0o644)  # a page to share, like any file the user writes
+    os.replace(tmp, out)
+    return out
+
+
+def _audit_confusion(store: RunStore, labels: list[str]) -> dict[str, Any]:
+    """The audit's labels against the final vote on those rows, and what was routed for review."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    reviews = store.labeled_reviews()
+    audit = [t for t in store.routed("audit") if t in reviews]
+    fin = store.final_for(np.array(audit, np.int64))
+    matrix = [[0] * len(labels) for _ in labels]
+    for t in audit:
+        vote = fin.get(t, (None,) * 6)[3]
+        if vote in index and reviews[t] in index:
+            matrix[index[reviews[t]]][index[vote]] += 1
+    routed = [why for (why,) in store.conn.execute("SELECT why FROM routing")]
+    return {"matrix": matrix, "rows": len(audit), "routed": routed}
+
+
+def _truth(store: RunStore, labels: list[str], gold_column: str) -> dict[str, Any]:
+    """True accuracy (of the labeled rows, overall and per source) and the reliability of the voted rows'
+    confidence, from the run's input and its gold column."""
+    from .trust import reliability
+
+    input_path = Path(store.get_meta("input_path") or "")
+    if not input_path.exists():
+        raise InputError(f"the run's input {str(input_path)!r} is gone; --gold-column needs it")
+    if gold_column not in data.input_columns(input_path):
+        raise InputError(f"column {gold_column!r} is not in the run's input {input_path.name}; check --gold-column")
+    matcher = LabelMatcher(labels)
+    right: Counter[str] = Counter()
+    seen: Counter[str] = Counter()
+    conf, corr = [], []
+    for chunk in data.iter_chunks(input_path, columns=[gold_column]):
+        start = int(chunk.index.start)
+        ids, _ = store.row_text_ids(start, start + len(chunk))
+        fin = store.final_for(ids)
+        for t, g in zip(ids.tolist(), chunk[gold_column].tolist()):
+            rec = fin.get(t) if t >= 0 else None
+            gold = matcher.match(g)
+            if rec is None or rec[0] is None or gold is None:
+                continue
+            ok = rec[0] == gold
+            for group in ("all rows", f"source {rec[2]}"):
+                seen[group] += 1
+                right[group] += ok
+            if rec[2] in ("consensus", "vote") and rec[1] is not None:
+                conf.append(rec[1])
+                corr.append(float(ok))
+    return {"accuracy": right["all rows"] / max(1, seen["all rows"]),
+            "by_group": {g: right[g] / seen[g] for g in seen},
+            "reliability": reliability(np.array(conf), np.array(corr)) if conf else []}

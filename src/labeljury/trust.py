@@ -1,0 +1,211 @@
+"""Trust in the labels without gold: calibrated confidence, and the accuracy of the output estimated
+from the audit sample, with a 95% interval.
+
+Everything here is arrays in, arrays out; `pipeline.calibrate` gathers them from the run store.
+
+Calibration. `annotation_confidence` of a row labeled by the vote is the probability that its label is
+right: Platt scaling of "the vote was right" on the vote's confidence and source (`consensus`, `vote`),
+fitted on the audit rows no stage picked: they are a uniform sample of exactly the rows the vote
+labels, and no version trained on them. With too small an audit it is fitted on the reviewed rows'
+cross-fitted votes instead (each voted by versions trained without it): their distribution is that
+of the hard rows, so they were measured to calibrate worse (ECE 0.07 against 0.02), and serve only
+as a fallback.
+
+Estimate. The audit is a uniform random sample of the texts. It competes for hardness in every stage
+like any row but is never asked again, so the audit rows no stage picked are a uniform sample of the
+rows left unreviewed. On those rows, prediction-powered inference (Angelopoulos et al., 2023) corrects
+the calibrated confidences' sum by their mean error on the audit, with cross-fitted calibrators so the
+correction is unbiased:
+
+    correct rows of a group G  =  known-correct rows of G (reviewed, audited)
+                                + sum over G's unreviewed rows of c^
+                                + (G's unreviewed rows) * mean over G's unpicked audit rows of (c - c^)
+
+with rows weighted by how often their text occurs, and a normal interval from the correction's
+standard error. The calibrated confidences only narrow the interval: biased ones are corrected.
+Reviewed rows count as right: the estimate is against the reviewer that answered the audit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .stats import wilson_interval
+
+MIN_POINTS = 30  # an audit with fewer unpicked rows calibrates on the cross-fitted reviewed rows
+MIN_AUDIT = 10  # a group with fewer unpicked audit rows gets a plain (Wilson) interval, or none
+Z95 = 1.959963984540054
+
+
+# -- calibration -------------------------------------------------------------------------------------
+GROUPS = ("consensus", "vote")
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """Platt scaling of a vote's confidence, with the source as a second feature:
+    P(right) = sigmoid(a * logit(confidence) + b * [source is consensus] + c). Two sources, three
+    numbers: a few hundred audit rows fit it without the jitter of an isotonic step function
+    (measured: ECE 0.02 against 0.04 on financial-sentiment)."""
+
+    a: float = 1.0
+    b: float = 0.0
+    c: float = 0.0
+    points: int = 0
+
+    def __call__(self, confidence: np.ndarray, group: np.ndarray) -> np.ndarray:
+        z = self.a * _logit(confidence) + self.b * (np.asarray(group) == "consensus") + self.c
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibrator:
+        return cls(**d)
+
+
+IDENTITY = Calibrator()  # the raw confidence: what a run without an audit keeps
+
+
+def fit_calibrator(confidence: np.ndarray, correct: np.ndarray, group: np.ndarray) -> Calibrator:
+    """Logistic regression of `correct` (0/1) on [logit(confidence), source is consensus]; lightly
+    regularised so a small or one-sided sample stays near the identity."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(correct, dtype=np.float64)
+    if len(y) < 2 or y.min() == y.max():
+        p = (y.sum() + 0.5) / (len(y) + 1)  # all right (or all wrong): a constant, short of certainty
+        return Calibrator(0.0, 0.0, float(np.log(p / (1 - p))), len(y))
+    X = np.c_[_logit(confidence), np.asarray(group) == "consensus"]
+    m = LogisticRegression(C=10.0).fit(X, y)
+    return Calibrator(float(m.coef_[0, 0]), float(m.coef_[0, 1]), float(m.intercept_[0]), len(y))
+
+
+def cross_fitted(confidence: np.ndarray, correct: np.ndarray, group: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Each point's calibrated confidence by a calibrator fitted without its fold: what the
+    estimate's correction needs to stay unbiased."""
+    out = np.zeros(len(confidence))
+    for f in np.unique(folds):
+        train = folds != f
+        out[~train] = fit_calibrator(confidence[train], correct[train], group[train])(confidence[~train],
+                                                                                        group[~train])
+    return out
+
+
+def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: the |accuracy - confidence| of equal-width confidence bins,
+    weighted by their share of rows."""
+    c = np.asarray(confidence, dtype=np.float64)
+    y = np.asarray(correct, dtype=np.float64)
+    if not len(c):
+        return float("nan")
+    idx = np.minimum((c * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.sum() * abs(y[m].mean() - c[m].mean())
+    return float(total / len(c))
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Per confidence bin: mean confidence, accuracy, rows (for a reliability diagram)."""
+    c = np.asarray(confidence, dtype=np.float64)
+    y = np.asarray(correct, dtype=np.float64)
+    idx = np.minimum((c * bins).astype(int), bins - 1)
+    return [{"low": b / bins, "high": (b + 1) / bins, "confidence": float(c[idx == b].mean()),
+             "accuracy": float(y[idx == b].mean()), "rows": int((idx == b).sum())}
+            for b in range(bins) if (idx == b).any()]
+
+
+# -- the estimate ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated accuracy of a group of output rows, with its 95% interval (None: not estimable)."""
+
+    accuracy: float | None
+    low: float | None
+    high: float | None
+    rows: int  # output rows in the group
+    audit_rows: int  # unpicked audit rows that measured it
+    method: str  # "ppi", "wilson", "exact" (every row known), "model" (no audit row: calibration only)
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.low is None or self.high is None else (self.high - self.low) / 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Population:
+    """The output, text by text: `weight` = rows holding the text; `known` = its label is known right
+    (reviewed or audited); `calibrated` = c^ for an unreviewed text; its `source` and `label`. The
+    audit texts no stage picked, as they would have come out: their vote's `audit_source` and
+    `audit_label`, cross-fitted `audit_calibrated`, and `audit_correct` (the vote was right)."""
+
+    weight: np.ndarray
+    known: np.ndarray
+    calibrated: np.ndarray
+    source: np.ndarray
+    label: np.ndarray
+    audit_weight: np.ndarray
+    audit_calibrated: np.ndarray
+    audit_correct: np.ndarray
+    audit_source: np.ndarray
+    audit_label: np.ndarray
+
+
+def estimate(pop: Population, rows: np.ndarray | None = None, audit: np.ndarray | None = None) -> Estimate:
+    """The estimate over the texts `rows` (a mask; all by default), measured on the audit texts
+    `audit` (a mask over the unpicked audit texts: those that would have fallen in the group)."""
+    sel = np.ones(len(pop.weight), bool) if rows is None else rows
+    asel = np.ones(len(pop.audit_weight), bool) if audit is None else audit
+    w = pop.weight[sel].astype(np.float64)
+    known = pop.known[sel]
+    total = float(w.sum())
+    n_rows = int(round(total))
+    if total == 0:
+        return Estimate(None, None, None, 0, 0, "none")
+    k = float(w[known].sum())
+    w_u = float(w[~known].sum())
+    if w_u == 0:
+        return Estimate(1.0, 1.0, 1.0, n_rows, 0, "exact")
+    s_u = float((w[~known] * pop.calibrated[sel][~known]).sum())
+    aw = pop.audit_weight[asel].astype(np.float64)
+    n = int(asel.sum())
+    if n == 0:
+        return Estimate((k + s_u) / total, None, None, n_rows, 0, "model")
+    if n >= MIN_AUDIT:
+        d = pop.audit_correct[asel] - pop.audit_calibrated[asel]
+        r = float((aw * d).sum() / aw.sum())
+        var = float((aw**2 * (d - r) ** 2).sum() / aw.sum() ** 2) * n / (n - 1)
+        acc = (k + s_u + w_u * r) / total
+        half = Z95 * w_u * np.sqrt(var) / total
+        return Estimate(float(np.clip(acc, 0, 1)), float(max(0.0, acc - half)), float(min(1.0, acc + half)),
+                        n_rows, n, "ppi")
+    # a handful of audit rows: the plain share right among them, with its Wilson interval
+    p = float((aw * pop.audit_correct[asel]).sum() / aw.sum())
+    lo, hi = wilson_interval(p, n)
+    return Estimate((k + w_u * p) / total, (k + w_u * lo) / total, (k + w_u * hi) / total, n_rows, n, "wilson")
+
+
+def estimates(pop: Population, labels: Sequence[str]) -> dict[str, Any]:
+    """Overall, per source and per class (the output label)."""
+    sources = sorted(set(pop.source.tolist()))
+    return {
+        "overall": estimate(pop).to_dict(),
+        "by_source": {src: estimate(pop, pop.source == src, pop.audit_source == src).to_dict() for src in sources},
+        "by_class": {lab: estimate(pop, pop.label == lab, pop.audit_label == lab).to_dict() for lab in labels},
+    }

@@ -1,0 +1,190 @@
+"""Trust without gold: the audit sample, calibrated confidence, the estimated accuracy and its interval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from labeljury import evaluate, load_task, run
+from labeljury.budget import plan_budget
+from labeljury.cli import app
+from labeljury.store import RunStore
+from labeljury.task import ReviewSpec
+from labeljury.trust import Population, ece, estimate, fit_calibrator
+
+from .conftest import make_rows, write_task
+
+runner = CliRunner()
+
+
+def test_calibration_turns_a_skewed_confidence_into_a_probability() -> None:
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.34, 1.0, 4000)
+    group = np.where(rng.random(4000) < 0.3, "consensus", "vote")
+    truth = np.clip(conf**0.5 + 0.1 * (group == "consensus"), 0, 1)  # under-confident, as the vote is
+    right = (rng.random(4000) < truth).astype(float)
+    fit, test = slice(0, 400), slice(400, None)  # a few hundred audit rows are enough
+    cal = fit_calibrator(conf[fit], right[fit], group[fit])
+    assert ece(conf[test], right[test]) > 0.1
+    assert ece(cal(conf[test], group[test]), right[test]) < 0.03
+
+
+def _population(rng: np.random.Generator, n: int, n_audit: int, bias: float) -> tuple[Population, float]:
+    """Texts of which 20% are reviewed (right), the rest voted with calibrated confidence c^ (off by
+    `bias`); a uniform audit of `n_audit` texts; the true accuracy."""
+    weight = rng.integers(1, 3, n).astype(float)
+    known = rng.random(n) < 0.2
+    p_true = rng.beta(6, 1.5, n)  # how likely each voted text is right
+    right = rng.random(n) < p_true
+    c_hat = np.clip(p_true + bias + rng.normal(0, 0.05, n), 0.01, 0.99)
+    audit = rng.choice(np.flatnonzero(~known), n_audit, replace=False)
+    src = np.where(known, "reviewed:gold", "vote").astype(object)
+    lab = np.array(["a"] * n, dtype=object)
+    pop = Population(weight=weight, known=known, calibrated=c_hat, source=src, label=lab,
+                     audit_weight=weight[audit], audit_calibrated=c_hat[audit], audit_correct=right[audit].astype(float),
+                     audit_source=src[audit], audit_label=lab[audit])
+    truth = float((weight * np.where(known, 1.0, right)).sum() / weight.sum())
+    return pop, truth
+
+
+@pytest.mark.parametrize("bias", [0.0, -0.08, 0.08])
+def test_the_interval_is_honest_even_when_the_confidences_are_biased(bias: float) -> None:
+    rng = np.random.default_rng(1)
+    covered, widths = 0, []
+    for _ in range(300):
+        pop, truth = _population(rng, 5000, 300, bias)
+        e = estimate(pop)
+        covered += e.low <= truth <= e.high
+        widths.append(e.high - e.low)
+        assert e.method == "ppi" and e.audit_rows == 300
+    assert covered / 300 >= 0.90  # a 95% interval: allow for the simulation's own noise
+    assert np.mean(widths) / 2 < 0.04
+
+
+def test_estimates_without_audit_or_with_everything_known() -> None:
+    rng = np.random.default_rng(2)
+    pop, _ = _population(rng, 500, 0, 0.0)
+    assert estimate(pop).method == "model" and estimate(pop).low is None
+    pop.known[:] = True
+    e = estimate(pop)
+    assert (e.accuracy, e.low, e.high, e.method) == (1.0, 1.0, 1.0, "exact")
+
+
+def test_the_default_audit_is_inside_the_budget() -> None:
+    plan = plan_budget(ReviewSpec(budget=0.2), None, n_rows=9543, n_texts=9543, n_labels=3, trainable=True)
+    assert plan.audit > 0 and plan.audit + plan.bootstrap + plan.hard == plan.total == 1908
+    none = plan_budget(ReviewSpec(budget=0.2, audit=0), None, n_rows=9543, n_texts=9543, n_labels=3, trainable=True)
+    assert none.audit == 0 and none.bootstrap + none.hard == 1908
+    tiny = plan_budget(ReviewSpec(budget=50), None, n_rows=1000, n_texts=1000, n_labels=3, trainable=True)
+    assert tiny.audit == 0  # too few rows to measure anything: the budget goes to learning
+
+
+@pytest.fixture(scope="module")
+def audited_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("audited")
+    data = tmp / "in.csv"
+    rows = make_rows(1500, seed=21)
+    rng = np.random.default_rng(3)  # 15% of the gold labels are noise: not everything is easy
+    noisy = rng.random(len(rows)) < 0.15
+    rows.loc[noisy, "label"] = rng.choice(["negative", "neutral", "positive"], noisy.sum())
+    rows.to_csv(data, index=False)
+    task = write_task(tmp / "task.yaml", specialists="[embedding-head, nb-head, vader]", budget=0.3,
+                      extra="")
+    task.write_text(task.read_text().replace("policy: margin}", "policy: margin, audit: 150}"))
+    run(load_task(task), data, tmp / "out.csv", details=True)
+    return tmp
+
+
+def test_audit_rows_are_reviewed_never_trained_on_nor_picked(audited_run: Path) -> None:
+    with RunStore.existing(audited_run / "out.csv.run") as s:
+        audit = set(s.routed("audit"))
+        hard = set(s.routed("hard"))
+        picked = s.audit_hard()
+        trained = set().union(*(set(s.train_ids(v["specialist"], v["version"]).tolist()) for v in s.versions()))
+        reviews = s.labeled_reviews()
+    assert len(audit) == 150 and audit <= set(reviews)
+    assert not audit & hard and not audit & trained
+    assert set(picked) <= audit  # audit rows a stage found hard are recorded, not asked again
+
+
+def test_status_reports_the_estimate_and_it_is_close_to_the_truth(audited_run: Path) -> None:
+    res = runner.invoke(app, ["status", str(audited_run / "out.csv.run"), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    acc, low, high = info["estimated_accuracy"], info["estimated_accuracy_low"], info["estimated_accuracy_high"]
+    assert 0 <= low <= acc <= high <= 1 and info["audit_rows"] == 150
+    ev = evaluate(audited_run / "out.csv", "label")
+    assert ev.estimated_accuracy == acc and ev.labeled_accuracy is not None
+    assert low - 0.03 <= ev.labeled_accuracy <= high + 0.03  # one run: the interval's own coverage is tested above
+    assert set(info["estimates"]["by_source"]) >= {"reviewed:gold"}
+    assert set(info["estimates"]["by_class"]) == {"negative", "neutral", "positive"}
+    table = runner.invoke(app, ["status", str(audited_run / "out.csv.run")])
+    assert "estimated accuracy" in table.stdout and "audit rows" in table.stdout
+
+
+def test_eval_measures_self_reports_on_rows_never_trained_on(audited_run: Path) -> None:
+    ev = evaluate(audited_run / "out.csv", "label")
+    out = pd.read_csv(audited_run / "out.csv", keep_default_na=False)
+    unreviewed = out.annotation_source.isin(["consensus", "vote"])
+    assert ev.vote_rows == int(unreviewed.sum())
+    with RunStore.existing(audited_run / "out.csv.run") as s:
+        ids, _ = s.row_text_ids(0, s.n_rows)
+        trained = {e["name"]: set(s.train_ids(e["name"], e["version"]).tolist()) for e in s.specialists()
+                   if e["version"] > 0}
+    for name in ("embedding-head", "nb-head"):
+        assert ev.specialist_rows[name] == sum(1 for t in ids if t >= 0 and t not in trained[name])
+    assert ev.specialist_rows["vader"] == int((ids >= 0).sum())  # never trained: every row counts
+    assert ev.ece is not None
+
+
+def test_calibrated_confidence_is_a_probability_of_being_right(audited_run: Path) -> None:
+    out = pd.read_csv(audited_run / "out.csv", keep_default_na=False)
+    voted = out[out.annotation_source.isin(["consensus", "vote"])]
+    conf = voted.annotation_confidence.astype(float)
+    right = voted.annotation == voted.label
+    raw = voted.annotation_vote_confidence.astype(float)
+    assert abs(conf.mean() - right.mean()) < 0.06  # calibrated: the mean confidence is the share right
+    assert abs(conf.mean() - right.mean()) < abs(raw.mean() - right.mean())
+
+
+def test_the_model_card_and_export_use_the_audit(audited_run: Path) -> None:
+    res = runner.invoke(app, ["export-model", str(audited_run / "out.csv.run"), "--output", str(audited_run / "m")])
+    assert res.exit_code == 0 and "audit accuracy" in res.stdout
+    card = (audited_run / "m" / "README.md").read_text()
+    assert "Audit accuracy:" in card and "never trained on" in card
+
+
+BROWSER = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not Path(BROWSER).exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_report_renders_every_plot_offline_in_a_real_browser(audited_run: Path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    res = runner.invoke(app, ["report", str(audited_run / "out.csv.run"), "--gold-column", "label",
+                              "--output", str(audited_run / "report.html")])
+    assert res.exit_code == 0, res.output
+    html = (audited_run / "report.html").read_text()
+    assert "true accuracy" in html and "Estimated accuracy" in html
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=BROWSER, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        page = browser.new_page()
+        errors, requests = [], []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:")) else None)
+        page.goto((audited_run / "report.html").as_uri())
+        page.wait_for_function("document.querySelectorAll('.plot').length > 0 && "
+                               "[...document.querySelectorAll('.plot')].every(d => d.querySelector('.main-svg'))")
+        plots = page.locator(".plot").count()
+        rendered = page.locator(".plot .main-svg").count()
+        points = page.locator(".plot .scatterlayer .point, .plot .barlayer path, .plot .heatmaplayer image").count()
+        browser.close()
+    assert plots == 7 and rendered >= plots and points > 10
+    assert errors == [] and requests == []
