@@ -243,7 +243,7 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
                   by_source=ev.by_source, labeled_accuracy=ev.labeled_accuracy, ece=ev.ece,
                   estimated_accuracy=ev.estimated_accuracy, estimated_low=ev.estimated_accuracy_low,
                   estimated_high=ev.estimated_accuracy_high, covered=ev.estimate_covers_truth,
-                  audit_rows=ev.audit_rows)
+                  audit_rows=ev.audit_rows, ece_raw=_raw_ece(out, spec["gold_column"]))
     # What the run store keeps stage by stage (may be empty: no trainable specialist, or no continual).
     with RunStore.existing(run_dir) as store:
         stages = store.stages()
@@ -253,6 +253,18 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
                 if "promoted" in m]
     result["rollbacks"] = [sum(not v for v in verdicts), len(verdicts)]
     return result
+
+
+def _raw_ece(output: Path, gold_column: str) -> float:
+    """ECE of the vote's own confidence (before calibration) on the rows the vote labeled."""
+    import pandas as pd
+
+    from labeljury.trust import ece
+
+    df = pd.read_csv(output, keep_default_na=False, dtype=str)
+    voted = df[df["annotation_source"].isin(["consensus", "vote"])]
+    return ece(voted["annotation_vote_confidence"].astype(float).to_numpy(),
+               (voted["annotation"] == voted[gold_column]).to_numpy(dtype=float))
 
 
 def _use_cached_embeddings(input_path: str, text_column: str, npy: str) -> None:

@@ -308,3 +308,34 @@ class ScriptedLLMServer(FakeLLMServer):
             "usage": usage,
         }
         return 200, {}, json.dumps(payload).encode()
+
+
+class OracleLLMServer(FakeLLMServer):
+    """A fake LLM that answers each text as `decide(text)` says: (label, confidence), or None to
+    fail that request with an HTTP 500 (so, with `max_retries: 0`, the row comes back unanswered).
+    The text is read from the prompt's `Text: "..."` line (one row a request). It says which texts
+    it was asked about in `asked`."""
+
+    def __init__(self, decide: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.decide = decide
+        self.asked: list[str] = []
+
+    def respond(self, body: dict[str, Any], auth: str) -> tuple[int, dict[str, str], bytes]:
+        user = body["messages"][-1]["content"]
+        line = next((ln for ln in user.splitlines() if ln.startswith("Text: ")), None)
+        if line is None:  # not a review (model selection...): the generic answer
+            return super().respond(body, auth)
+        text = json.loads(line[len("Text: "):])
+        with self._lock:
+            self.asked.append(text)
+        decided = self.decide(text)
+        if decided is None:
+            return 500, {}, json.dumps({"error": {"message": "The server had an error"}}).encode()
+        label, confidence = decided
+        content = json.dumps({"label": label, "confidence": confidence, "reason": "It reads that way."})
+        usage = {"prompt_tokens": 50, "completion_tokens": 12, "total_tokens": 62}
+        answer = {"id": "chatcmpl-oracle", "object": "chat.completion", "created": int(time.time()),
+                  "model": body.get("model", "fake"), "usage": usage,
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}
+        return 200, {}, json.dumps(answer).encode()

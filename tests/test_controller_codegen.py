@@ -76,7 +76,14 @@ def fitted(tmp_path_factory):
                         for _, _, m in models], axis=1)
     known = np.array([task.label_names.index(v) for v in y])
     return {"run_dir": run_dir, "df": df.iloc[sample].reset_index(drop=True), "models": models,
-            "checkpoints": checkpoints, "P": P, "weights": voting.accuracy_weights(known_P, known)}
+            "checkpoints": checkpoints, "P": P, "weights": _weights(known_P, known, len(task.label_names))}
+
+
+def _weights(P: np.ndarray, known: np.ndarray, k: int) -> np.ndarray:
+    votes = voting.hard_votes(P)
+    seen = (votes >= 0).sum(axis=0)
+    acc = (votes == known[:, None]).sum(axis=0) / np.maximum(seen, 1)
+    return voting.log_odds_weights(acc, seen, k)
 
 
 def _plan(fitted, voting_method: str, vote):  # noqa: ANN001, ANN202

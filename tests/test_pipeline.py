@@ -119,9 +119,12 @@ def test_bad_review_file_label_is_one_line_error(tmp_path: Path, toy_csv: Path) 
 def test_run_dir_of_another_task_is_refused(tmp_path: Path, toy_csv: Path, toy_task: Path) -> None:
     out = tmp_path / "out.csv"
     run(load_task(toy_task), toy_csv, out)
-    other = write_task(tmp_path / "other.yaml", budget=0.1)
+    # the specialists change what the labels mean: a new run directory is needed
+    other = write_task(tmp_path / "other.yaml", specialists="[tfidf-head]")
     with pytest.raises(RunStoreError, match="another task file"):
         run(load_task(other), toy_csv, out)
+    # the budget does not: the same run goes on (see test_cascade for what it then does)
+    assert run(load_task(write_task(tmp_path / "more.yaml", budget=0.25)), toy_csv, out).status == "complete"
 
 
 @pytest.mark.parametrize("voting", ["majority", "soft", "dawid-skene"])

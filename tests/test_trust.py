@@ -17,7 +17,7 @@ from labeljury.store import RunStore
 from labeljury.task import ReviewSpec
 from labeljury.trust import Population, ece, estimate, fit_calibrator
 
-from .conftest import make_rows, write_task
+from .conftest import CHROMIUM, make_rows, require, write_task
 
 runner = CliRunner()
 
@@ -159,11 +159,8 @@ def test_the_model_card_and_export_use_the_audit(audited_run: Path) -> None:
     assert "Audit accuracy:" in card and "never trained on" in card
 
 
-BROWSER = "/usr/bin/chromium"
-
-
-@pytest.mark.skipif(not Path(BROWSER).exists(), reason="needs Debian's chromium (.ci/run installs it)")
 def test_the_report_renders_every_plot_offline_in_a_real_browser(audited_run: Path) -> None:
+    require(Path(CHROMIUM).exists(), "Debian's chromium")
     playwright = pytest.importorskip("playwright.sync_api")
     res = runner.invoke(app, ["report", str(audited_run / "out.csv.run"), "--gold-column", "label",
                               "--output", str(audited_run / "report.html")])
@@ -171,7 +168,7 @@ def test_the_report_renders_every_plot_offline_in_a_real_browser(audited_run: Pa
     html = (audited_run / "report.html").read_text()
     assert "true accuracy" in html and "Estimated accuracy" in html
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=BROWSER, args=[
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run", "--disable-quic"])
         page = browser.new_page()

@@ -7,10 +7,10 @@ import pytest
 
 from labeljury.voting import (
     VoteResult,
-    accuracy_weights,
     aggregate,
     dawid_skene,
     hard_votes,
+    log_odds_weights,
     majority,
     soft,
 )
@@ -206,18 +206,20 @@ def test_hard_votes() -> None:
     assert hard_votes(P).tolist() == [[1, -1, 0]]
 
 
-def test_accuracy_weights() -> None:
+def test_log_odds_weights() -> None:
     rng = np.random.default_rng(4)
     k, n = 3, 2000
     y = rng.integers(0, k, n)
     votes = np.stack([y, noisy(rng, y, k, 0.7), noisy(rng, y, k, 0.2), np.full(n, -1)], axis=1)
     P = tensor(votes, k)
-    known = np.where(np.arange(n) < 300, y, -1)
-    w = accuracy_weights(P, known)
+    known = votes[:300]
+    seen = (known >= 0).sum(axis=0)
+    acc = np.where(seen > 0, (known == y[:300, None]).sum(axis=0) / np.maximum(seen, 1), np.nan)
+    w = log_odds_weights(acc, seen, k)
     assert w[0] > w[1] > 0
     assert w[2] == 0  # worse than chance
-    assert w[3] == pytest.approx(w[:3].mean())  # never seen on a known row
-    np.testing.assert_array_equal(accuracy_weights(P, np.full(n, -1)), np.ones(4))
+    assert w[3] == pytest.approx(w[:3].mean())  # never measured
+    np.testing.assert_array_equal(log_odds_weights(np.full(4, np.nan), np.zeros(4), k), np.ones(4))
     assert (soft(P, weights=w).label == y).mean() > (soft(P).label == y).mean()
 
 

@@ -106,3 +106,20 @@ def plan_budget(review: ReviewSpec, continual: ContinualSpec | None, *, n_rows: 
     base, extra = divmod(hard, n_stages)
     return BudgetPlan(total=total, bootstrap=bootstrap, stages=tuple(base + (i < extra) for i in range(n_stages)),
                       audit=audit)
+
+
+def resize_plan(plan: BudgetPlan, total: int, routed_stages: int) -> BudgetPlan:
+    """The plan of a resumed run whose budget is now `total`. The audit, the bootstrap and the stages
+    already routed (`routed_stages` of them) keep their shares; what is left of the new budget is split
+    over the stages still to come, in stages as large as the plan's were (more of them when the budget
+    grew). Raises ValueError when `total` is below what the run has already sent for review."""
+    kept = plan.stages[:routed_stages]
+    spent = plan.audit + plan.bootstrap + sum(kept)
+    if total < spent:
+        raise ValueError(f"the run has already sent {spent} rows for review; the budget cannot go below that")
+    left = total - spent
+    size = max(1, round(plan.hard / max(1, len(plan.stages))))
+    n = 0 if left == 0 else max(1, round(left / size))
+    base, extra = divmod(left, n) if n else (0, 0)
+    return BudgetPlan(total=total, bootstrap=plan.bootstrap, audit=plan.audit,
+                      stages=kept + tuple(base + (i < extra) for i in range(n)))

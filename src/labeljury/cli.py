@@ -72,11 +72,13 @@ def run(
     run_dir: Annotated[Path | None, typer.Option(help="run directory (default: OUTPUT.run); rerun to resume")] = None,
     details: Annotated[bool, typer.Option(help="also write each specialist's vote and the unreviewed vote")] = False,
     allow_key_host: AllowKeyHost = None,
+    finish: Annotated[bool, typer.Option(help="do not wait for people: rows without an answer keep the vote "
+                                              "and stay in the queue; rerun when they are answered")] = False,
 ) -> None:
     """Label INPUT and write OUTPUT; resumes an interrupted run."""
     _allow_key_hosts(allow_key_host)
     spec = load_task(task)
-    report = pipeline.run(spec, input, output, run_dir, progress=RichProgress(err), details=details)
+    report = pipeline.run(spec, input, output, run_dir, progress=RichProgress(err), details=details, finish=finish)
     for s in report.specialists:
         if s["status"] == "dropped":
             err.print(f"specialist {s['name']}: {s['note']}", highlight=False)
@@ -148,6 +150,75 @@ def eval_(output: Annotated[Path, typer.Argument(help="a file written by `labelj
         print(report.to_json())
     else:
         out.print(render(report))
+
+
+@app.command()
+@_friendly
+def review(run_dir: Annotated[Path, typer.Argument(help="the run directory whose rows wait for people")],
+           host: Annotated[str, typer.Option(help="the address to listen on (127.0.0.1: this machine only)")] = "127.0.0.1",
+           port: Annotated[int, typer.Option(help="the port (0: any free one)")] = 0) -> None:
+    """Serve the review page: people answer the rows a run waits for, one at a time, keyboard first."""
+    from .review.server import serve
+
+    def ready(url: str) -> None:
+        out.print(f"review page: {url}", highlight=False, soft_wrap=True)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            err.print(f"[yellow]warning:[/yellow] listening on {host}: anyone who can reach it and has the URL "
+                      "can answer", highlight=False)
+        err.print("answers are saved as they are given; stop with Ctrl-C, then rerun `labeljury run`", highlight=False)
+
+    serve(run_dir, host=host, port=port, on_ready=ready)
+
+
+@app.command("export-queue")
+@_friendly
+def export_queue(
+    run_dir: Annotated[Path, typer.Argument(help="the run directory whose rows wait for people")],
+    format: Annotated[str, typer.Option("--format", help="label-studio")] = "label-studio",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="the Label Studio import file (JSON)")] = None,
+    url: Annotated[str | None, typer.Option(help="a running Label Studio: send the tasks there instead")] = None,
+    api_key_env: Annotated[str, typer.Option(help="the variable holding its API key")] = "LABEL_STUDIO_API_KEY",
+    project: Annotated[int | None, typer.Option(help="add to this Label Studio project (default: one made for the run)")] = None,
+) -> None:
+    """Send the rows waiting for people to Label Studio (a file to import, or a running server)."""
+    from .errors import ReviewError
+    from .review import labelstudio
+
+    if format != "label-studio":
+        raise ReviewError(f"unknown --format {format!r}; use label-studio")
+    if url:
+        pid, sent = labelstudio.push_queue(run_dir, url, api_key_env, project)
+        out.print(f"sent {sent} task(s) to Label Studio project {pid} at {url}", highlight=False)
+        return
+    if output is None:
+        raise ReviewError("give --output FILE.json (or --url to send the tasks to a running Label Studio)")
+    path, config, n = labelstudio.export_queue(run_dir, output)
+    out.print(f"wrote {n} task(s) to {path} and the labeling config to {config}", highlight=False)
+
+
+@app.command("import-reviews")
+@_friendly
+def import_reviews(
+    run_dir: Annotated[Path, typer.Argument(help="the run directory")],
+    export_file: Annotated[Path | None, typer.Argument(help="Label Studio's JSON export of the tasks")] = None,
+    url: Annotated[str | None, typer.Option(help="a running Label Studio: read the annotations there instead")] = None,
+    api_key_env: Annotated[str, typer.Option(help="the variable holding its API key")] = "LABEL_STUDIO_API_KEY",
+    project: Annotated[int | None, typer.Option(help="the Label Studio project (default: the run's)")] = None,
+) -> None:
+    """Read the people's answers back from Label Studio; rerun `labeljury run` to use them."""
+    from .errors import ReviewError
+    from .review import labelstudio
+
+    if url:
+        res = labelstudio.pull_reviews(run_dir, url, api_key_env, project)
+    elif export_file is not None:
+        res = labelstudio.import_reviews(run_dir, labelstudio.read_export_file(export_file))
+    else:
+        raise ReviewError("give the export file, or --url of a running Label Studio")
+    flagged = f", {len(res.flagged)} flagged (annotators tied: still waiting)" if res.flagged else ""
+    out.print(f"imported {res.applied} review(s) ({res.disagreements} by majority over a disagreement){flagged}; "
+              f"{res.unanswered} task(s) not annotated yet, {res.already} answered before; "
+              "rerun `labeljury run` to use them", highlight=False)
 
 
 @app.command()

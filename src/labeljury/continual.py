@@ -87,10 +87,11 @@ class StageLoop:
     def learning(self) -> bool:
         return self.settings.enabled and bool(self.registry.trainable())
 
-    def run(self) -> bool:
-        """Every stage, then the final refit. Returns False while reviews are pending."""
+    def run(self, wait: bool = True) -> bool:
+        """Every stage, then the final refit. Returns False while reviews are pending (with `wait`;
+        without, each stage goes on with the answers it has: the others stay in the people's queue)."""
         for stage, budget in enumerate(self.plan.stages):
-            if not self.query(stage, budget):
+            if not self.query(stage, budget) and wait:
                 return False
             self.update(stage)
         if self.settings.rescore:

@@ -112,7 +112,7 @@ def plan_costs(task: Task, input_path: Any) -> CostPlan:
     if spec is None:
         warnings.append("the task has no `llm:` section: it makes no LLM calls and costs nothing to run")
     else:
-        if task.reviewer.kind == "llm":
+        if any(r.kind == "llm" for r in task.reviewer):
             from .review.llm import estimate_review_cost
 
             est = estimate_review_cost(task, review_rows, stats.avg_chars)

@@ -15,7 +15,9 @@ Layout of `RUN_DIR/run.db`:
                measurements (the `registry` module is their one reader and writer)
   routing      which texts were sent for review, why (audit / bootstrap / hard) and their hardness;
                for an audit row, the stage whose hardest rows it would have been among (`hard_stage`)
-  reviews      the reviewer's answers (or why there is none), stored as each arrives
+  reviews      the deciding review of each row (or why there is none), stored as each arrives
+  answers      every reviewer's own answer to a row (in a cascade, the ones before the decider too)
+  human_queue  rows waiting for a person, and the people's answers (`review.queue`)
   final        the label, confidence and provenance of every text
   stages       continual-learning stages and their metrics
 """
@@ -67,6 +69,12 @@ CREATE TABLE IF NOT EXISTS reviews (text_id INTEGER PRIMARY KEY, label TEXT, sou
 CREATE TABLE IF NOT EXISTS final (text_id INTEGER PRIMARY KEY, label TEXT, confidence REAL,
     source TEXT NOT NULL, vote TEXT, vote_confidence REAL, specialist_votes TEXT);
 CREATE TABLE IF NOT EXISTS stages (stage INTEGER PRIMARY KEY, metrics TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS answers (text_id INTEGER NOT NULL, reviewer TEXT NOT NULL, label TEXT,
+    confidence REAL, reason TEXT, source TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (text_id, reviewer));
+CREATE TABLE IF NOT EXISTS human_queue (text_id INTEGER PRIMARY KEY, why TEXT NOT NULL, text TEXT NOT NULL,
+    suggestion TEXT, confidence REAL, votes TEXT, llm_label TEXT, llm_confidence REAL, llm_reason TEXT,
+    queued_at REAL NOT NULL, lease TEXT, lease_until REAL, skips INTEGER NOT NULL DEFAULT 0,
+    label TEXT, answered_by TEXT, answered_at REAL, via TEXT);
 """
 
 
@@ -136,7 +144,7 @@ def _unpack_ids(blob: bytes) -> np.ndarray:
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _OUR_TABLES = {"meta", "texts", "rows", "embeddings", "predictions", "specialists", "versions", "routing",
-               "reviews", "final", "stages", "llm_calls", "llm_spend", "sqlite_sequence"}
+               "reviews", "final", "stages", "llm_calls", "llm_spend", "sqlite_sequence", "answers", "human_queue"}
 
 
 def check_store_file(db_path: Path, *, fresh_ok: bool) -> None:
@@ -483,6 +491,21 @@ class RunStore:
             "source=excluded.source, confidence=excluded.confidence, reason=excluded.reason, "
             "pending=excluded.pending, cost_usd=excluded.cost_usd, created_at=excluded.created_at",
             (r.key, r.label, r.source, r.confidence, r.reason, int(r.pending), r.cost_usd, time.time()))
+
+    def put_answer(self, reviewer: str, r: ReviewResult) -> None:
+        """Keep one reviewer's own answer to a row (whatever decided the row in the end)."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO answers(text_id, reviewer, label, confidence, reason, source, created_at) "
+            "VALUES (?,?,?,?,?,?,?)", (r.key, reviewer, r.label, r.confidence, r.reason, r.source, time.time()))
+
+    def answers(self, text_ids: Sequence[int] | None = None) -> dict[int, dict[str, dict[str, Any]]]:
+        """{text id: {reviewer: {label, confidence, reason, source}}}"""
+        out: dict[int, dict[str, dict[str, Any]]] = {}
+        for t, rev, lab, conf, why, src in self.conn.execute(
+                "SELECT text_id, reviewer, label, confidence, reason, source FROM answers"):
+            if text_ids is None or t in text_ids:
+                out.setdefault(t, {})[rev] = {"label": lab, "confidence": conf, "reason": why, "source": src}
+        return out
 
     def reviews(self, include_pending: bool = False) -> dict[int, ReviewResult]:
         q = "SELECT text_id, label, source, confidence, reason, pending, cost_usd FROM reviews"

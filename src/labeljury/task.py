@@ -50,12 +50,22 @@ class SpecialistSpec(BaseModel):
 
 class ReviewerSpec(BaseModel):
     """Who reviews the hard rows: `gold` (a column of the input: evaluation), `file` (a JSONL queue
-    a person fills in), or `llm` (the task's `llm`)."""
+    a person fills in), `human` (people, on the review page of `labeljury review` or through Label
+    Studio), or `llm` (the task's `llm`). In a list of reviewers (a cascade), a row the first cannot
+    settle — no answer, or one below `min_confidence` — goes to the next."""
 
     model_config = _STRICT
-    kind: Literal["gold", "file", "llm"] = "gold"
+    kind: Literal["gold", "file", "human", "llm"] = "gold"
     column: str | None = None
     path: str | None = None
+    min_confidence: float | None = None
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _confidence(cls, v: float | None) -> float | None:
+        if v is not None and not 0 <= v <= 1:
+            raise ValueError("must be in [0, 1]: an answer less confident than this goes to the next reviewer")
+        return v
 
     @model_validator(mode="after")
     def _needs(self) -> ReviewerSpec:
@@ -144,6 +154,10 @@ class LLMSpec(BaseModel):
         return v
 
 
+# LLM settings that change how much is spent or how fast, not what the labels mean
+RESUMABLE_LLM_SETTINGS = ("budget_usd", "budget_tokens", "concurrency", "timeout", "batch_size", "max_retries", "prices")
+
+
 class ContinualSpec(BaseModel):
     """Staged fine-tuning of the trainable specialists on reviewed rows (see `continual`)."""
 
@@ -165,7 +179,7 @@ class Task(BaseModel):
     examples: list[Example] = Field(default_factory=list)
     specialists: Literal["auto"] | list[SpecialistSpec] = "auto"
     voting: Literal["majority", "soft", "dawid-skene"] = "soft"
-    reviewer: ReviewerSpec = Field(default_factory=lambda: ReviewerSpec(kind="file"))
+    reviewer: list[ReviewerSpec] = Field(default_factory=lambda: [ReviewerSpec(kind="file")])
     review: ReviewSpec = Field(default_factory=ReviewSpec)
     llm: LLMSpec | None = None
     continual: ContinualSpec | None = None
@@ -200,6 +214,15 @@ class Task(BaseModel):
             seen.add(n.lower())
         return dict(pairs)
 
+    @field_validator("reviewer", mode="before")
+    @classmethod
+    def _reviewers(cls, v: Any) -> Any:
+        if isinstance(v, (dict, ReviewerSpec)):
+            return [v]
+        if not isinstance(v, list) or not v:
+            raise ValueError("must be a reviewer ({kind: ...}) or a non-empty list of them, tried in order")
+        return v
+
     @field_validator("specialists", mode="before")
     @classmethod
     def _specialists(cls, v: Any) -> Any:
@@ -225,8 +248,12 @@ class Task(BaseModel):
                             f"specialist {s.id!r} maps {src!r} to {dst!r}, which is not a task label "
                             f"{list(self.labels)}"
                         )
-        if self.reviewer.kind == "llm" and self.llm is None:
+        if any(r.kind == "llm" for r in self.reviewer) and self.llm is None:
             raise ValueError("reviewer kind `llm` needs an `llm:` section (model, base_url, api_key_env)")
+        kinds = [r.kind for r in self.reviewer]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"reviewer lists kind {next(k for k in kinds if kinds.count(k) > 1)!r} twice; "
+                             "each reviewer of a cascade is a different kind")
         return self
 
     @property
@@ -234,9 +261,20 @@ class Task(BaseModel):
         return list(self.labels)
 
     def fingerprint(self) -> str:
-        """A hash of everything that changes the labels (not of the reviewer's location)."""
+        """A hash of everything that changes the meaning of the labels. Not of how much may be spent
+        (`review.budget`, the LLM's caps), how fast (concurrency, timeouts, batches, retries) or at what
+        price: a run resumed with other values of those continues where it stopped."""
         data = self.model_dump(mode="json")
+        data["review"].pop("budget", None)
+        if data.get("llm"):
+            for key in RESUMABLE_LLM_SETTINGS:
+                data["llm"].pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def trusted_reviewer(self) -> ReviewerSpec:
+        """The last, most trusted reviewer of the cascade: it answers the audit sample."""
+        return self.reviewer[-1]
 
 
 def _format_validation_error(source: str, err: ValidationError) -> str:
@@ -300,11 +338,13 @@ def _as_written(typed: Any, raw: Any) -> Any:
     for name in ("text_column",):
         if isinstance(raw.get(name), str) and not isinstance(typed.get(name), str):
             out[name] = raw[name]
-    if isinstance(typed.get("reviewer"), dict) and isinstance(raw.get("reviewer"), dict):
-        rev = dict(typed["reviewer"])
-        if "column" in raw["reviewer"] and rev.get("column") is not None:
-            rev["column"] = raw["reviewer"]["column"]
-        out["reviewer"] = rev
+    reviewers, raw_reviewers = typed.get("reviewer"), raw.get("reviewer")
+    if isinstance(reviewers, dict) and isinstance(raw_reviewers, dict):
+        reviewers, raw_reviewers = [reviewers], [raw_reviewers]
+    if isinstance(reviewers, list) and isinstance(raw_reviewers, list) and len(reviewers) == len(raw_reviewers):
+        out["reviewer"] = [{**r, "column": rr["column"]} if isinstance(r, dict) and isinstance(rr, dict)
+                           and r.get("column") is not None and "column" in rr else r
+                           for r, rr in zip(reviewers, raw_reviewers, strict=True)]
     if isinstance(typed.get("examples"), list) and isinstance(raw.get("examples"), list):
         out["examples"] = [{**ex, "label": rex["label"]} if isinstance(ex, dict) and isinstance(rex, dict)
                            and "label" in rex else ex for ex, rex in zip(typed["examples"], raw["examples"], strict=True)]

@@ -148,7 +148,7 @@ def majority(P: np.ndarray, tie_break: Literal["probability", "first"] = "probab
 def soft(P: np.ndarray, weights: np.ndarray | None = None) -> VoteResult:
     """Weighted mean of the voting specialists' probability rows, renormalised.
 
-    `weights` (m,) >= 0 scales each specialist (e.g. `accuracy_weights`); default all 1. A row whose
+    `weights` (m,) >= 0 scales each specialist (e.g. `log_odds_weights`); default all 1. A row whose
     voters all have weight 0 falls back to their unweighted mean rather than losing its vote.
     """
     P = _check(P)
@@ -163,30 +163,6 @@ def soft(P: np.ndarray, weights: np.ndarray | None = None) -> VoteResult:
     if lost.any():
         mass[lost] = _prob_sum(P[lost], voted[lost], np.ones(m))
     return _result(_normalise(mass), votes, weights=w)
-
-
-def accuracy_weights(P: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Per-specialist soft-vote weights from accuracy on rows with a known label (-1 = unknown).
-
-    The weight is the log-odds of accuracy against chance, log((k - 1) * acc / (1 - acc)), the
-    optimal weight for independent voters with symmetric errors; worse than chance is clipped to 0.
-    Accuracy is Laplace-smoothed, (correct + 1) / (seen + 2), so a few rows cannot give an infinite
-    weight. A specialist never seen on a known row gets the mean weight of the others; with no known
-    rows at all every weight is 1 (a plain soft vote).
-    """
-    P = _check(P)
-    n, m, k = P.shape
-    known = _check_known(known, n, k)
-    has = known >= 0
-    votes = hard_votes(P[has])
-    seen = (votes >= 0).sum(axis=0)
-    if not seen.any():
-        return np.ones(m)
-    correct = (votes == known[has, None]).sum(axis=0)
-    acc = (correct + 1.0) / (seen + 2.0)
-    w = np.maximum(np.log(max(k - 1, 1) * acc / (1.0 - acc)), 0.0)
-    w[seen == 0] = w[seen > 0].mean()
-    return w
 
 
 def log_odds_weights(accuracy: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:

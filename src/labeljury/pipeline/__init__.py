@@ -16,12 +16,13 @@ Below the steps, each in one module: `scoring` (features and the vote tensor), `
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import data
-from ..budget import BudgetPlan, budget_rows, plan_budget
+from ..budget import BudgetPlan, budget_rows, plan_budget, resize_plan
 from ..continual import StageLoop
 from ..errors import InputError, RunStoreError, SpecialistError
 from ..progress import Progress, SilentProgress
@@ -33,7 +34,7 @@ from ..scoring import Features, Scorer
 from ..specialists import Specialist, build_specialist
 from ..specialists.catalog import auto_specialists, specialist_names
 from ..store import RunStore, storage_errors
-from ..task import SpecialistSpec, Task
+from ..task import ReviewerSpec, SpecialistSpec, Task
 from ..training import Trainer
 from .bootstrap import fit_first_versions, route_audit, route_bootstrap, validate
 from .encode import encode, encoders_needed
@@ -61,13 +62,19 @@ class RunReport:
     pending: int = 0
     queue: Path | None = None
     specialists: list[dict[str, Any]] = field(default_factory=list)
+    waiting_for: str = "file"  # who the pending reviews wait for: "file" (the queue file) or "human" (the page)
 
     def summary(self) -> str:
         if self.status == "waiting":
+            if self.waiting_for == "human":
+                return (f"waiting for {self.pending} review(s) by people: open the review page with "
+                        f"`labeljury review {self.run_dir}` (or answer them in Label Studio: `labeljury export-queue`), "
+                        "then rerun the same command (or add --finish to go on without them)")
             return (f"waiting for {self.pending} review(s) in {self.queue}: set \"label\" on each line, "
-                    "then rerun the same command")
+                    "then rerun the same command (or add --finish to go on without them)")
+        waiting = f"; {self.pending} row(s) still wait for people" if self.pending else ""
         parts = ", ".join(f"{k} {v}" for k, v in sorted(self.sources.items()))
-        return f"labeled {self.rows} rows ({parts}); {self.reviews}/{self.budget} reviews; output {self.output}"
+        return f"labeled {self.rows} rows ({parts}); {self.reviews}/{self.budget} reviews{waiting}; output {self.output}"
 
 
 def default_run_dir(output: str | Path) -> Path:
@@ -82,9 +89,16 @@ def input_fingerprint(path: Path) -> dict[str, Any]:
 
 
 def make_reviewer(task: Task, input_path: Path, run_dir: Path) -> Reviewer:
+    """The task's reviewer; a cascade when it lists several (tried in order)."""
+    from ..review.cascade import CascadeReviewer
+
+    built = [(_one_reviewer(spec, task, input_path, run_dir), spec.min_confidence) for spec in task.reviewer]
+    return built[0][0] if len(built) == 1 and built[0][1] is None else CascadeReviewer(built)
+
+
+def _one_reviewer(spec: ReviewerSpec, task: Task, input_path: Path, run_dir: Path) -> Reviewer:
     from ..review import FileReviewer, GoldReviewer
 
-    spec = task.reviewer
     if spec.kind == "gold":
         return GoldReviewer(input_path, spec.column or "label", task.label_names)
     if spec.kind == "file":
@@ -92,6 +106,10 @@ def make_reviewer(task: Task, input_path: Path, run_dir: Path) -> Reviewer:
         # is not a labeljury queue
         path = Path(spec.path).expanduser() if spec.path else Path("review_queue.jsonl")
         return FileReviewer(path if path.is_absolute() else run_dir / path, task.label_names)
+    if spec.kind == "human":
+        from ..review.human import HumanReviewer
+
+        return HumanReviewer(run_dir)
     from ..review.llm import make_llm_reviewer  # the LLM layer is only imported when used
 
     return make_llm_reviewer(task, run_dir)
@@ -113,11 +131,14 @@ class Annotator:
         self._output: str | Path | None = None
 
     # -- the run: its steps, in order ----------------------------------------------------------------
-    def run(self, output: str | Path | None = None, details: bool = False) -> RunReport:
+    def run(self, output: str | Path | None = None, details: bool = False, finish: bool = False) -> RunReport:
+        """Run (or resume) to the end, or until reviews must wait for a person (status "waiting").
+        With `finish`, the run does not wait: rows without an answer keep the vote, stay in the queue,
+        and their source says so; rerun when the answers arrive to use them."""
         with storage_errors(self.run_dir):
-            return self._run(output, details)
+            return self._run(output, details, finish)
 
-    def _run(self, output: str | Path | None, details: bool) -> RunReport:
+    def _run(self, output: str | Path | None, details: bool, finish: bool) -> RunReport:
         task, progress = self.task, self.progress
         self._output = output
         self._check_input(output)
@@ -140,10 +161,11 @@ class Annotator:
 
             encoders = encoders_needed(registry.models.values(), bootstrap=plan.bootstrap > 0)
             encode(store, encoders, progress)
+            store.set_meta("run_started_at", time.time())  # answers given before now may have been used
             route_audit(store, plan.audit, task.seed)
             route_bootstrap(store, plan.bootstrap, features, encoders[0] if encoders else None, task.seed)
             first = {t: "bootstrap" for t in store.routed("bootstrap")} | {t: "audit" for t in store.routed("audit")}
-            if not desk.ask(sorted(first), first):
+            if not desk.ask(sorted(first), first) and not finish:
                 return self._report(store, "waiting", None, desk)
             validate(store, registry, trainer, scorer, task.label_names, progress)
             fit_first_versions(store, registry, trainer)
@@ -151,7 +173,7 @@ class Annotator:
                                desk=desk, strategy=HardestFirst(task.review.policy, task.review.threshold),
                                settings=task.continual, labels=task.label_names, seed=task.seed,
                                progress=progress)
-            if not stages.run():
+            if not stages.run(wait=not finish):
                 return self._report(store, "waiting", None, desk)
             finalize(store, scorer, trainer, registry, task.label_names, task.seed)
             write_plan(task, registry, scorer, progress)
@@ -232,7 +254,22 @@ class Annotator:
         """The run's budget plan, computed once after ingest and kept in the run store."""
         saved = store.get_meta("budget_plan")
         if saved is not None:
-            return BudgetPlan.from_dict(saved)
+            plan = BudgetPlan.from_dict(saved)
+            total = budget_rows(self.task.review, store.n_rows)
+            if total == plan.total:
+                return plan
+            routed = sum(1 for i in range(len(plan.stages)) if store.is_done(f"route:hard:{i}"))
+            try:
+                resized = resize_plan(plan, total, routed)
+            except ValueError as err:
+                raise RunStoreError(f"review.budget of {total} rows is too small for this run: {err}; "
+                                    "raise it, or pass a new --run-dir") from None
+            with store.transaction() as c:
+                store.set_meta("budget_plan", resized.to_dict(), c)
+                c.execute("DELETE FROM meta WHERE key IN ('done:update:final', 'done:finalize')")
+            self.progress.log(f"review budget {plan.total} -> {total} rows: {len(resized.stages) - routed} stage(s) "
+                              "still to come")
+            return resized
         plan = plan_budget(self.task.review, self.task.continual, n_rows=store.n_rows, n_texts=store.n_texts,
                            n_labels=len(self.task.labels), trainable=any(m.trainable for m, _ in built))
         store.set_meta("budget_plan", plan.to_dict())
@@ -244,13 +281,25 @@ class Annotator:
             status=status, run_dir=self.run_dir, output=output, rows=n_rows, texts=store.n_texts,
             sources=store.source_counts() if status == "complete" else {},
             reviews=len(store.reviews()), budget=budget_rows(self.task.review, n_rows),
-            pending=desk.pending() if status == "waiting" else 0,
-            queue=self.reviewer.path if isinstance(self.reviewer, Queued) else None,
+            pending=desk.pending(),
+            queue=next((r.path for r in _members(self.reviewer) if isinstance(r, Queued)), None),
+            waiting_for="human" if any(r.kind == "human" for r in _members(self.reviewer)) else "file",
             specialists=[r.to_dict() for r in read_registry(store)])
 
 
+def _members(reviewer: Reviewer | None) -> list[Reviewer]:
+    from ..review.cascade import CascadeReviewer
+
+    if reviewer is None:
+        return []
+    return [r for r, _ in reviewer.reviewers] if isinstance(reviewer, CascadeReviewer) else [reviewer]
+
+
 def run(task: Task, input_path: str | Path, output: str | Path, run_dir: str | Path | None = None, *,
-        reviewer: Reviewer | None = None, progress: Progress | None = None, details: bool = False) -> RunReport:
-    """Label `input_path` with `task` and write `output`. Resumes the run in `run_dir` if it exists."""
+        reviewer: Reviewer | None = None, progress: Progress | None = None, details: bool = False,
+        finish: bool = False) -> RunReport:
+    """Label `input_path` with `task` and write `output`. Resumes the run in `run_dir` if it exists.
+    With `finish`, goes on without the answers people have not given yet (see `Annotator.run`)."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(output)
-    return Annotator(task, input_path, run_dir, reviewer=reviewer, progress=progress).run(output, details=details)
+    return Annotator(task, input_path, run_dir, reviewer=reviewer, progress=progress).run(
+        output, details=details, finish=finish)

@@ -21,9 +21,12 @@ STEP = "finalize"
 
 def finalize(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Registry, labels: list[str],
              seed: int) -> None:
-    if store.is_done(STEP):
+    reviews = store.reviews(include_pending=True)  # a pending one still says where the row waits
+    # answers that arrived after the run finished (people, with --finish) make a new final labeling
+    signature = list(store.conn.execute("SELECT COUNT(*), MAX(created_at) FROM reviews WHERE pending=0").fetchone())
+    signature.append(sum(r.pending for r in reviews.values()))
+    if store.is_done(STEP) and store.get_meta("finalized_reviews") == signature:
         return
-    reviews = store.reviews()
     scorer.ensure()
     vote = scorer.vote(np.arange(store.n_texts))
     result, P, names = vote.result, vote.P, vote.names
@@ -35,7 +38,7 @@ def finalize(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Regist
     for t in range(n):
         r = reviews.get(t)
         lab = int(result.label[t])
-        if r is not None and r.label is not None:
+        if r is not None and r.label is not None and not r.pending:
             source[t], label[t], known[t] = r.source, r.label, True
         elif lab < 0:
             source[t], label[t] = (r.source if r is not None else "skipped:no-vote"), None
@@ -58,4 +61,4 @@ def finalize(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Regist
             else:
                 yield (t, voted, round(float(fitted.calibrated[t]), 6), source[t], voted, vconf, votes)
 
-    store.put_final(records(), meta={"trust": fitted.to_meta()})
+    store.put_final(records(), meta={"trust": fitted.to_meta(), "finalized_reviews": signature})

@@ -27,7 +27,8 @@ class ReviewItem:
     confidence: float | None = None  # the aggregate confidence of `vote`
     votes: dict[str, str | None] = field(default_factory=dict)  # specialist -> its label (None: abstained)
     probabilities: dict[str, list[float]] = field(default_factory=dict)  # specialist -> task-ordered probs
-    reason: str = "hard"  # why it is reviewed: "bootstrap" or "hard"
+    reason: str = "hard"  # why it is reviewed: "bootstrap", "audit" or "hard"
+    previous: ReviewResult | None = None  # in a cascade, what the reviewer before said (could not settle)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ReviewResult:
     reason: str | None = None  # the reviewer's one-sentence justification, when it gives one
     pending: bool = False  # waiting for a person; ask again on the next run
     cost_usd: float = 0.0
+    trail: tuple[ReviewResult, ...] = ()  # the answers of the reviewers before, in a cascade
 
 
 @runtime_checkable

@@ -9,6 +9,7 @@ stops with status "waiting" until it is rerun.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -24,6 +25,17 @@ Opinions = Callable[[list[int]], dict[int, dict[str, Any]]]
 UNUSABLE_SHARE = 0.5
 UNUSABLE_MIN = 4
 EXPECTED = ("queued:llm-budget",)  # the LLM budget ran out: by design, not a fault
+# An LLM answer that failed for a passing reason is asked again on a later run (after RETRY_AFTER
+# seconds): a raised budget, a server that is back. Never silently final.
+TRANSIENT = ("queued:llm-budget", "queued:llm-timeout", "queued:llm-connection", "queued:llm-http-",
+             "queued:llm-bad-response")
+RETRY_AFTER = 30.0
+
+
+def reviewer_of(source: str) -> str:
+    """The reviewer a source names: reviewed:llm -> llm, queued:gold-label-missing -> gold."""
+    kind, _, rest = source.partition(":")
+    return rest if kind == "reviewed" else rest.split("-")[0]
 
 
 class ReviewDesk:
@@ -37,7 +49,7 @@ class ReviewDesk:
         all, or one a row), with what the specialists said of them (`opinions`) when given. Returns
         False while some answers are pending."""
         s = self.store
-        done = s.reviews()
+        done = self._settled()
         todo = [t for t in ids if t not in done]
         if not todo:
             return True
@@ -52,6 +64,10 @@ class ReviewDesk:
         with self.progress.bar(f"review ({what}, {self.reviewer.kind})", len(items)) as bar:
             for res in self.reviewer.review(items):
                 s.put_review(res)
+                for earlier in res.trail:
+                    s.put_answer(reviewer_of(earlier.source), earlier)
+                if not res.pending:
+                    s.put_answer(reviewer_of(res.source), res)
                 pending += res.pending
                 if res.label is None and not res.pending and not res.source.startswith(EXPECTED):
                     unusable.append(res)
@@ -59,6 +75,14 @@ class ReviewDesk:
         if len(unusable) >= UNUSABLE_MIN and len(unusable) > UNUSABLE_SHARE * len(items):
             raise ReviewError(_unusable_message(self.reviewer.kind, unusable, len(items)))
         return pending == 0
+
+    def _settled(self) -> set[int]:
+        """Rows with a review that stands: answered, or failed for a reason that will not pass."""
+        now = time.time()
+        stale = {t for t, src, at in self.store.conn.execute(
+            "SELECT text_id, source, created_at FROM reviews WHERE pending=0 AND label IS NULL")
+            if src.startswith(TRANSIENT) and now - at >= RETRY_AFTER}
+        return set(self.store.reviews()) - stale
 
     def pending(self) -> int:
         return len(self.store.reviews(include_pending=True)) - len(self.store.reviews())
