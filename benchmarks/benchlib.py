@@ -226,7 +226,14 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
     task = labeljury.load_task(task_path)
     out, run_dir = Path(spec["output"]), Path(spec["run_dir"])
     t0 = time.perf_counter()
-    report = labeljury.run(task, spec["input"], out, run_dir, details=True)
+    reviewer = None
+    if spec.get("simulated"):  # a reviewer that is often wrong (benchmarks/simulated_reviewer.py)
+        from simulated_reviewer import SimulatedReviewer
+
+        sim = spec["simulated"]
+        reviewer = SimulatedReviewer(spec["input"], spec["gold_column"], task.label_names, sim["accuracy"],
+                                     sim.get("variant", "uniform"), sim.get("seed", 0), sim.get("weigh", True))
+    report = labeljury.run(task, spec["input"], out, run_dir, details=True, reviewer=reviewer)
     wall = time.perf_counter() - t0
     rss_after_run = _self_rss_mb()
     result: dict[str, Any] = {"status": report.status, "rows": report.rows, "texts": report.texts,
@@ -249,10 +256,35 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
         stages = store.stages()
         result["budget_plan"] = store.get_meta("budget_plan")
     result["stages"] = stages
+    if spec.get("simulated"):
+        result["reviewer"] = _reviewer_metrics(out, spec["gold_column"])
+        with RunStore.existing(run_dir) as store:
+            result["weighing"] = store.get_meta("weighing")
     verdicts = [m["promoted"] for st in stages if not st.get("final") for m in st["specialists"].values()
                 if "promoted" in m]
     result["rollbacks"] = [sum(not v for v in verdicts), len(verdicts)]
     return result
+
+
+def _reviewer_metrics(output: Path, gold_column: str) -> dict[str, Any]:
+    """How right the reviewer's own answers were, how right the rows it answered came out, how right the
+    rest, and the flags against the reviewer's actual mistakes."""
+    import pandas as pd
+
+    df = pd.read_csv(output, keep_default_na=False, dtype=str)
+    asked = df[df["annotation_review"] != ""]
+    rest = df[(df["annotation_review"] == "") & (df["annotation"] != "")]
+    wrong = asked["annotation_review"] != asked[gold_column]
+    flagged = asked["annotation_flag"] != ""
+    over = asked["annotation_source"].str.startswith("vote:over-")
+    return {"rows": int(len(asked)), "answers_right": float((~wrong).mean()) if len(asked) else None,
+            "reviewed_rows_right": float((asked["annotation"] == asked[gold_column]).mean()) if len(asked) else None,
+            "other_rows_right": float((rest["annotation"] == rest[gold_column]).mean()) if len(rest) else None,
+            "overruled": int(over.sum()),
+            "overruled_right": float((asked["annotation"][over] == asked[gold_column][over]).mean()) if over.any() else None,
+            "flagged": int(flagged.sum()),
+            "flag_precision": float(wrong[flagged].mean()) if flagged.any() else None,
+            "flag_recall": float(flagged[wrong].mean()) if wrong.any() else None}
 
 
 def _raw_ece(output: Path, gold_column: str) -> float:

@@ -23,8 +23,9 @@ def test_gold_run_labels_every_row_with_provenance(tmp_path: Path, toy_csv: Path
     assert report.status == "complete"
     src = pd.read_csv(toy_csv, keep_default_na=False, dtype=str)
     got = pd.read_csv(out, keep_default_na=False, dtype=str)
-    # every input column, in order, then the three annotation columns; every row, in order
-    assert list(got.columns) == [*src.columns, "annotation", "annotation_confidence", "annotation_source"]
+    # every input column, in order, then the annotation columns; every row, in order
+    assert list(got.columns) == [*src.columns, "annotation", "annotation_confidence", "annotation_source",
+                                 "annotation_flag"]
     pd.testing.assert_frame_equal(got[src.columns], src)
     empty = src["text"].str.strip() == ""
     assert (got.loc[empty, "annotation_source"] == "skipped:empty").all()

@@ -94,9 +94,47 @@ class StageLoop:
             if not self.query(stage, budget) and wait:
                 return False
             self.update(stage)
+        self.cross_fit_priors()
         if self.settings.rescore:
             self.update(len(self.plan.stages), final=True)
         return True
+
+    def cross_fit_priors(self) -> None:
+        """Before the final refit, when some reviewer's answers are weighed: a better prior for every
+        reviewed row than the vote it had when it was picked: the fixed voters' predictions and the
+        out-of-fold probabilities of fresh copies of each refitted head (trained on the other reviewed
+        rows), averaged. The answers are weighed again against it, so the final refit learns from the
+        decided labels. (Fine-tuned transformers are left out: five fits each would cost too much.)"""
+        s = self.store
+        step = "cross-fit priors"
+        if not self.desk.weighed or s.is_done(step):
+            return
+        audit = set(s.routed("audit"))
+        answers = {t: lab for t, lab in s.labeled_reviews().items() if t not in audit}
+        ids = np.array(sorted(answers), np.int64)
+        if len(ids):
+            y = [answers[int(t)] for t in ids]
+            P, names = self.scorer.tensor(ids)
+            columns = []
+            with self.progress.bar("weighing the reviewers: cross-fitted priors", len(names)) as bar:
+                for j, name in enumerate(names):
+                    model = self.registry.models[name]
+                    if not model.trainable:
+                        columns.append(P[:, j])
+                    elif not isinstance(model, Updatable):
+                        oof = self.trainer.cross_val_proba(name, ids, y)
+                        if oof is not None:
+                            columns.append(oof)
+                    bar.advance()
+            if columns:
+                stacked = np.stack(columns, axis=1)
+                has = ~np.isnan(stacked).any(axis=2)
+                mean = np.where(has[..., None], np.nan_to_num(stacked), 0).sum(axis=1)
+                mean /= np.maximum(has.sum(axis=1, keepdims=True), 1)
+                ok = has.any(axis=1)
+                s.put_priors({int(t): mean[i] for i, t in enumerate(ids) if ok[i]}, replace=True)
+                self.desk.weigh()
+        s.mark_done(step)
 
     # -- query -------------------------------------------------------------------------------------------
     def query(self, stage: int, budget: int) -> bool:
@@ -133,10 +171,11 @@ class StageLoop:
         if s.is_done(step) or not self.learning:
             return
         t0 = time.perf_counter()
-        labels = s.labeled_reviews()
         all_ids, _ = reviewed(s)
         stage_ids = np.zeros(0, np.int64) if final else reviewed(s, s.routed("hard", stage))[0]
         audit_ids, audit_y = audited(s)
+        # the decided labels of the rows learned from; the audit's own answers (it measures)
+        labels = {**s.decided_reviews(), **dict(zip(audit_ids.tolist(), audit_y))}
         if len(audit_ids):
             gate_ids, train = audit_ids, all_ids
             weight_ids, basis = stage_ids, "audit"

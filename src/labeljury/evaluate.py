@@ -142,7 +142,7 @@ def _evaluate(output: Path, gold_column: str, want: list[str], n_rows: int, run:
         covered += int((has_gold & has_label).sum())
         labeled += int((has_gold & has_label).sum())
         labeled_right += int((ok & has_label).sum())
-        reviewed += sum(1 for s, h in zip(source, has_gold) if h and s.startswith("reviewed:"))
+        reviewed += sum(1 for s, h in zip(source, has_gold) if h and s.startswith(("reviewed:", "vote:over-")))
         for g, p, s, h in zip(gold, pred, source, has_gold):
             if h:
                 confusion[(str(g), p)] += 1

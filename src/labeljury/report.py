@@ -19,7 +19,7 @@ import numpy as np
 from . import data
 from .errors import InputError, RunStoreError
 from .labels import LabelMatcher
-from .status import run_status
+from .status import run_status, weighing_lines
 from .store import RunStore
 
 _PAGE = """<!doctype html>
@@ -71,6 +71,7 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
         trust = store.get_meta("trust") or {}
         audit = _audit_confusion(store, labels)
         truth = _truth(store, labels, gold_column) if gold_column else None
+        flagged = _flagged(store)
     figures: dict[str, Any] = {}
     sections: list[dict[str, Any]] = []
 
@@ -162,6 +163,13 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
     dropped = [[s["name"], s["status"], s["note"] or ""] for s in info["specialists"] if s["status"] != "active"]
     if dropped:
         sections.append({"title": "Dropped specialists", "table": [["specialist", "status", "why"], *dropped]})
+    for line in weighing_lines(info):
+        sections.append({"title": line[0].capitalize(), "note": line[1]})
+    if flagged:
+        sections.append({"title": f"Flagged rows ({len(flagged)}{', the first 100' if len(flagged) > 100 else ''})",
+                         "note": "Reviewed rows whose label a confident vote, out of sample, contradicts: worth a "
+                                 "second look (annotation_flag).",
+                         "table": [["text", "label", "the reviewer said", "the vote's belief in it"], *flagged[:100]]})
     headline = ("Estimated accuracy: not estimated (no audit sample)" if overall.get("accuracy") is None else
                 f"Estimated accuracy {overall['accuracy']:.1%}"
                 + ("" if overall.get("low") is None else f" (95% interval {overall['low']:.1%} – {overall['high']:.1%})")
@@ -190,6 +198,26 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, gold_col
     os.chmod(tmp, 0o644)  # a page to share, like any file the user writes
     os.replace(tmp, out)
     return out
+
+
+def _flagged(store: RunStore) -> list[list[str]]:
+    flagged = sorted(t for t, v in store.verdicts().items() if v[3])
+    if not flagged:
+        return []
+    texts = store.texts_by_id(flagged)
+    final = store.final_for(np.asarray(flagged, dtype=np.int64))
+    reviews = store.reviews()
+    priors = store.priors()
+    labels = list((store.get_meta("task") or {}).get("labels") or [])
+    rows = []
+    for t in flagged:
+        text = texts[t][0]
+        answer = reviews[t].label if t in reviews else None
+        prior = priors.get(t)
+        belief = (f"{prior[labels.index(answer)]:.0%}" if prior and answer in labels and len(prior) == len(labels)
+                  else "")
+        rows.append([text[:300] + ("…" if len(text) > 300 else ""), (final.get(t) or [""])[0] or "", answer or "", belief])
+    return rows
 
 
 def _audit_confusion(store: RunStore, labels: list[str]) -> dict[str, Any]:

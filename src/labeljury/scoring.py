@@ -229,7 +229,7 @@ class Scorer:
     def known(self, ids: np.ndarray) -> np.ndarray:
         """Reviewed labels of `ids` as label indices, -1 where unreviewed or audited (the vote on an
         audit row must never see its label: it is what the audit measures)."""
-        reviews = self.store.labeled_reviews()
+        reviews = self.store.decided_reviews()
         for t in self.store.routed("audit"):
             reviews.pop(t, None)
         return np.array([self.labels.index(reviews[int(t)]) if int(t) in reviews else -1 for t in ids], np.int64)
@@ -265,5 +265,6 @@ class Scorer:
                           for j, n in enumerate(v.names)},
                 "probabilities": {n: [] if np.isnan(v.P[i, j]).any() else [round(float(x), 4) for x in v.P[i, j]]
                                   for j, n in enumerate(v.names)},
+                "prior": None if lab < 0 else [round(float(x), 5) for x in v.result.posterior[i]],
             }
         return out

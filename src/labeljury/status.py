@@ -7,6 +7,7 @@ from typing import Any
 
 from .llm.usage import LLMUsage, read_llm_usage
 from .registry import read_registry
+from .review.desk import reviewer_of
 from .store import RunStore
 
 
@@ -44,6 +45,9 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "rollbacks": _rollbacks(s.stages()),
             "sources": s.source_counts() if done else {},
             "budget_plan": s.get_meta("budget_plan"),
+            "weighing": s.get_meta("weighing"),
+            "flagged": sum(v[3] for v in s.verdicts().values()),
+            "audit_reviewers": _count(reviewer_of(reviews[t].source) for t in s.routed("audit") if t in reviews),
             **_estimate(s.get_meta("trust") if done else None, len(s.routed("audit"))),
         }
 
@@ -132,6 +136,8 @@ def render(info: dict[str, Any], run_dir: Path | str) -> Any:
     if info.get("kind") == "baseline":
         return Group(t, *_sources(info.get("sources") or {}, None))
     t.add_row("estimated accuracy", _estimate_line(info))
+    for line in weighing_lines(info):
+        t.add_row(*line)
     sp = Table(title="specialists (audit accuracy: of the current version, on audit rows no version trained on)")
     for col in ("name", "status", "version", "audit accuracy", "vote weight", "note"):
         sp.add_column(col)
@@ -145,6 +151,22 @@ def render(info: dict[str, Any], run_dir: Path | str) -> Any:
                  *_sources(info.get("sources") or {}, est))
 
 
+def weighing_lines(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """The weighed reviewers' estimated accuracy, the answers the vote outweighed, the flags."""
+    w = info.get("weighing") or {}
+    out = []
+    for kind, acc in (w.get("accuracy") or {}).items():
+        checked = (w.get("checked") or {}).get(kind, 0)
+        basis = f"{checked} checked by a trusted reviewer" if checked else "from its agreement with the vote"
+        out.append((f"reviewer {kind}", f"about {acc:.0%} right on its {w['rows'][kind]} rows ({basis}); "
+                                        f"{w.get('overruled', 0)} answers outweighed by the vote, "
+                                        f"{w.get('untrained', 0)} too doubtful to train on"))
+    if info.get("flagged"):
+        out.append(("flagged", f"{info['flagged']} reviewed rows the vote contradicts (annotation_flag): "
+                               "worth a second look"))
+    return out
+
+
 def _estimate_line(info: dict[str, Any]) -> str:
     acc = info.get("estimated_accuracy")
     if acc is None:
@@ -152,7 +174,13 @@ def _estimate_line(info: dict[str, Any]) -> str:
                 else "when the run is complete")
     low, high = info.get("estimated_accuracy_low"), info.get("estimated_accuracy_high")
     interval = "" if low is None else f" (95% interval {low:.1%} - {high:.1%})"
-    return f"{acc:.1%}{interval}, from {info['audit_rows']} audit rows"
+    line = f"{acc:.1%}{interval}, from {info['audit_rows']} audit rows"
+    weighed = (info.get("weighing") or {}).get("accuracy") or {}
+    noisy = [k for k in (info.get("audit_reviewers") or {}) if k in weighed]
+    if noisy:  # the audit's answers are the yardstick: a reviewer that is often wrong bends it
+        line += (f"; answered by {noisy[0]}, itself about {weighed[noisy[0]]:.0%} right: this measures agreement "
+                 "with it, not accuracy (put people last in the reviewer list to audit with them)")
+    return line
 
 
 def _stages(stages: list[dict[str, Any]], rollbacks: dict[str, int]) -> list[Any]:

@@ -17,6 +17,9 @@ Layout of `RUN_DIR/run.db`:
                for an audit row, the stage whose hardest rows it would have been among (`hard_stage`)
   reviews      the deciding review of each row (or why there is none), stored as each arrives
   answers      every reviewer's own answer to a row (in a cascade, the ones before the decider too)
+  priors       the vote's distribution over the labels of each reviewed row, taken before its review
+  verdicts     each reviewed row's decided label: the reviewer's answer weighed against the vote
+               (`review.weigh`), the belief in it, whether it is flagged, the label to train on
   human_queue  rows waiting for a person, and the people's answers (`review.queue`)
   final        the label, confidence and provenance of every text
   stages       continual-learning stages and their metrics
@@ -31,7 +34,7 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,6 +74,9 @@ CREATE TABLE IF NOT EXISTS final (text_id INTEGER PRIMARY KEY, label TEXT, confi
 CREATE TABLE IF NOT EXISTS stages (stage INTEGER PRIMARY KEY, metrics TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS answers (text_id INTEGER NOT NULL, reviewer TEXT NOT NULL, label TEXT,
     confidence REAL, reason TEXT, source TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (text_id, reviewer));
+CREATE TABLE IF NOT EXISTS priors (text_id INTEGER PRIMARY KEY, probs TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS verdicts (text_id INTEGER PRIMARY KEY, label TEXT, belief REAL NOT NULL,
+    answer TEXT, flagged INTEGER NOT NULL DEFAULT 0, train TEXT);
 CREATE TABLE IF NOT EXISTS human_queue (text_id INTEGER PRIMARY KEY, why TEXT NOT NULL, text TEXT NOT NULL,
     suggestion TEXT, confidence REAL, votes TEXT, llm_label TEXT, llm_confidence REAL, llm_reason TEXT,
     queued_at REAL NOT NULL, lease TEXT, lease_until REAL, skips INTEGER NOT NULL DEFAULT 0,
@@ -144,7 +150,8 @@ def _unpack_ids(blob: bytes) -> np.ndarray:
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _OUR_TABLES = {"meta", "texts", "rows", "embeddings", "predictions", "specialists", "versions", "routing",
-               "reviews", "final", "stages", "llm_calls", "llm_spend", "sqlite_sequence", "answers", "human_queue"}
+               "reviews", "final", "stages", "llm_calls", "llm_spend", "sqlite_sequence", "answers", "human_queue",
+               "priors", "verdicts"}
 
 
 def check_store_file(db_path: Path, *, fresh_ok: bool) -> None:
@@ -505,6 +512,45 @@ class RunStore:
                 "SELECT text_id, reviewer, label, confidence, reason, source FROM answers"):
             if text_ids is None or t in text_ids:
                 out.setdefault(t, {})[rev] = {"label": lab, "confidence": conf, "reason": why, "source": src}
+        return out
+
+    def put_priors(self, priors: Mapping[int, Sequence[float]], replace: bool = False) -> None:
+        """The vote's distribution of rows about to be reviewed; the first one given stands (it was
+        taken by specialists that had not learned from the row), unless `replace` (for rows no
+        specialist ever learns from: the audit)."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        self.conn.executemany(f"{verb} INTO priors(text_id, probs) VALUES (?,?)",
+                              [(int(t), json.dumps([round(float(x), 5) for x in p])) for t, p in priors.items()])
+
+    def priors(self) -> dict[int, list[float]]:
+        return {t: json.loads(p) for t, p in self.conn.execute("SELECT text_id, probs FROM priors")}
+
+    def put_verdicts(self, rows: Iterable[tuple[int, str | None, float, str | None, bool, str | None]]) -> None:
+        """(text id, decided label, belief, the reviewer's answer, flagged, the label to train on or
+        None), replacing all."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM verdicts")
+            c.executemany("INSERT INTO verdicts(text_id, label, belief, answer, flagged, train) VALUES (?,?,?,?,?,?)",
+                          [(int(t), lab, float(b), a, int(f), tr) for t, lab, b, a, f, tr in rows])
+
+    def verdicts(self) -> dict[int, tuple[str | None, float, str | None, bool, str | None]]:
+        """{text id: (decided label, belief, answer, flagged, label to train on)}"""
+        try:
+            rows = self.conn.execute("SELECT text_id, label, belief, answer, flagged, train FROM verdicts").fetchall()
+        except sqlite3.OperationalError:  # a read-only look at a run made before verdicts existed
+            return {}
+        return {t: (lab, b, a, bool(f), tr) for t, lab, b, a, f, tr in rows}
+
+    def decided_reviews(self) -> dict[int, str]:
+        """{text_id: label} of the reviewed rows to learn from: where the answer was weighed, the
+        label `review.weigh` says to train on, without the rows too doubtful to train on."""
+        out = self.labeled_reviews()
+        for t, (_lab, _b, _a, _f, train) in self.verdicts().items():
+            if t in out:
+                if train is not None:
+                    out[t] = train
+                else:
+                    del out[t]
         return out
 
     def reviews(self, include_pending: bool = False) -> dict[int, ReviewResult]:

@@ -59,6 +59,8 @@ class ReviewerSpec(BaseModel):
     column: str | None = None
     path: str | None = None
     min_confidence: float | None = None
+    # weigh its answers against the vote instead of obeying them (default: yes for `llm`, no for people)
+    weigh: bool | None = None
 
     @field_validator("min_confidence")
     @classmethod

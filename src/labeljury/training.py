@@ -22,8 +22,9 @@ POOL_SAMPLE = 50_000  # n-gram vocabularies are fitted on at most this many unla
 
 def reviewed(store: RunStore, ids: Sequence[int] | None = None) -> tuple[np.ndarray, list[str]]:
     """(sorted text ids, their labels) of the reviewed rows a specialist may learn from, among `ids`
-    (default all): every row that got a label, except the audit sample, which only measures."""
-    reviews = store.labeled_reviews()
+    (default all): every row that got a label, except the audit sample, which only measures, and a
+    weighed reviewer's rows too doubtful to learn from; the labels are the decided ones (`review.weigh`)."""
+    reviews = store.decided_reviews()
     audit = set(store.routed("audit"))
     keep = [i for i in (reviews.keys() if ids is None else ids) if i in reviews and i not in audit]
     keys = np.array(sorted(keep), dtype=np.int64)
@@ -69,13 +70,15 @@ class Trainer:
         """A fresh, unfitted copy of specialist `name`, with its features fitted on unlabeled rows."""
         model = self.registry.fresh(name)
         if isinstance(model, LearnsFromUnlabeled):
-            with self.progress.bar(f"{name}: features from unlabeled rows", None):
-                model.fit_unsupervised(self.features.rows(model, self.pool()))
+            pool = self.pool()
+            with self.progress.bar(f"{name}: features from {len(pool):,} unlabeled rows", len(pool)) as bar:
+                model.fit_unsupervised(self.features.rows(model, pool))
+                bar.advance(len(pool))
         return model
 
     def fit(self, model: Specialist, ids: np.ndarray, *, update: bool = False) -> Specialist:
         """Fit `model` on the reviewed labels of `ids` (with `update`, continue training it on them)."""
-        labels = self.store.labeled_reviews()
+        labels = self.store.decided_reviews()
         X, y = self.features.rows(model, ids), [labels[int(i)] for i in ids]
         if update:
             assert isinstance(model, Updatable)
@@ -89,6 +92,23 @@ class Trainer:
         if not len(ids):
             return None
         return hard_labels(model.predict_proba(self.features.rows(model, ids))) == y
+
+    def cross_val_proba(self, name: str, ids: np.ndarray, y: list[str], folds: int = 5) -> np.ndarray | None:
+        """(len(ids), k) out-of-fold probabilities of fresh copies of `name`, each fitted on the other
+        folds; None where a class is too rare to fold."""
+        from sklearn.model_selection import StratifiedKFold
+
+        y_arr = np.array(y)
+        counts = np.unique(y_arr, return_counts=True)[1]
+        folds = int(min(folds, counts.min())) if len(counts) > 1 else 0
+        if folds < 2:
+            return None
+        out = np.full((len(ids), len(self.labels)), np.nan, np.float32)
+        for train, test in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(ids, y_arr):
+            clone = self.new(name)
+            clone.fit(self.features.rows(clone, ids[train]), y_arr[train].tolist())  # type: ignore[attr-defined]
+            out[test] = clone.predict_proba(self.features.rows(clone, ids[test]))
+        return out
 
     def cross_val_predict(self, name: str, ids: np.ndarray, y: list[str]) -> np.ndarray:
         """Out-of-fold label indices of fresh copies of `name` (-1 where a class is too rare to fold)."""

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import data
 from ..budget import BudgetPlan, budget_rows, plan_budget, resize_plan
 from ..continual import StageLoop
@@ -29,6 +31,7 @@ from ..progress import Progress, SilentProgress
 from ..registry import Registry, read_registry
 from ..review.base import Checked, Closeable, Queued, Reviewer
 from ..review.desk import ReviewDesk
+from ..review.weigh import weighed_kinds
 from ..routing import HardestFirst
 from ..scoring import Features, Scorer
 from ..specialists import Specialist, build_specialist
@@ -157,7 +160,7 @@ class Annotator:
             features = Features(store)
             scorer = Scorer(store, features, registry, task.label_names, task.voting, progress)
             trainer = Trainer(store, registry, features, task.label_names, task.seed, progress)
-            desk = ReviewDesk(store, reviewer, progress)
+            desk = ReviewDesk(store, reviewer, progress, task.label_names, weighed_kinds(task.reviewer, reviewer))
 
             encoders = encoders_needed(registry.models.values(), bootstrap=plan.bootstrap > 0)
             encode(store, encoders, progress)
@@ -175,6 +178,14 @@ class Annotator:
                                progress=progress)
             if not stages.run(wait=not finish):
                 return self._report(store, "waiting", None, desk)
+            # the audit rows, which no version learns from, get the final vote as their prior; then
+            # every answer is weighed again (answers people gave since the last stage count too)
+            audit = np.asarray(store.routed("audit"), dtype=np.int64)
+            if len(audit):
+                v = scorer.vote(audit)
+                store.put_priors({int(t): v.result.posterior[i] for i, t in enumerate(v.ids)
+                                  if v.result.label[i] >= 0}, replace=True)
+            desk.weigh()
             finalize(store, scorer, trainer, registry, task.label_names, task.seed)
             write_plan(task, registry, scorer, progress)
             if output is not None:

@@ -12,8 +12,9 @@ from ..errors import InputError, RunStoreError
 from ..progress import Progress, SilentProgress
 from ..store import RunStore
 
-OUTPUT_COLUMNS = ("annotation", "annotation_confidence", "annotation_source")
-DETAIL_COLUMNS = ("annotation_vote", "annotation_vote_confidence", "annotation_votes")
+OUTPUT_COLUMNS = ("annotation", "annotation_confidence", "annotation_source", "annotation_flag")
+DETAIL_COLUMNS = ("annotation_vote", "annotation_vote_confidence", "annotation_votes", "annotation_review")
+FLAG = "vote-disagrees"  # a reviewed row whose label a confident, out-of-sample vote contradicts
 
 
 def export(store: RunStore, input_path: str | Path, output: str | Path, details: bool = False,
@@ -25,6 +26,8 @@ def export(store: RunStore, input_path: str | Path, output: str | Path, details:
     data.check_output(output, input_path)
     expected = (store.get_meta("fingerprint") or {}).get("input", {}).get("sha256")
     digest = hashlib.sha256()
+    verdicts = store.verdicts()  # reviewed rows only: small
+    reviews = store.reviews() if details else {}
     with data.ChunkWriter(output) as writer, progress.bar("writing output", store.n_rows) as bar:
         for chunk in data.iter_chunks(input_path, digest=digest):
             start = int(chunk.index.start)  # iter_chunks numbers rows with a RangeIndex
@@ -37,11 +40,16 @@ def export(store: RunStore, input_path: str | Path, output: str | Path, details:
             chunk["annotation_confidence"] = np.array([r[1] if r and r[1] is not None else np.nan for r in rows],
                                                      dtype=np.float64)
             chunk["annotation_source"] = [r[2] if r else f"skipped:{why}" for r, why in zip(rows, skips)]
+            chunk["annotation_flag"] = [FLAG if t >= 0 and verdicts.get(int(t), (0, 0, 0, False))[3] else ""
+                                        for t in ids]
             if details:
                 chunk["annotation_vote"] = [r[3] if r else None for r in rows]
                 chunk["annotation_vote_confidence"] = np.array(
                     [r[4] if r and r[4] is not None else np.nan for r in rows], dtype=np.float64)
                 chunk["annotation_votes"] = [r[5] if r else None for r in rows]
+                # the reviewer's own answer, whatever decided the row
+                chunk["annotation_review"] = [reviews[int(t)].label if t >= 0 and int(t) in reviews else None
+                                              for t in ids]
             writer.write(chunk)
             bar.advance(stop - start)
         if expected is not None and digest.hexdigest() != expected:  # leaving the block discards the output

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..registry import Registry
+from ..review.desk import reviewer_of
 from ..scoring import Scorer
 from ..store import RunStore
 from ..training import Trainer
@@ -32,6 +33,7 @@ def finalize(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Regist
     result, P, names = vote.result, vote.P, vote.names
     n = len(vote.ids)
     groups = vote_groups(vote)
+    verdicts = store.verdicts()
     source = np.empty(n, dtype=object)
     label = np.empty(n, dtype=object)
     known = np.zeros(n, bool)
@@ -40,6 +42,9 @@ def finalize(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Regist
         lab = int(result.label[t])
         if r is not None and r.label is not None and not r.pending:
             source[t], label[t], known[t] = r.source, r.label, True
+            v = verdicts.get(t)
+            if v is not None and v[2] is not None and v[0] != r.label:  # the vote outweighed the answer
+                source[t], label[t] = f"vote:over-{reviewer_of(r.source)}", v[0]
         elif lab < 0:
             source[t], label[t] = (r.source if r is not None else "skipped:no-vote"), None
         else:
@@ -54,7 +59,10 @@ def finalize(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Regist
             votes = json.dumps({nm: None if np.isnan(P[t, j]).any() else labels[int(P[t, j].argmax())]
                                 for j, nm in enumerate(names)})
             r = reviews.get(t)
-            if known[t]:
+            v = verdicts.get(t)
+            if known[t] and v is not None and v[2] is not None:  # a weighed answer: the belief in the decision
+                yield (t, label[t], round(float(v[1]), 6), source[t], voted, vconf, votes)
+            elif known[t]:
                 yield (t, r.label, r.confidence, r.source, voted, vconf, votes)  # type: ignore[union-attr]
             elif voted is None:
                 yield (t, None, None, source[t], None, None, votes)

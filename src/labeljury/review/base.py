@@ -28,6 +28,7 @@ class ReviewItem:
     votes: dict[str, str | None] = field(default_factory=dict)  # specialist -> its label (None: abstained)
     probabilities: dict[str, list[float]] = field(default_factory=dict)  # specialist -> task-ordered probs
     reason: str = "hard"  # why it is reviewed: "bootstrap", "audit" or "hard"
+    prior: list[float] | None = None  # the vote's distribution over the task's labels, before review
     previous: ReviewResult | None = None  # in a cascade, what the reviewer before said (could not settle)
 
 

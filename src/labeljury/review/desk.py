@@ -39,10 +39,16 @@ def reviewer_of(source: str) -> str:
 
 
 class ReviewDesk:
-    def __init__(self, store: RunStore, reviewer: Reviewer, progress: Progress | None = None):
+    """Asks the reviewer, stores what it says (and the vote's prior of each row asked), then weighs
+    the answers of the reviewers in `weighed` against the vote (`review.weigh`)."""
+
+    def __init__(self, store: RunStore, reviewer: Reviewer, progress: Progress | None = None,
+                 labels: Sequence[str] = (), weighed: frozenset[str] = frozenset()):
         self.store = store
         self.reviewer = reviewer
         self.progress = progress or SilentProgress()
+        self.labels = list(labels)
+        self.weighed = weighed
 
     def ask(self, ids: Sequence[int], why: str | Mapping[int, str], opinions: Opinions | None = None) -> bool:
         """Ask about the rows `ids` that have no answer yet, saying why each is asked (one reason for
@@ -58,6 +64,7 @@ class ReviewDesk:
         said = opinions(todo) if opinions is not None else {}
         items = [ReviewItem(key=t, text=texts[t][0], row=texts[t][1], reason=reason(t), **said.get(t, {}))
                  for t in todo]
+        s.put_priors({it.key: it.prior for it in items if it.prior is not None})
         pending = 0
         unusable: list[ReviewResult] = []
         what = why if isinstance(why, str) else ", ".join(sorted({reason(t) for t in todo}))
@@ -74,7 +81,15 @@ class ReviewDesk:
                 bar.advance()
         if len(unusable) >= UNUSABLE_MIN and len(unusable) > UNUSABLE_SHARE * len(items):
             raise ReviewError(_unusable_message(self.reviewer.kind, unusable, len(items)))
+        self.weigh()
         return pending == 0
+
+    def weigh(self) -> None:
+        """Decide the reviewed rows' labels anew from every answer so far (cheap: reviewed rows only)."""
+        if self.labels:
+            from .weigh import weigh
+
+            weigh(self.store, self.labels, self.weighed)
 
     def _settled(self) -> set[int]:
         """Rows with a review that stands: answered, or failed for a reason that will not pass."""

@@ -1,0 +1,205 @@
+"""Weighing a reviewer that is often wrong: its answer is one more vote, with a confusion matrix.
+
+An LLM reviewer is right on about 65-75% of hard rows (the paper's own GPT-3.5 numbers); obeying it
+makes every fourth reviewed label wrong and teaches the specialists those mistakes. For each reviewer
+whose answers are weighed (by default `llm`; `gold`, `file`, `human` and `label-studio` are obeyed), the
+decided label of a row it answered is the posterior
+
+    P(y | answer, vote) ~ prior(y) * C[y, answer]
+
+where `prior` is the vote's distribution taken before the row was reviewed (by specialists that had not
+learned from it: `RunStore.priors`) and C the reviewer's confusion matrix, P(answer | true label). C is
+estimated by expectation-maximisation over every row the reviewer answered (Dawid-Skene with the vote
+as the other annotator), with the rows a trusted reviewer also answered (a cascade's people, the audit)
+entering as known truth, and a Dirichlet prior toward DEFAULT_ACCURACY so that a few rows cannot make
+it perfect or useless. What the specialists learn from is set by TRAIN_ON / TRAIN_BELIEF (see there:
+pruning and relabeling were measured, and lost).
+
+Separately, every reviewed row whose label the prior contradicts with confidence is flagged for a
+second look, by cleanlab's label-issue finder (`find_label_issues`) on those out-of-sample priors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..store import RunStore
+from .desk import reviewer_of
+
+WEIGHED_BY_DEFAULT = frozenset({"llm"})
+DEFAULT_ACCURACY = 0.7  # the prior belief in a weighed reviewer before its answers say otherwise
+PRIOR_STRENGTH = 10.0  # ... worth this many rows per class
+PRIOR_MIX = 0.1  # the vote is not calibrated: its distribution is mixed with uniform before use
+# What the specialists learn from a weighed reviewer's rows: its own answer ("answer"), or the decided
+# label ("decided"); rows whose label to learn from is believed less than TRAIN_BELIEF are left out.
+# Measured (BENCHMARKS.md, section 7), financial-sentiment, 26% to a 73%-right reviewer: learning from
+# the decided labels and leaving out those under 0.5 gave 77.9% overall, the answers without those
+# under 0.2 78.4%, the answers, all of them, 79.8%. Uniform noise leaves the most likely label of a
+# logistic regression where it was; relabeling by the vote feeds the vote's own mistakes back into it.
+TRAIN_ON = "answer"
+TRAIN_BELIEF = 0.0
+FLAG_MIN_ROWS = 30  # fewer reviewed rows with a prior than this: no flags (cleanlab needs counts)
+EM_ITERATIONS = 50
+TEMPERATURES = tuple(np.round(np.arange(0.25, 2.01, 0.125), 3))
+
+
+@dataclass
+class Weighing:
+    """What weighing the reviewers found; summarised in `status`."""
+
+    accuracy: dict[str, float] = field(default_factory=dict)  # reviewer -> estimated accuracy
+    confusion: dict[str, list[list[float]]] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # reviewer -> rows it answered
+    checked: dict[str, int] = field(default_factory=dict)  # ... of which a trusted reviewer answered too
+    overruled: int = 0
+    untrained: int = 0
+    flagged: int = 0
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"accuracy": {k: round(v, 4) for k, v in self.accuracy.items()}, "confusion": self.confusion,
+                "rows": self.rows, "checked": self.checked, "overruled": int(self.overruled),
+                "untrained": int(self.untrained), "flagged": int(self.flagged)}
+
+
+def _em(prior: np.ndarray, answer: np.ndarray, truth: np.ndarray, k: int, C0: np.ndarray, strength: float,
+        iterations: int) -> tuple[np.ndarray, np.ndarray, float]:
+    onehot = np.eye(k)[answer]
+    known = truth >= 0
+    C = C0.copy()
+    for _ in range(iterations):
+        q = prior * C[:, answer].T
+        q /= q.sum(axis=1, keepdims=True)
+        q[known] = np.eye(k)[truth[known]]
+        counts = q.T @ onehot  # (true, answer)
+        new = (counts + strength * C0) / (counts.sum(axis=1, keepdims=True) + strength)
+        done = np.abs(new - C).max() < 1e-6
+        C = new
+        if done:
+            break
+    joint = prior * C[:, answer].T
+    loglik = float(np.log(joint[~known].sum(axis=1)).sum())
+    q = joint / joint.sum(axis=1, keepdims=True)
+    q[known] = np.eye(k)[truth[known]]
+    return C, q, loglik
+
+
+def fit_confusion(prior: np.ndarray, answer: np.ndarray, truth: np.ndarray, k: int,
+                  accuracy: float = DEFAULT_ACCURACY, strength: float = PRIOR_STRENGTH,
+                  iterations: int = EM_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
+    """(C, posterior): the reviewer's confusion matrix C[true, answer] and each row's posterior over the
+    true label, from the rows' priors (n, k), the reviewer's answers (n,) and known truth (n,; -1
+    unknown), by EM with a Dirichlet prior (`strength` pseudo-rows a class at `accuracy`).
+
+    The vote's distribution is not calibrated (typically overconfident), so it is tempered,
+    prior ** t renormalised, with the temperature t that makes the answers most likely: how often the
+    reviewer agrees with the vote at each level of the vote's confidence tells both how right the
+    reviewer is and how far to believe the vote."""
+    off = (1.0 - accuracy) / max(k - 1, 1)
+    C0 = np.full((k, k), off) + np.eye(k) * (accuracy - off)
+    logp = np.log(np.clip(prior, 1e-6, None))
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for t in TEMPERATURES:
+        tempered = np.exp(t * (logp - logp.max(axis=1, keepdims=True)))
+        tempered /= tempered.sum(axis=1, keepdims=True)
+        C, q, loglik = _em(tempered, answer, truth, k, C0, strength, iterations)
+        if best is None or loglik > best[0]:
+            best = (loglik, C, q)
+    assert best is not None
+    return best[1], best[2]
+
+
+def weighed_kinds(specs: Sequence[Any], reviewer: Any = None) -> frozenset[str]:
+    """The reviewers whose answers are weighed: a spec's `weigh` when set, else the default by kind;
+    a reviewer object passed to the API says so with a `weigh` attribute."""
+    kinds = set()
+    for spec in specs:
+        w = getattr(spec, "weigh", None)
+        if w or (w is None and spec.kind in WEIGHED_BY_DEFAULT):
+            kinds.add(spec.kind)
+    for r in [reviewer, *(m for m, _ in getattr(reviewer, "reviewers", []))]:
+        if r is not None and getattr(r, "weigh", None) is not None:
+            (kinds.add if r.weigh else kinds.discard)(r.kind)
+    return frozenset(kinds)
+
+
+def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> Weighing:
+    """Decide every reviewed row's label (see the module doc) and store the verdicts."""
+    labels = list(labels)
+    k = len(labels)
+    index = {lab: i for i, lab in enumerate(labels)}
+    reviews = {t: r for t, r in store.reviews().items() if r.label in index}
+    priors = store.priors()
+    uniform = np.full(k, 1.0 / k)
+
+    def prior_of(t: int) -> np.ndarray:
+        p = np.asarray(priors.get(t, uniform), dtype=float)
+        if p.shape != (k,) or not np.isfinite(p).all() or p.sum() <= 0:
+            p = uniform
+        return (1 - PRIOR_MIX) * p / p.sum() + PRIOR_MIX * uniform
+
+    answers = store.answers() if weighed else {}
+    out = Weighing()
+    verdicts: dict[int, list[Any]] = {}  # text id -> [label, belief, answer, flagged, train]
+    for kind in sorted(weighed):
+        ids = [t for t, r in reviews.items() if reviewer_of(r.source) == kind]
+        if not ids:
+            continue
+        truth = np.full(len(ids), -1)
+        for i, t in enumerate(ids):  # a trusted reviewer's answer to the same row is the truth
+            trusted = [a["label"] for rev, a in answers.get(t, {}).items()
+                       if rev != kind and rev not in weighed and a["label"] in index]
+            if trusted:
+                truth[i] = index[trusted[0]]
+        P = np.stack([prior_of(t) for t in ids])
+        ans = np.array([index[reviews[t].label] for t in ids])
+        C, q = fit_confusion(P, ans, truth, k)
+        out.confusion[kind] = [[round(float(x), 4) for x in row] for row in C]
+        # its accuracy on the rows it answered: the mean posterior that its answer is right
+        out.accuracy[kind] = float(q[np.arange(len(ids)), ans].mean())
+        out.rows[kind], out.checked[kind] = len(ids), int((truth >= 0).sum())
+        for i, t in enumerate(ids):
+            decided = int(q[i].argmax())
+            belief = float(q[i, decided])
+            if TRAIN_ON == "answer":
+                keep = q[i, ans[i]] >= TRAIN_BELIEF
+                train = reviews[t].label if keep else None
+            else:
+                keep = belief >= TRAIN_BELIEF
+                train = labels[decided] if keep else None
+            verdicts[t] = [labels[decided], belief, reviews[t].label, False, train]
+            out.overruled += int(decided != ans[i])
+            out.untrained += int(not keep)
+    for t in _label_issues(reviews, priors, index, prior_of):
+        r = reviews[t]
+        # an obeyed reviewer's row keeps its label (no answer recorded: nothing was weighed)
+        verdicts.setdefault(t, [r.label, 1.0 if r.confidence is None else float(r.confidence), None, False, r.label])
+        verdicts[t][3] = True
+        out.flagged += 1
+    store.put_verdicts((t, *v) for t, v in sorted(verdicts.items()))
+    store.set_meta("weighing", out.to_meta())
+    return out
+
+
+def _label_issues(reviews: dict[int, Any], priors: dict[int, list[float]], index: dict[str, int],
+                  prior_of: Any) -> list[int]:
+    """Reviewed rows whose label the out-of-sample vote contradicts with confidence (cleanlab)."""
+    ids = [t for t in reviews if t in priors]
+    if len(ids) < FLAG_MIN_ROWS:
+        return []
+    given = np.array([index[reviews[t].label] for t in ids])
+    if len(set(given.tolist())) < 2:
+        return []
+    from cleanlab.filter import find_label_issues
+
+    P = np.stack([prior_of(t) for t in ids])
+    try:
+        issues = find_label_issues(labels=given, pred_probs=P, filter_by="prune_by_noise_rate")
+    except (ValueError, IndexError):  # a class nobody gave: too few rows to say
+        return []
+    # only where the vote is confident: a row that is merely hard is not a suspect
+    confident = P.max(axis=1) >= 0.6
+    return [t for t, bad, c in zip(ids, issues, confident, strict=True) if bad and c]
