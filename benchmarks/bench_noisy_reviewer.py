@@ -56,7 +56,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "obey-uniform-nocl": {"percent": 26, "variant": "uniform", "weigh": False, "continual": False},
     "obey-uniform-8": {"percent": 8, "variant": "uniform", "weigh": False},
     "weigh-uniform-8": {"percent": 8, "variant": "uniform", "weigh": True},
-    "perfect-weighed": {"percent": 26, "variant": "uniform", "weigh": True, "accuracy": 1.0},
+    "perfect-weighed": {"percent": 26, "variant": "uniform", "weigh": True, "reviewer_accuracy": 1.0},
     "gold": {"percent": 26, "gold": True},
 }
 TARGETS = {"financial-sentiment": {"paper": 78.56, "before": 81.8, "goal": 84.0},
@@ -85,7 +85,7 @@ def one_run(ds: Any, input_path: Path, name: str, cfg: dict[str, Any], cache: Pa
                             "output": str(workdir / f"{tag}.csv"), "run_dir": str(workdir / f"{tag}.run"),
                             "gold_column": ds.label_column, "text_column": ds.text_column, "emb_cache": str(cache)}
     if not cfg.get("gold"):
-        spec["simulated"] = {"accuracy": cfg.get("accuracy", GPT35[ds.name]), "variant": cfg["variant"],
+        spec["simulated"] = {"accuracy": cfg.get("reviewer_accuracy", GPT35[ds.name]), "variant": cfg["variant"],
                              "seed": seed, "weigh": cfg["weigh"]}
     res = measure(spec, workdir)
     res.update(dataset=ds.name, config=name, seed=seed, **{k: v for k, v in cfg.items() if k != "gold"})

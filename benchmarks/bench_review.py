@@ -182,6 +182,9 @@ def main() -> None:
     result["gold_run"] = dict(zip(("accuracy", "sources"), accuracy(work / "gold.csv", ds.label_column)),
                               seconds=round(time.perf_counter() - t0, 1))
     print("gold reviewer:", result["gold_run"], file=sys.stderr)
+    with RunStore.existing(work / "gold.csv.run") as s:  # the same specialists (with an `llm:` section,
+        specialists = [json.loads(spec) for (spec,) in  # `auto` would let the LLM choose others)
+                       s.conn.execute("SELECT spec FROM specialists ORDER BY position")]
 
     def decide(text: str) -> tuple[str, float] | None:
         d = _digest(text)
@@ -190,7 +193,8 @@ def main() -> None:
         return gold[text], 0.3 if d % 10 == 1 else 0.9
 
     with FaultyOracle(decide, fault_rate=0.1, faults=("429", "malformed")) as llm:
-        task = dict(base_task, reviewer=[{"kind": "llm", "min_confidence": 0.5}, {"kind": "human"}],
+        task = dict(base_task, specialists=specialists,
+                    reviewer=[{"kind": "llm", "min_confidence": 0.5}, {"kind": "human"}],
                     llm={"model": "gpt-4o-mini", "base_url": llm.base_url, "api_key_env": None, "timeout": 5.0,
                          "max_retries": 2, "concurrency": 8, "budget_usd": None})
         (work / "cascade.yaml").write_text(yaml.safe_dump(task))

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labeljury.cli import app
+from labeljury.store import RunStore
 
 from .conftest import make_rows, write_task
 
@@ -200,6 +201,16 @@ def test_pipeline_run_with_an_llm_reviewer_reports_its_cost(tmp_path, data, serv
     assert llm["cost_per_reviewed_row_usd"] == pytest.approx(status["cost_usd"] / llm["llm_reviewed_rows"])
     ev = json.loads(_invoke("eval", out, "--run-dir", tmp_path / "run", "--json").stdout)
     assert ev["cost_usd"] == pytest.approx(llm["cost_usd"]) and ev["cost_per_row_usd"] == pytest.approx(llm["cost_usd"] / 40)
+
+
+def test_a_fresh_run_with_an_llm_reviewer_lets_the_llm_choose_the_specialists(tmp_path, data, server):
+    # the LLM reviewer's cache creates run.db before the meta-controller chooses: that is a fresh run
+    task = _task(tmp_path, server.base_url, reviewer="{kind: llm}", specialists="auto")
+    out = tmp_path / "out.csv"
+    res = _invoke("run", task, "--input", data, "--output", out)
+    assert res.exit_code == 0, res.output
+    with RunStore.existing(tmp_path / "out.csv.run") as s:
+        assert s.get_meta("selected_specialists")
 
 
 def test_the_api_key_never_leaks(tmp_path, data, monkeypatch, caplog):

@@ -218,11 +218,16 @@ def select_for_run(task: Task, run_dir: Path, progress: Progress) -> list[Specia
     the pipeline saves a new choice in the run store."""
     from ..llm import LLMClient, Ledger, SQLiteCallCache
     from ..llm.journal import SQLiteSpendJournal
-    from ..store import RunStore
+    from ..errors import RunStoreError
+    from ..store import RunStore, check_store_file
 
     if (run_dir / "run.db").exists():
-        with RunStore.existing(run_dir) as store:
-            saved = store.get_meta("selected_specialists")
+        check_store_file(run_dir / "run.db", fresh_ok=True)  # a foreign or damaged file stops here, before spending
+        try:
+            with RunStore.existing(run_dir) as store:
+                saved = store.get_meta("selected_specialists")
+        except RunStoreError:  # a fresh one: only the LLM reviewer's cache so far, no choice saved yet
+            saved = None
         if saved is not None:
             return [SpecialistSpec.model_validate(sp) for sp in saved]
     assert task.llm is not None
