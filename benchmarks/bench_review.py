@@ -109,13 +109,13 @@ def answer_by_page(url: str, labels: list[str], gold: dict[str, str], rows: int)
         page = browser.new_page()
         page.goto(url)
         for i in range(rows):
-            page.wait_for_function("document.getElementById('row').style.display !== 'none' || "
+            page.wait_for_function("() => document.getElementById('row').style.display !== 'none' || "
                                    "document.getElementById('done').style.display === 'block'")
             if page.locator("#done").is_visible():
                 break
             text = page.locator("#text").text_content() or ""
             page.keyboard.press(str(labels.index(gold[text]) + 1))
-            page.wait_for_function(f"window.labeljuryTimings.length > {i}")
+            page.wait_for_function("n => window.labeljuryTimings.length > n", arg=i)
         timings = page.evaluate("window.labeljuryTimings")
         browser.close()
     return [float(t) for t in timings]
@@ -158,6 +158,7 @@ def main() -> None:
     ap.add_argument("--page-rows", type=int, default=60)
     ap.add_argument("--out")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--gold-from", help="a workdir of an earlier run of this script: reuse its gold-reviewer run")
     args = ap.parse_args()
 
     import pandas as pd
@@ -178,7 +179,11 @@ def main() -> None:
     base_task = task_dict(ds, labels, budget_value(args.budget))
     (work / "gold.yaml").write_text(yaml.safe_dump(base_task))
     t0 = time.perf_counter()
-    run(load_task(work / "gold.yaml"), ds.path, work / "gold.csv")
+    if args.gold_from:
+        shutil.copy(Path(args.gold_from) / "gold.csv", work / "gold.csv")
+        shutil.copytree(Path(args.gold_from) / "gold.csv.run", work / "gold.csv.run")
+    else:
+        run(load_task(work / "gold.yaml"), ds.path, work / "gold.csv")
     result["gold_run"] = dict(zip(("accuracy", "sources"), accuracy(work / "gold.csv", ds.label_column)),
                               seconds=round(time.perf_counter() - t0, 1))
     print("gold reviewer:", result["gold_run"], file=sys.stderr)
