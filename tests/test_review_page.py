@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -181,6 +182,17 @@ def test_undo_takes_back_only_your_own_answer_before_a_run_uses_it(waiting_run) 
     q.close()
 
 
+def test_released_rows_go_to_the_next_person_at_once(server) -> None:
+    _, a = call(server, "/api/next", who="alice")
+    _, b = call(server, "/api/next", who="bob")
+    assert a["id"] != b["id"]
+    assert call(server, "/api/release", "POST", {}, who="alice") == (200, {"ok": True, "released": 1})
+    assert call(server, "/api/next", who="carol")[1]["id"] == a["id"]  # not after the lease expires
+    assert call(server, "/api/next", who="dave")[1]["id"] not in (a["id"], b["id"])  # bob still holds his
+    assert call(server, "/api/release", "POST", {}, who="alice",
+                headers={"Origin": "http://evil.example"})[0] == 403
+
+
 @pytest.fixture
 def browser():
     require(Path(CHROMIUM).exists(), "Debian's chromium")
@@ -224,6 +236,22 @@ def test_label_rows_by_keyboard_and_undo_in_a_browser(server, browser, waiting_r
 def test_two_pages_at_once_show_different_rows(server, browser) -> None:
     one, two = _page(browser, server), _page(browser, server)
     assert one.locator("#text").text_content() != two.locator("#text").text_content()
+
+
+def test_closing_a_page_hands_its_row_to_the_next_person(server, browser) -> None:
+    page = _page(browser, server)
+    shown = page.locator("#text").text_content()
+    status, row = call(server, "/api/next", who="other")
+    assert status == 200 and row["text"] != shown  # the open page holds its row
+    call(server, "/api/skip", "POST", {"id": row["id"]}, who="other")
+    page.close()
+    for _ in range(50):
+        status, row = call(server, "/api/next", who="third")
+        if row["text"] == shown:
+            break
+        call(server, "/api/skip", "POST", {"id": row["id"]}, who="third")
+        time.sleep(0.1)
+    assert row["text"] == shown
 
 
 def test_a_hostile_text_shows_as_text(server, browser, waiting_run) -> None:

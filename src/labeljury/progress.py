@@ -1,10 +1,15 @@
-"""Progress reporting for long steps: rich bars (rate and ETA) in the CLI, silence in the library."""
+"""Progress reporting for long steps: rich bars (rate and ETA) in the CLI, silence in the library.
+
+Every bar has a total, so it can show an ETA; a step whose row count is unknown until it has read
+everything (a CSV or JSONL input) counts bytes of the file instead (`unit="bytes"`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Literal, Protocol
+
+Unit = Literal["rows", "bytes"]
 
 
 class Bar(Protocol):
@@ -12,7 +17,7 @@ class Bar(Protocol):
 
 
 class Progress(Protocol):
-    def bar(self, description: str, total: int | None) -> Iterator[Bar]: ...
+    def bar(self, description: str, total: int | None, unit: Unit = "rows") -> Iterator[Bar]: ...
 
     def log(self, message: str) -> None: ...
 
@@ -24,7 +29,7 @@ class _NullBar:
 
 class SilentProgress:
     @contextmanager
-    def bar(self, description: str, total: int | None) -> Iterator[Bar]:
+    def bar(self, description: str, total: int | None, unit: Unit = "rows") -> Iterator[Bar]:
         yield _NullBar()
 
     def log(self, message: str) -> None:
@@ -40,9 +45,10 @@ class RichProgress:
         self.console = console or Console(stderr=True)
 
     @contextmanager
-    def bar(self, description: str, total: int | None) -> Iterator[Bar]:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+    def bar(self, description: str, total: int | None, unit: Unit = "rows") -> Iterator[Bar]:
+        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress,
+                                   TaskProgressColumn, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
 
         class _Rate(TextColumn):
             def render(self, task):  # noqa: ANN001, ANN202
@@ -51,9 +57,10 @@ class RichProgress:
                 speed = task.finished_speed or task.speed
                 return Text("" if not speed else f"{speed:,.0f}/s", style="progress.data.speed")
 
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TaskProgressColumn(), _Rate(""), TimeElapsedColumn(), TextColumn("eta"),
-                   TimeRemainingColumn()]
+        count = [DownloadColumn(), TaskProgressColumn(), TransferSpeedColumn()] if unit == "bytes" else [
+            MofNCompleteColumn(), TaskProgressColumn(), _Rate("")]
+        columns = [TextColumn("{task.description}"), BarColumn(), *count, TimeElapsedColumn(),
+                   TextColumn("eta"), TimeRemainingColumn()]
         with Progress(*columns, console=self.console, transient=False) as p:
             task_id = p.add_task(description, total=total)
 

@@ -178,6 +178,12 @@ document.addEventListener("keydown", (e) => {
   }
 });
 if (FILTERING) $("filter").addEventListener("input", renderLabels);
+// A closed tab hands its row back at once, so another person gets it now rather than when its lease
+// expires; keepalive lets the request outlive the page.
+window.addEventListener("pagehide", () => {
+  fetch("/api/release", {method: "POST", keepalive: true, body: "{}",
+                         headers: {...headers, "Content-Type": "application/json"}});
+});
 next();
 </script>
 </body></html>

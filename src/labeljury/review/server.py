@@ -13,6 +13,7 @@ API (the page uses nothing else):
     POST /api/answer {id, label}    200; 409 when the row was answered already; 400 for a label not in the task
     POST /api/skip   {id}           hand the row back
     POST /api/undo   {id}           take back your own answer (while no run has used it)
+    POST /api/release {}            hand back the rows you hold (the page sends it when it is closed)
     GET  /api/progress              {answered, left, per_minute, eta_seconds}
 A reviewer is told apart by the `X-Reviewer` header (the page sends a random one per tab), so each
 open page gets different rows (a lease that expires) and no row is answered twice.
@@ -147,6 +148,12 @@ def create_app(run_dir: str | Path, token: str, *, allowed_hosts: set[str] | Non
         if not queue.undo(row_id, reviewer(request)):
             raise HTTPException(409, f"the answer to row {row_id} cannot be taken back (not yours, or a run used it)")
         return {"ok": True, "id": row_id}
+
+    @app.post("/api/release")
+    async def release(request: Request) -> Any:
+        authorize(request)
+        same_origin(request)
+        return {"ok": True, "released": queue.release(reviewer(request))}
 
     @app.get("/api/progress")
     def progress(request: Request) -> Any:
