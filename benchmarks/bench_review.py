@@ -50,9 +50,15 @@ class FaultyOracle(OracleLLMServer):
 
     def respond(self, body: dict[str, Any], auth: str) -> tuple[int, dict[str, str], bytes]:
         fault = self._pick_fault()
+        if fault is not None:
+            with self._lock:
+                self.counts[f"injected {fault}"] += 1
         if fault == "429":
             return 429, {"retry-after-ms": "20"}, json.dumps({"error": {"message": "Rate limit reached"}}).encode()
         status, headers, payload = super().respond(body, auth)
+        if status == 500:
+            with self._lock:
+                self.counts["500 (a text that always fails)"] += 1
         if fault == "malformed" and status == 200:
             answer = json.loads(payload)
             content = answer["choices"][0]["message"]["content"]

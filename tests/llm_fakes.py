@@ -322,8 +322,9 @@ class OracleLLMServer(FakeLLMServer):
         self.asked: list[str] = []
 
     def respond(self, body: dict[str, Any], auth: str) -> tuple[int, dict[str, str], bytes]:
-        user = body["messages"][-1]["content"]
-        line = next((ln for ln in user.splitlines() if ln.startswith("Text: ")), None)
+        # the row's prompt; after an invalid answer the client re-asks, and the last message is the re-ask
+        users = [m["content"] for m in reversed(body["messages"]) if m["role"] == "user"]
+        line = next((ln for u in users for ln in u.splitlines() if ln.startswith("Text: ")), None)
         if line is None:  # not a review (model selection...): the generic answer
             return super().respond(body, auth)
         text = json.loads(line[len("Text: "):])

@@ -468,6 +468,36 @@ def test_ngram_heads_use_the_pool_vocabulary_and_round_trip(cls, toy_embeddings,
     assert not list((tmp_path / "ckpt").glob("*.joblib")) and not list((tmp_path / "ckpt").glob("*.pkl"))
 
 
+def test_a_vocabulary_checkpoint_grows_with_its_terms_not_its_longest_term(tmp_path):
+    # one 300-character word used to pad every one of the other terms to 300 characters in the .npz
+    import json
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from labeljury.specialists import persist
+
+    words = [f"w{i:05d}" for i in range(20_000)]
+    texts = [" ".join(words[i:i + 50]) for i in range(0, len(words), 50)] + ["x" * 300]
+    vec = TfidfVectorizer().fit(texts)
+    persist.save_state(tmp_path / "new", {}, {"vec": vec})
+    size = (tmp_path / "new" / "arrays.npz").stat().st_size
+    terms_bytes = sum(len(t) + 1 for t in vec.vocabulary_)
+    assert size < terms_bytes + vec.idf_.nbytes + 10_000  # the terms, their idf, headers: not 20k x 1,200 bytes
+    _, objects = persist.load_state(tmp_path / "new")
+    assert objects["vec"].vocabulary_ == vec.vocabulary_
+    assert (objects["vec"].transform(texts) != vec.transform(texts)).nnz == 0
+    # a checkpoint written before (a fixed-width string array) still loads
+    old = tmp_path / "old"
+    old.mkdir()
+    arrays = {"vec.terms": np.array(sorted(vec.vocabulary_, key=vec.vocabulary_.get), dtype=str),
+              "vec.idf": vec.idf_}
+    np.savez(old / "arrays.npz", **arrays)
+    desc = persist.dump(vec, {}, "vec")
+    desc = {k: v for k, v in desc.items() if k != "terms_utf8"} | {"terms": "vec.terms"}
+    (old / "head.json").write_text(json.dumps({"objects": {"vec": desc}}))
+    assert persist.load_state(old)[1]["vec"].vocabulary_ == vec.vocabulary_
+
+
 def test_lexicon_features_join_the_embedding_head(toy_embeddings):
     E, y = toy_embeddings
     head = EmbeddingHead(["cooking", "sports"], lexicon=True)

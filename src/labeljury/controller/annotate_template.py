@@ -207,7 +207,9 @@ def rebuild(d, arrays):
     if d["kind"] == "TfidfVectorizer":
         p = {**d["params"], "ngram_range": tuple(d["params"]["ngram_range"]), "dtype": np.dtype(d["params"]["dtype"]).type}
         v = TfidfVectorizer(**p)
-        v.vocabulary_ = {t: i for i, t in enumerate(arrays[d["terms"]].tolist())}
+        terms = (arrays[d["terms_utf8"]].tobytes().decode("utf-8").split("\n") if "terms_utf8" in d
+                 else arrays[d["terms"]].tolist())
+        v.vocabulary_ = {t: i for i, t in enumerate(terms)}
         v.idf_ = arrays[d["idf"]]
         v.fixed_vocabulary_ = False
         return v
