@@ -310,13 +310,15 @@ def _use_cached_embeddings(input_path: str, text_column: str, npy: str) -> None:
 
     from labeljury.specialists.base import bounded
 
-    texts = [bounded(t) for t in pd.read_csv(input_path, usecols=[text_column])[text_column].astype(str).tolist()]
+    # the rows `_encode_worker` encoded: the file's distinct non-empty texts, in order of first appearance
+    column = pd.read_csv(input_path, usecols=[text_column])[text_column].tolist()
+    texts = [t for t in dict.fromkeys(column) if isinstance(t, str) and t.strip()]
     E = np.load(npy)
     if len(E) != len(texts):
-        raise ValueError(f"{npy} has {len(E)} rows, {input_path} {len(texts)}")
+        raise ValueError(f"{npy} has {len(E)} rows, {input_path} {len(texts)} distinct texts")
     lookup: dict[str, np.ndarray] = {}
     for t, e in zip(texts, E):
-        lookup.setdefault(t, e)
+        lookup.setdefault(bounded(t), e)
 
     class CachedEncoder(Encoder):
         id, dim = "minilm", int(E.shape[1])
