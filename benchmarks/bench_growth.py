@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 from benchlib import DATA_DIR, cleanup, make_workdir, write_results  # noqa: E402
 
 SOURCES = [DATA_DIR / "tweet-sentiment" / "annotate.csv", DATA_DIR / "tweet-sentiment" / "rest.csv",
@@ -148,25 +148,16 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure(n: int, budget: float, work: Path) -> dict[str, Any]:
+    """One size, in a fresh process (`benchlib.measure`: its peak RSS and wall time are its own)."""
     size_dir = work / f"n{n}"
     size_dir.mkdir(parents=True, exist_ok=True)
     inp = size_dir / "input.csv"
     labels = build_input(n, inp)
-    spec = {"input": str(inp), "work": str(size_dir), "labels": labels, "budget": budget}
-    (size_dir / "spec.json").write_text(json.dumps(spec))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "worker", str(size_dir / "spec.json")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    result_path = size_dir / "result.json"
-    if os.waitstatus_to_exitcode(status) != 0 or not result_path.exists():
-        return {"rows": n, "error": " | ".join(err.strip().splitlines()[-5:])}
-    result = json.loads(result_path.read_text())
-    result.update(process_seconds=round(time.perf_counter() - t0, 1),
-                  peak_rss_mb=round(usage.ru_maxrss / 1024, 1), input_mb=round(inp.stat().st_size / 1e6, 1))
+    spec = {"kind": "growth", "module": "bench_growth", "input": str(inp), "work": str(size_dir),
+            "labels": labels, "budget": budget}
+    result = benchlib.measure(spec, size_dir)
+    result.setdefault("rows", n)
+    result["input_mb"] = round(inp.stat().st_size / 1e6, 1)
     return result
 
 
@@ -217,9 +208,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "worker":
-        spec_path = Path(sys.argv[2])
-        res = worker(json.loads(spec_path.read_text()))
-        (spec_path.parent / "result.json").write_text(json.dumps(res, default=str))
-        sys.exit(0)
     main()

@@ -21,11 +21,8 @@ def ingest(store: RunStore, input_path: Path, text_column: str, progress: Progre
         return
     done = store.get_meta("ingested_rows", 0)
     by_rows = data.detect_format(input_path) == "parquet"
-    if by_rows:
-        bar_ctx = progress.bar("reading rows", data.count_rows(input_path))
-    else:
-        bar_ctx = progress.bar("reading rows", input_path.stat().st_size, unit="bytes")
-    with bar_ctx as bar:
+    total = data.count_rows(input_path) if by_rows else input_path.stat().st_size
+    with progress.bar("reading rows", total, unit="rows" if by_rows else "bytes") as bar:
         counter = None if by_rows else _BytesRead(bar)
         for chunk in data.iter_chunks(input_path, columns=[text_column], digest=counter):
             start = int(chunk.index.start)  # iter_chunks numbers rows with a RangeIndex
