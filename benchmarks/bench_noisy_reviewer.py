@@ -18,6 +18,9 @@ Configurations (name: reviewer share, reviewer, weighing, continual learning):
   obey-uniform-8 / weigh-uniform-8   8% of the rows to the reviewer
   perfect-weighed 26%, a reviewer that is always right, weighed (what weighing costs a perfect one)
   gold            26%, the gold reviewer (obeyed)
+  weigh-uniform-people        a cascade: weigh-uniform's reviewer, then people (scripted from gold) who
+                              answer the audit and the flagged rows sent on for a second look
+  weigh-uniform-people-nolook the same cascade, flagged rows not sent on (what the second look adds)
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "weigh-uniform-8": {"percent": 8, "variant": "uniform", "weigh": True},
     "perfect-weighed": {"percent": 26, "variant": "uniform", "weigh": True, "reviewer_accuracy": 1.0},
     "gold": {"percent": 26, "gold": True},
+    "weigh-uniform-people": {"percent": 26, "variant": "uniform", "weigh": True, "then_gold": True},
+    "weigh-uniform-people-nolook": {"percent": 26, "variant": "uniform", "weigh": True, "then_gold": True,
+                                    "second_look": False},
 }
 TARGETS = {"financial-sentiment": {"paper": 78.56, "before": 81.8, "goal": 84.0},
            "tweet-sentiment": {"paper": 67.89, "before": 69.0, "goal": 72.0}}
@@ -86,7 +92,8 @@ def one_run(ds: Any, input_path: Path, name: str, cfg: dict[str, Any], cache: Pa
                             "gold_column": ds.label_column, "text_column": ds.text_column, "emb_cache": str(cache)}
     if not cfg.get("gold"):
         spec["simulated"] = {"accuracy": cfg.get("reviewer_accuracy", GPT35[ds.name]), "variant": cfg["variant"],
-                             "seed": seed, "weigh": cfg["weigh"]}
+                             "seed": seed, "weigh": cfg["weigh"], "then_gold": cfg.get("then_gold", False),
+                             "second_look": cfg.get("second_look", True)}
     res = measure(spec, workdir)
     res.update(dataset=ds.name, config=name, seed=seed, **{k: v for k, v in cfg.items() if k != "gold"})
     if "error" in res:

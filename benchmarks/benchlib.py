@@ -233,6 +233,16 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
         sim = spec["simulated"]
         reviewer = SimulatedReviewer(spec["input"], spec["gold_column"], task.label_names, sim["accuracy"],
                                      sim.get("variant", "uniform"), sim.get("seed", 0), sim.get("weigh", True))
+        if sim.get("then_gold"):  # a cascade: the noisy reviewer, then people (scripted from gold)
+            from labeljury.review.cascade import CascadeReviewer
+            from labeljury.review.gold import GoldReviewer
+
+            reviewer = CascadeReviewer([(reviewer, None),
+                                        (GoldReviewer(spec["input"], spec["gold_column"], task.label_names), None)])
+            if not sim.get("second_look", True):  # the same cascade without sending flagged rows on
+                from labeljury.review.desk import ReviewDesk
+
+                ReviewDesk.second_looks = lambda self: []  # type: ignore[method-assign]
     report = labeljury.run(task, spec["input"], out, run_dir, details=True, reviewer=reviewer)
     wall = time.perf_counter() - t0
     rss_after_run = _self_rss_mb()
@@ -260,6 +270,9 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
         result["reviewer"] = _reviewer_metrics(out, spec["gold_column"])
         with RunStore.existing(run_dir) as store:
             result["weighing"] = store.get_meta("weighing")
+        from labeljury.status import run_status
+
+        result["second_looks"] = run_status(run_dir)["second_looks"]
     verdicts = [m["promoted"] for st in stages if not st.get("final") for m in st["specialists"].values()
                 if "promoted" in m]
     result["rollbacks"] = [sum(not v for v in verdicts), len(verdicts)]

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from labeljury import evaluate, load_task, run
 from labeljury.cli import app
 from labeljury.review.queue import HumanQueue
+from labeljury.status import run_status as status_of
 from labeljury.store import RunStore
 
 from .conftest import make_rows, write_task
@@ -144,3 +145,86 @@ def test_finish_goes_on_without_people_and_takes_their_answers_later(tmp_path, d
     run(load_task(task), path, tmp_path / "out.csv", finish=True)  # the answers are in: labeled again
     out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     assert (out.annotation_source == "reviewed:human").sum() >= len(queued)
+
+
+def liar(gold: dict[str, str], labels: list[str]):
+    """An LLM confidently wrong on a third of the rows (by a hash of the text)."""
+    def decide(t: str) -> tuple[str, float]:
+        if flaky(t):
+            return labels[(labels.index(gold[t]) + 1) % len(labels)], 0.9
+        return gold[t], 0.9
+    return decide
+
+
+@pytest.fixture
+def bigger(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    rows = make_rows(900, seed=21)
+    path = tmp_path / "in.csv"
+    rows.to_csv(path, index=False)
+    return path, dict(zip(rows.text, rows.label))
+
+
+def test_flagged_llm_answers_go_to_people_for_a_second_look_without_holding_the_run(tmp_path, bigger) -> None:
+    path, gold = bigger
+    labels = sorted(set(gold.values()))
+    with OracleLLMServer(liar(gold, labels)) as server:
+        task = load_task(cascade_task(tmp_path, server.base_url, "[{kind: llm}, {kind: human}]"))
+        out, run_dir = tmp_path / "out.csv", tmp_path / "out.csv.run"
+        rounds = 0
+        while (report := run(task, path, out)).status == "waiting":
+            q = HumanQueue(run_dir)  # people answer what the run waits for, not the second looks
+            for w in q.waiting():
+                if w.why != "flagged":
+                    assert q.answer(w.id, gold[w.text], "scripted")
+            q.close()
+            rounds += 1
+            assert rounds < 20
+        # the run is complete while the flagged rows still wait for a person
+        q = HumanQueue(run_dir)
+        flagged = [w for w in q.waiting() if w.why == "flagged"]
+        assert len(flagged) >= 5
+        assert all(w.llm_label is not None for w in flagged)  # the page shows what the LLM said
+        # the flags point at the LLM's mistakes
+        assert sum(w.llm_label != gold[w.text] for w in flagged) > 0.6 * len(flagged)
+        df = pd.read_csv(out, keep_default_na=False).set_index("text")
+        assert (df.loc[[w.text for w in flagged]].annotation_source.str.endswith("llm")).all()
+        info = status_of(run_dir)
+        assert info["second_looks"]["sent"] == len(flagged) and info["second_looks"]["decided"] == 0
+        for w in flagged:
+            assert q.answer(w.id, gold[w.text], "scripted")
+        q.close()
+        asked = len(server.asked)
+        assert run(task, path, out).status == "complete"
+        assert len(server.asked) == asked  # nothing asked of the LLM again
+    df = pd.read_csv(out, keep_default_na=False).set_index("text")
+    second = df.loc[[w.text for w in flagged]]
+    assert (second.annotation_source == "reviewed:human").all() and (second.annotation == second.label).all()
+    info = status_of(run_dir)
+    assert info["second_looks"] == {"sent": len(flagged), "decided": len(flagged)}
+    # what people said of them is known truth about the LLM: its accuracy is estimated on checked rows
+    assert info["weighing"]["checked"]["llm"] >= len(flagged)
+
+
+def test_second_looks_wait_in_the_file_queue_beside_the_stage_rows(tmp_path, bigger) -> None:
+    path, gold = bigger
+    labels = sorted(set(gold.values()))
+    with OracleLLMServer(liar(gold, labels)) as server:
+        task = load_task(cascade_task(tmp_path, server.base_url, "[{kind: llm}, {kind: file}]"))
+        out = tmp_path / "out.csv"
+        whys: set[str] = set()
+        rounds = 0
+        while True:
+            report = run(task, path, out)
+            queue = tmp_path / "out.csv.run" / "review_queue.jsonl"
+            lines = [json.loads(x) for x in queue.read_text().splitlines()] if queue.exists() else []
+            if report.status == "complete" and not lines:
+                break
+            whys |= {rec["why"] for rec in lines}
+            queue.write_text("".join(json.dumps({**rec, "label": gold[rec["text"]]}) + "\n" for rec in lines))
+            rounds += 1
+            assert rounds < 20
+    assert "flagged" in whys and len(whys) > 1
+    with RunStore.existing(tmp_path / "out.csv.run") as s:
+        sent = [t for t, a in s.answers().items() if "second-look" in a]
+        reviews = s.reviews()
+    assert sent and all(reviews[t].source == "reviewed:file" for t in sent)

@@ -506,3 +506,29 @@ def test_lexicon_features_join_the_embedding_head(toy_embeddings):
     assert head._clf.coef_.shape[1] == E.shape[1] + 4
     with pytest.raises(SpecialistError, match="reads texts"):
         head.predict_proba(E)
+
+
+def test_the_device_plan_is_fp16_with_large_batches_on_a_gpu_and_fp32_on_the_cpu(monkeypatch, caplog) -> None:
+    import logging
+
+    import torch
+
+    from labeljury.specialists import encoder as enc
+
+    caplog.set_level(logging.INFO, logger="labeljury")
+    monkeypatch.setattr(enc, "_LOGGED", set())
+    cpu = enc.device_plan("encoder test-cpu", "cpu")
+    assert (cpu.device, cpu.dtype, cpu.batch_size) == ("cpu", "float32", 64)
+
+    class Props:  # the GPU this machine lacks: a 141 GiB one, as the CUDA runtime would describe it
+        total_memory = 141 * 2**30
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: Props())
+    gpu = enc.device_plan("encoder test-gpu")
+    assert (gpu.device, gpu.dtype, gpu.batch_size) == ("cuda", "float16", 512)
+    assert enc.device_plan("encoder test-gpu", batch_size=32).batch_size == 32  # asked for: kept
+    lines = [r.getMessage() for r in caplog.records if r.name == "labeljury"]
+    assert "encoder test-cpu runs on cpu (float32, batch 64)" in lines
+    assert "encoder test-gpu runs on cuda (float16, batch 512)" in lines
+    assert len(lines) == 2  # once a model

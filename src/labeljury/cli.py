@@ -74,10 +74,23 @@ def run(
     allow_key_host: AllowKeyHost = None,
     finish: Annotated[bool, typer.Option(help="do not wait for people: rows without an answer keep the vote "
                                               "and stay in the queue; rerun when they are answered")] = False,
+    engine: Annotated[str | None, typer.Option(help="where the encoder pass and the specialists' scoring run: "
+                                                    "local or ray (default: the task file's `engine`)")] = None,
+    address: Annotated[str | None, typer.Option(help="the Ray cluster for --engine ray (host:port, auto or "
+                                                     "ray://...; default: start a local one)")] = None,
 ) -> None:
     """Label INPUT and write OUTPUT; resumes an interrupted run."""
     _allow_key_hosts(allow_key_host)
     spec = load_task(task)
+    if engine is not None or address is not None:
+        from .errors import TaskError
+
+        if engine not in (None, "local", "ray"):
+            raise TaskError(f"--engine {engine!r} is not an engine; use local or ray")
+        update: dict[str, object] = {"kind": engine or ("ray" if address else spec.engine.kind)}
+        if address is not None:
+            update["address"] = address
+        spec = spec.model_copy(update={"engine": spec.engine.model_copy(update=update)})
     report = pipeline.run(spec, input, output, run_dir, progress=RichProgress(err), details=details, finish=finish)
     for s in report.specialists:
         if s["status"] == "dropped":

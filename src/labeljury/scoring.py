@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import voting
+from .engine import ChunkJob, Engine, LocalEngine, ScoreWorker
 from .progress import Progress, SilentProgress
 from .registry import Registry
 from .specialists import Rows
@@ -168,7 +169,8 @@ class Scorer:
     """Predictions of every voting specialist version, per chunk, stored once; the vote of any rows."""
 
     def __init__(self, store: RunStore, features: Features, registry: Registry, labels: Sequence[str],
-                 method: voting.Method, progress: Progress | None = None):
+                 method: voting.Method, progress: Progress | None = None, engine: Engine | None = None):
+        self.engine = engine or LocalEngine()
         self.store = store
         self.features = features
         self.registry = registry
@@ -195,10 +197,23 @@ class Scorer:
         if not todo:
             return
         with self.progress.bar("specialists voting", sum(len(range(*self.features.span(c))) for _, c in todo)) as bar:
-            for name, c in todo:
-                a, b = self.features.span(c)
-                s.put_predictions(name, reg.versions[name], c, self.proba(reg.models[name], np.arange(a, b)))
-                bar.advance(b - a)
+            if isinstance(self.engine, LocalEngine):  # here: through the feature memo
+                for name, c in todo:
+                    a, b = self.features.span(c)
+                    s.put_predictions(name, reg.versions[name], c, self.proba(reg.models[name], np.arange(a, b)))
+                    bar.advance(b - a)
+                return
+            worker = ScoreWorker({name: reg.models[name] for name in {n for n, _ in todo}})
+            for (name, c), proba in self.engine.map(worker, (self._job(name, c) for name, c in todo)):
+                s.put_predictions(name, reg.versions[name], c, proba)
+                bar.advance(len(range(*self.features.span(c))))
+
+    def _job(self, name: str, chunk: int) -> ChunkJob:
+        """What specialist `name` reads of `chunk`, for an engine's worker."""
+        model = self.registry.models[name]
+        kind = model.input_kind
+        emb = self.features.chunk_embeddings(model.encoder, chunk) if kind in ("embedding", "text+embedding") else None
+        return ChunkJob((name, chunk), None if kind == "embedding" else self.features.chunk_texts(chunk), emb)
 
     @property
     def n_chunks(self) -> int:

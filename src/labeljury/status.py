@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from .llm.usage import LLMUsage, read_llm_usage
 from .registry import read_registry
-from .review.desk import reviewer_of
+from .review.desk import SENT_ON, reviewer_of
 from .store import RunStore
 
 
@@ -47,9 +48,21 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "budget_plan": s.get_meta("budget_plan"),
             "weighing": s.get_meta("weighing"),
             "flagged": sum(v[3] for v in s.verdicts().values()),
+            "second_looks": _second_looks(s),
             "audit_reviewers": _count(reviewer_of(reviews[t].source) for t in s.routed("audit") if t in reviews),
             **_estimate(s.get_meta("trust") if done else None, len(s.routed("audit"))),
         }
+
+
+def _second_looks(s: RunStore) -> dict[str, int]:
+    """Flagged rows sent on to the next reviewer of a cascade, and how many it has decided."""
+    try:
+        sent, decided = s.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(r.created_at >= a.created_at), 0) FROM answers a JOIN reviews r "
+            "USING (text_id) WHERE a.reviewer=? AND r.pending=0", (SENT_ON,)).fetchone()
+    except sqlite3.OperationalError:  # a run made before answers were kept
+        return {"sent": 0, "decided": 0}
+    return {"sent": int(sent), "decided": int(decided)}
 
 
 def _estimate(trust: dict[str, Any] | None, audit_rows: int) -> dict[str, Any]:
@@ -161,9 +174,15 @@ def weighing_lines(info: dict[str, Any]) -> list[tuple[str, str]]:
         out.append((f"reviewer {kind}", f"about {acc:.0%} right on its {w['rows'][kind]} rows ({basis}); "
                                         f"{w.get('overruled', 0)} answers outweighed by the vote, "
                                         f"{w.get('untrained', 0)} too doubtful to train on"))
-    if info.get("flagged"):
-        out.append(("flagged", f"{info['flagged']} reviewed rows the vote contradicts (annotation_flag): "
-                               "worth a second look"))
+    sent = info.get("second_looks") or {}
+    if info.get("flagged") or sent.get("sent"):
+        line = f"{info.get('flagged', 0)} reviewed rows the vote contradicts (annotation_flag)"
+        if sent.get("sent"):
+            line += (f"; {sent['sent']} sent on to the next reviewer for a second look, "
+                     f"{sent['decided']} decided there")
+        else:
+            line += ": worth a second look"
+        out.append(("flagged", line))
     return out
 
 

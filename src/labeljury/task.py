@@ -160,6 +160,38 @@ class LLMSpec(BaseModel):
 RESUMABLE_LLM_SETTINGS = ("budget_usd", "budget_tokens", "concurrency", "timeout", "batch_size", "max_retries", "prices")
 
 
+class EngineSpec(BaseModel):
+    """Where the encoder pass and the specialists' scoring run (`labeljury.engine`): `local` (this
+    process) or `ray` (a Ray cluster: `address` of an existing one, else a local one is started).
+    It does not change the labels: a run continues under another engine."""
+
+    model_config = _STRICT
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None
+    actors: int | None = None  # the actor pool's size (default: one per GPU, else one per CPU)
+    num_gpus: float | None = None  # GPUs per actor (default: 1 for transformer work when there are GPUs)
+    window: int = 64  # chunks per Ray Data job (bounds what the driver holds at once)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, v: Any) -> Any:
+        return {"kind": v} if isinstance(v, str) else v
+
+    @field_validator("actors", "window")
+    @classmethod
+    def _at_least_one(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _gpus(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+
 class ContinualSpec(BaseModel):
     """Staged fine-tuning of the trainable specialists on reviewed rows (see `continual`)."""
 
@@ -185,6 +217,7 @@ class Task(BaseModel):
     review: ReviewSpec = Field(default_factory=ReviewSpec)
     llm: LLMSpec | None = None
     continual: ContinualSpec | None = None
+    engine: EngineSpec = Field(default_factory=EngineSpec)
     seed: int = 0
 
     @field_validator("name")
@@ -268,6 +301,7 @@ class Task(BaseModel):
         price: a run resumed with other values of those continues where it stopped."""
         data = self.model_dump(mode="json")
         data["review"].pop("budget", None)
+        data.pop("engine", None)  # where the work runs does not change the labels
         if data.get("llm"):
             for key in RESUMABLE_LLM_SETTINGS:
                 data["llm"].pop(key, None)

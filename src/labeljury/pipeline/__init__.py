@@ -30,6 +30,7 @@ from ..errors import InputError, RunStoreError, SpecialistError
 from ..progress import Progress, SilentProgress
 from ..registry import Registry, read_registry
 from ..review.base import Checked, Closeable, Queued, Reviewer
+from ..engine import Engine, make_engine
 from ..review.desk import ReviewDesk
 from ..review.weigh import weighed_kinds
 from ..routing import HardestFirst
@@ -122,8 +123,9 @@ class Annotator:
     """One run of a task over one input, backed by one run directory."""
 
     def __init__(self, task: Task, input_path: str | Path, run_dir: str | Path,
-                 reviewer: Reviewer | None = None, progress: Progress | None = None):
+                 reviewer: Reviewer | None = None, progress: Progress | None = None, engine: Engine | None = None):
         self.task = task
+        self.engine = engine
         self.input_path = Path(input_path)
         self.run_dir = Path(run_dir)
         self.progress = progress or SilentProgress()
@@ -152,18 +154,19 @@ class Annotator:
         self._specs = self._choose_specialists()
         built = self._build_specialists()  # an unknown specialist fails before anything is written
         store = self._open_store()
+        engine = self.engine or make_engine(task.engine)
         try:
             ingest(store, self.input_path, task.text_column, progress)
             plan = self._budget_plan(store, built)
             registry = Registry(store, self._fresh)
             registry.open(built, self._unbuilt)
             features = Features(store)
-            scorer = Scorer(store, features, registry, task.label_names, task.voting, progress)
+            scorer = Scorer(store, features, registry, task.label_names, task.voting, progress, engine)
             trainer = Trainer(store, registry, features, task.label_names, task.seed, progress)
             desk = ReviewDesk(store, reviewer, progress, task.label_names, weighed_kinds(task.reviewer, reviewer))
 
             encoders = encoders_needed(registry.models.values(), bootstrap=plan.bootstrap > 0)
-            encode(store, encoders, progress)
+            encode(store, encoders, progress, engine)
             store.set_meta("run_started_at", time.time())  # answers given before now may have been used
             route_audit(store, plan.audit, task.seed)
             route_bootstrap(store, plan.bootstrap, features, encoders[0] if encoders else None, task.seed)
@@ -186,6 +189,7 @@ class Annotator:
                 store.put_priors({int(t): v.result.posterior[i] for i, t in enumerate(v.ids)
                                   if v.result.label[i] >= 0}, replace=True)
             desk.weigh()
+            desk.second_look()  # the rows flagged by that last weighing go on to the next reviewer
             finalize(store, scorer, trainer, registry, task.label_names, task.seed)
             write_plan(task, registry, scorer, progress)
             if output is not None:
@@ -193,6 +197,8 @@ class Annotator:
             return self._report(store, "complete", None if output is None else Path(output), desk)
         finally:
             store.close()
+            if self.engine is None:  # an engine passed in is the caller's to close
+                engine.close()
             if isinstance(reviewer, Closeable):
                 reviewer.close()
 
@@ -308,9 +314,10 @@ def _members(reviewer: Reviewer | None) -> list[Reviewer]:
 
 def run(task: Task, input_path: str | Path, output: str | Path, run_dir: str | Path | None = None, *,
         reviewer: Reviewer | None = None, progress: Progress | None = None, details: bool = False,
-        finish: bool = False) -> RunReport:
+        finish: bool = False, engine: Engine | None = None) -> RunReport:
     """Label `input_path` with `task` and write `output`. Resumes the run in `run_dir` if it exists.
-    With `finish`, goes on without the answers people have not given yet (see `Annotator.run`)."""
+    With `finish`, goes on without the answers people have not given yet (see `Annotator.run`).
+    `engine` overrides the task's (`labeljury.engine`)."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(output)
-    return Annotator(task, input_path, run_dir, reviewer=reviewer, progress=progress).run(
+    return Annotator(task, input_path, run_dir, reviewer=reviewer, progress=progress, engine=engine).run(
         output, details=details, finish=finish)

@@ -72,3 +72,9 @@ class Queued(Protocol):
     """A reviewer whose pending rows wait in a file a person fills in."""
 
     path: Path
+
+
+def reviewer_of(source: str) -> str:
+    """The reviewer a source names: reviewed:llm -> llm, queued:gold-label-missing -> gold."""
+    kind, _, rest = source.partition(":")
+    return rest if kind == "reviewed" else rest.split("-")[0]

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import ReviewError
 from ..progress import Progress, SilentProgress
 from ..store import RunStore
-from .base import Reviewer, ReviewItem, ReviewResult
+from .base import Reviewer, ReviewItem, ReviewResult, reviewer_of
+from .cascade import SECOND_LOOK, CascadeReviewer
 
 Opinions = Callable[[list[int]], dict[int, dict[str, Any]]]
 # A reviewer whose answers are mostly unusable is misconfigured (a wrong gold column, labels that do
@@ -30,12 +32,7 @@ EXPECTED = ("queued:llm-budget",)  # the LLM budget ran out: by design, not a fa
 TRANSIENT = ("queued:llm-budget", "queued:llm-timeout", "queued:llm-connection", "queued:llm-http-",
              "queued:llm-bad-response")
 RETRY_AFTER = 30.0
-
-
-def reviewer_of(source: str) -> str:
-    """The reviewer a source names: reviewed:llm -> llm, queued:gold-label-missing -> gold."""
-    kind, _, rest = source.partition(":")
-    return rest if kind == "reviewed" else rest.split("-")[0]
+SENT_ON = "second-look"  # the answers-table mark of a flagged row sent on to the next reviewer
 
 
 class ReviewDesk:
@@ -52,12 +49,14 @@ class ReviewDesk:
 
     def ask(self, ids: Sequence[int], why: str | Mapping[int, str], opinions: Opinions | None = None) -> bool:
         """Ask about the rows `ids` that have no answer yet, saying why each is asked (one reason for
-        all, or one a row), with what the specialists said of them (`opinions`) when given. Returns
-        False while some answers are pending."""
+        all, or one a row), with what the specialists said of them (`opinions`) when given; and, in a
+        cascade, send the rows whose answer was flagged on to the next reviewer (`second_looks`).
+        Returns False while some of `ids` wait for an answer (a second look does not hold the run up)."""
         s = self.store
         done = self._settled()
         todo = [t for t in ids if t not in done]
-        if not todo:
+        again = self.second_looks()
+        if not todo and not again:
             return True
         reason = (lambda t: why) if isinstance(why, str) else why.__getitem__
         texts = s.texts_by_id(todo)
@@ -67,9 +66,15 @@ class ReviewDesk:
         s.put_priors({it.key: it.prior for it in items if it.prior is not None})
         pending = 0
         unusable: list[ReviewResult] = []
-        what = why if isinstance(why, str) else ", ".join(sorted({reason(t) for t in todo}))
-        with self.progress.bar(f"review ({what}, {self.reviewer.kind})", len(items)) as bar:
-            for res in self.reviewer.review(items):
+        whys = {why} if isinstance(why, str) and todo else {reason(t) for t in todo}
+        what = ", ".join(sorted(whys | ({SECOND_LOOK} if again else set())))
+        sent_on = {it.key for it in again}
+        with self.progress.bar(f"review ({what}, {self.reviewer.kind})", len(items) + len(again)) as bar:
+            for res in self.reviewer.review(items + again):
+                if res.key in sent_on:
+                    self._store_second_look(res)
+                    bar.advance()
+                    continue
                 s.put_review(res)
                 for earlier in res.trail:
                     s.put_answer(reviewer_of(earlier.source), earlier)
@@ -83,6 +88,60 @@ class ReviewDesk:
             raise ReviewError(_unusable_message(self.reviewer.kind, unusable, len(items)))
         self.weigh()
         return pending == 0
+
+    def second_look(self) -> None:
+        """Send the rows flagged since the last ask to the next reviewer (at the end of a run)."""
+        self.ask([], SECOND_LOOK)
+
+    def second_looks(self) -> list[ReviewItem]:
+        """In a cascade, the rows an earlier reviewer decided whose answer was flagged as doubtful
+        (`review.weigh`), or that were sent on before and are still waiting, that no later reviewer
+        has answered: each as a ReviewItem with reason "flagged" and the earlier answer as `previous`."""
+        if not isinstance(self.reviewer, CascadeReviewer) or len(self.reviewer.reviewers) < 2:
+            return []
+        kinds = self.reviewer.kinds
+        earlier = kinds[:-1]
+        s = self.store
+        flagged = {t for t, v in s.verdicts().items() if v[3]}
+        answers = s.answers()
+        out: list[ReviewResult] = []
+        for t, r in s.reviews().items():
+            who = reviewer_of(r.source)
+            if r.label is None or who not in earlier:
+                continue
+            said = answers.get(t, {})
+            if not (t in flagged or SENT_ON in said):
+                continue
+            later = kinds[kinds.index(who) + 1:]
+            if any(k in said for k in later):  # a later reviewer tried (and could not answer either)
+                continue
+            out.append(r)
+        if not out:
+            return []
+        texts = s.texts_by_id([r.key for r in out])
+        priors = s.priors()
+        items = []
+        for r in out:
+            p = priors.get(r.key)
+            best = None if p is None else max(range(len(p)), key=p.__getitem__)
+            vote = None if best is None or best >= len(self.labels) else self.labels[best]
+            items.append(ReviewItem(key=r.key, text=texts[r.key][0], row=texts[r.key][1], reason=SECOND_LOOK,
+                                    vote=vote, confidence=None if vote is None else float(p[best]),  # type: ignore[index]
+                                    prior=p, previous=r))
+        return items
+
+    def _store_second_look(self, res: ReviewResult) -> None:
+        """A later reviewer's answer to a flagged row decides it; while it waits (or when it fails),
+        the earlier answer stands, and the row is marked as sent on so that it stays in that queue."""
+        s = self.store
+        s.put_answer(SENT_ON, ReviewResult(res.key, None, f"queued:{SECOND_LOOK}"))
+        if res.pending:
+            return
+        if res.label is None:
+            s.put_answer(reviewer_of(res.source), res)
+        else:
+            s.put_review(replace(res, trail=()))
+            s.put_answer(reviewer_of(res.source), res)
 
     def weigh(self) -> None:
         """Decide the reviewed rows' labels anew from every answer so far (cheap: reviewed rows only)."""

@@ -213,7 +213,7 @@ def _why(item: ReviewItem) -> str:
     """Why a person sees the row: the pipeline's reason, or the earlier reviewer that could not settle
     it ("llm-timeout", "llm-invalid-answer", "llm-unsure" for an answer below min_confidence...)."""
     prev = item.previous
-    if prev is None:
+    if prev is None or item.reason == "flagged":  # flagged: an answer given, doubted afterwards
         return item.reason
     if prev.label is not None:
         return "llm-unsure"

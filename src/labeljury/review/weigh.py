@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..store import RunStore
-from .desk import reviewer_of
+from .desk import SENT_ON, reviewer_of
 
 WEIGHED_BY_DEFAULT = frozenset({"llm"})
 DEFAULT_ACCURACY = 0.7  # the prior belief in a weighed reviewer before its answers say otherwise
@@ -148,20 +148,31 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
         ids = [t for t, r in reviews.items() if reviewer_of(r.source) == kind]
         if not ids:
             continue
+        # rows it decided, then flagged and sent on to a trusted reviewer who decided them (a second
+        # look), are known truth for its confusion: which rows are sent on depends only on what is
+        # observed (its answer and the prior), so the estimate stays unbiased. Their label is the
+        # trusted one: no verdict is kept for them.
+        checked = [t for t, said in answers.items() if SENT_ON in said and t in reviews
+                   and reviewer_of(reviews[t].source) not in weighed and said.get(kind, {}).get("label") in index]
+        decided_here = len(ids)
+        ids += checked
         truth = np.full(len(ids), -1)
         for i, t in enumerate(ids):  # a trusted reviewer's answer to the same row is the truth
             trusted = [a["label"] for rev, a in answers.get(t, {}).items()
                        if rev != kind and rev not in weighed and a["label"] in index]
+            if i >= decided_here:
+                trusted = [reviews[t].label]
             if trusted:
                 truth[i] = index[trusted[0]]
         P = np.stack([prior_of(t) for t in ids])
-        ans = np.array([index[reviews[t].label] for t in ids])
+        ans = np.array([index[reviews[t].label if i < decided_here else answers[t][kind]["label"]]
+                        for i, t in enumerate(ids)])
         C, q = fit_confusion(P, ans, truth, k)
         out.confusion[kind] = [[round(float(x), 4) for x in row] for row in C]
         # its accuracy on the rows it answered: the mean posterior that its answer is right
         out.accuracy[kind] = float(q[np.arange(len(ids)), ans].mean())
         out.rows[kind], out.checked[kind] = len(ids), int((truth >= 0).sum())
-        for i, t in enumerate(ids):
+        for i, t in enumerate(ids[:decided_here]):
             decided = int(q[i].argmax())
             belief = float(q[i, decided])
             if TRAIN_ON == "answer":
@@ -175,6 +186,8 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
             out.untrained += int(not keep)
     for t in _label_issues(reviews, priors, index, prior_of):
         r = reviews[t]
+        if SENT_ON in answers.get(t, {}) and reviewer_of(r.source) not in weighed:
+            continue  # flagged before, and a trusted reviewer has had the second look
         # an obeyed reviewer's row keeps its label (no answer recorded: nothing was weighed)
         verdicts.setdefault(t, [r.label, 1.0 if r.confidence is None else float(r.confidence), None, False, r.label])
         verdicts[t][3] = True

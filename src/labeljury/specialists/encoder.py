@@ -14,15 +14,19 @@ Encoder ids:
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import SpecialistError
+
+log = logging.getLogger("labeljury")
 
 DEFAULT_ENCODER = "minilm"
 MINILM_MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length
@@ -46,6 +50,39 @@ def _cap_torch_threads() -> None:
         torch.set_num_threads(cpu_threads())
 
 
+@dataclass(frozen=True)
+class DevicePlan:
+    """Where a transformer runs and how: CUDA in fp16 with large batches when there is a GPU, else the
+    CPU in fp32."""
+
+    device: str
+    dtype: str  # "float16" or "float32"
+    batch_size: int
+
+
+def device_plan(what: str, device: str | None = None, batch_size: int | None = None) -> DevicePlan:
+    """The plan for `what` (a model's name, for the log line), logged once a model: the device asked
+    for, else CUDA when available; on CUDA fp16 and a batch sized from the GPU's memory."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        try:
+            gib = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+        except (RuntimeError, AssertionError):
+            gib = 8.0
+        plan = DevicePlan(device, "float16", batch_size or (512 if gib >= 40 else 256 if gib >= 16 else 128))
+    else:
+        plan = DevicePlan(device, "float32", batch_size or 64)
+    if what not in _LOGGED:
+        _LOGGED.add(what)
+        log.info("%s runs on %s (%s, batch %d)", what, plan.device, plan.dtype, plan.batch_size)
+    return plan
+
+
+_LOGGED: set[str] = set()
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -58,12 +95,15 @@ class Encoder(ABC):
     id: str
     dim: int
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """(len(texts), dim) float32 embeddings with unit L2 norm; an empty list gives (0, dim)."""
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """(len(texts), dim) float32 embeddings with unit L2 norm; an empty list gives (0, dim).
+        The batch size defaults to the device's (`device_plan`)."""
         texts = ["" if t is None else str(t) for t in texts]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return _normalise(self._encode(texts, max(1, int(batch_size))))
+        plan = getattr(self, "plan", None)
+        size = batch_size or (plan.batch_size if plan is not None else 64)
+        return _normalise(self._encode(texts, max(1, int(size))))
 
     @abstractmethod
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
@@ -82,7 +122,8 @@ class SentenceTransformerEncoder(Encoder):
 
         _cap_torch_threads()
         self.id = encoder_id
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.plan = device_plan(f"encoder {encoder_id}", device)
+        self.device = self.plan.device
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # labeljury draws its own progress; no stray bars on stderr
@@ -96,6 +137,8 @@ class SentenceTransformerEncoder(Encoder):
                 f"({type(err).__name__}); give a sentence-transformers hub id or an existing model folder"
             ) from None
         self.model.eval()
+        if self.plan.dtype == "float16":
+            self.model.half()
         # sentence-transformers 6 renamed the method; >=3.0 is supported.
         get_dim = (
             getattr(self.model, "get_embedding_dimension", None)

@@ -65,6 +65,7 @@ def _quiet_transformers() -> Iterator[None]:
 class FineTunedClassifier(BaseSpecialist):
     """A transformers sequence classifier fine-tuned on the task's labels (see module doc)."""
 
+    gpu = True  # an engine gives its workers a GPU each when there are GPUs
     name = "finetune"
     input_kind: ClassVar[InputKind] = "text"
     trainable: ClassVar[bool] = True
@@ -195,10 +196,16 @@ class FineTunedClassifier(BaseSpecialist):
         return texts, [self.labels.index(v) for v in y]
 
     def _device(self) -> str:
-        import torch
+        from .encoder import device_plan
 
-        self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device_plan(f"specialist {self.name} (fine-tuning)", self.device).device
         return self.device
+
+    def to_device(self, device: str) -> None:
+        """Run on `device` from now on (an engine's worker with a GPU)."""
+        self.device = device
+        if self._model is not None:
+            self._model.to(device)
 
     def _load_base(self) -> None:
         import torch

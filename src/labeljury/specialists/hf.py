@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import SpecialistError
 from .base import BaseSpecialist, texts_of
-from .encoder import cpu_threads
+from .encoder import cpu_threads, device_plan
 
 
 class HFTextClassifier(BaseSpecialist):
@@ -24,6 +24,8 @@ class HFTextClassifier(BaseSpecialist):
     Only the config is read when `classes_` is first asked for (cheap, and catches a wrong id
     early); the weights load on the first `predict_proba`.
     """
+
+    gpu = True  # an engine gives its workers a GPU each when there are GPUs
 
     name = "hf"
 
@@ -78,7 +80,8 @@ class HFTextClassifier(BaseSpecialist):
 
         if torch.get_num_threads() > cpu_threads():
             torch.set_num_threads(cpu_threads())
-        self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        plan = device_plan(f"specialist {self.name}", self.device)
+        self.device = plan.device
         config = self.config
         try:
             # weights as safetensors only (no pickle), and never code from the model's repository
@@ -100,6 +103,13 @@ class HFTextClassifier(BaseSpecialist):
         self._max_tokens = min(int(x) for x in limits if isinstance(x, int) and x > 0)
         self._tokenizer = tokenizer
         self._model = model.to(self.device).eval()
+        if plan.dtype == "float16":
+            self._model.half()  # inference only: the probabilities are taken in float32 below
+
+    def to_device(self, device: str) -> None:
+        """Run on `device` from now on (an engine's worker with a GPU)."""
+        self.device = device
+        self._model = None  # loaded again, there, when next asked
 
     def predict_proba(self, X: Any) -> np.ndarray:
         texts = texts_of(X, self.name)
