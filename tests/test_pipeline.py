@@ -274,6 +274,7 @@ def test_finetuned_transformer_continues_training_stage_by_stage(tmp_path, toy_c
     """The `finetune` specialist (a tiny random BERT here) is fine-tuned in the stages through
     `update`: each version continues from the last promoted checkpoint (an HF folder) on the new
     reviewed rows plus a replay sample, and `export-model` can ship it."""
+    from tests.test_progress import RecordingProgress
     from tests.tiny_models import make_tiny_bert
 
     from labeljury.model_export import export_model
@@ -282,7 +283,12 @@ def test_finetuned_transformer_continues_training_stage_by_stage(tmp_path, toy_c
     task = write_task(tmp_path / "t.yaml", budget=0.2, specialists=(
         f"[nb-head, {{id: finetune, options: {{model: '{tiny}', epochs: 1, batch_size: 16, max_length: 16}}}}]"),
         extra="continual: {stage_size: 40, replay: 30}\n")
-    run(load_task(task), toy_csv, tmp_path / "out.csv")
+    progress = RecordingProgress()
+    run(load_task(task), toy_csv, tmp_path / "out.csv", progress=progress)
+    # every fit and update shows a bar with a total (rows x epochs), and it reaches it
+    tuning = [b for b in progress.bars if b["description"].startswith("finetune: ")]
+    assert any("updating" in b["description"] for b in tuning) and any("fine-tuning" in b["description"] for b in tuning)
+    assert all(b["total"] and b["done"] == b["total"] for b in tuning)
     run_dir = tmp_path / "out.csv.run"
     with RunStore(run_dir) as s:
         spec = {e["name"]: e for e in s.specialists()}["finetune"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing import Any
+
 import numpy as np
 
 from .progress import Progress, SilentProgress
@@ -80,12 +82,26 @@ class Trainer:
         """Fit `model` on the reviewed labels of `ids` (with `update`, continue training it on them)."""
         labels = self.store.decided_reviews()
         X, y = self.features.rows(model, ids), [labels[int(i)] for i in ids]
+        if hasattr(model, "on_rows"):  # a long fit (fine-tuning) reports each batch: a bar with an ETA
+            epochs = int(getattr(model, "epochs", 1))
+            what = "updating" if update else "fine-tuning"
+            with self.progress.bar(f"{model.name}: {what} on {len(ids):,} rows x {epochs} epochs", len(ids) * epochs) as bar:
+                model.on_rows = bar.advance  # type: ignore[attr-defined]
+                try:
+                    self._fit(model, X, y, update)
+                finally:
+                    model.on_rows = None  # type: ignore[attr-defined]
+            return model
+        self._fit(model, X, y, update)
+        return model
+
+    @staticmethod
+    def _fit(model: Specialist, X: Any, y: list[str], update: bool) -> None:
         if update:
             assert isinstance(model, Updatable)
             model.update(X, y)
         else:
             model.fit(X, y)  # type: ignore[attr-defined]
-        return model
 
     def right(self, model: Specialist, ids: np.ndarray, y: np.ndarray) -> np.ndarray | None:
         """Which of rows `ids` (label indices `y`) `model` gets right (None for no rows)."""

@@ -90,6 +90,7 @@ class FineTunedClassifier(BaseSpecialist):
         self._model: Any = None  # a plain transformers model (LoRA adapters are merged after training)
         self._tokenizer: Any = None
         self.history: list[dict[str, Any]] = []  # one entry per fit/update: rows, epochs, seconds
+        self.on_rows: Any = None  # called with each batch's row count while training (a progress bar)
 
     # -- protocol ------------------------------------------------------------------------------------
     @property
@@ -311,6 +312,8 @@ class FineTunedClassifier(BaseSpecialist):
                     optimizer.step()
                     schedule.step()
                     optimizer.zero_grad(set_to_none=True)
+                    if self.on_rows is not None:
+                        self.on_rows(len(idx))
             model.eval()
         if self.lora:  # back to a plain model: saves as a standard folder, the next update adds new adapters
             self._model = model.merge_and_unload()
