@@ -45,12 +45,17 @@ def flaky(text: str) -> bool:
     return hashlib.md5(text.encode()).digest()[0] % 3 == 0  # a third of the rows the LLM fails on
 
 
-@pytest.fixture
-def data(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    rows = make_rows(360, seed=12)
+def labeled_csv(tmp_path: Path, n: int, seed: int) -> tuple[Path, dict[str, str]]:
+    """`n` generated rows written to in.csv, and each text's gold label."""
+    rows = make_rows(n, seed=seed)
     path = tmp_path / "in.csv"
     rows.to_csv(path, index=False)
     return path, dict(zip(rows.text, rows.label))
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    return labeled_csv(tmp_path, 360, seed=12)
 
 
 def test_what_the_llm_cannot_settle_goes_to_people_and_the_audit_goes_to_them_first(tmp_path, data) -> None:
@@ -158,10 +163,7 @@ def liar(gold: dict[str, str], labels: list[str]):
 
 @pytest.fixture
 def bigger(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    rows = make_rows(900, seed=21)
-    path = tmp_path / "in.csv"
-    rows.to_csv(path, index=False)
-    return path, dict(zip(rows.text, rows.label))
+    return labeled_csv(tmp_path, 900, seed=21)
 
 
 def test_flagged_llm_answers_go_to_people_for_a_second_look_without_holding_the_run(tmp_path, bigger) -> None:

@@ -80,7 +80,9 @@ class ScoreWorker:
         self.gpu = any(getattr(m, "gpu", False) for m in models.values())
 
     def setup(self) -> None:
-        device = _device()
+        from .specialists.encoder import device_plan
+
+        device = device_plan("engine worker").device
         for m in self.models.values():
             move = getattr(m, "to_device", None)
             if move is not None and device != "cpu":
@@ -158,6 +160,7 @@ class RayEngine:
             res = ray.cluster_resources()
             log.info("ray engine: %d node(s), %g CPU(s), %g GPU(s)", len(ray.nodes()), res.get("CPU", 0),
                      res.get("GPU", 0))
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no "execution finished" line per job
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
@@ -249,15 +252,6 @@ def _to_item(i: int, job: ChunkJob) -> dict[str, Any]:
 
 def _from_bytes(data: Any, shape: Any) -> np.ndarray:
     return np.frombuffer(bytes(data), dtype=np.float32).reshape(tuple(int(x) for x in shape)).copy()
-
-
-def _device() -> str:
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
 
 
 def make_engine(spec: Any = None) -> Engine:

@@ -26,11 +26,11 @@ import numpy as np
 from .. import data
 from ..budget import BudgetPlan, budget_rows, plan_budget, resize_plan
 from ..continual import StageLoop
+from ..engine import Engine, make_engine
 from ..errors import InputError, RunStoreError, SpecialistError
 from ..progress import Progress, SilentProgress
 from ..registry import Registry, read_registry
 from ..review.base import Checked, Closeable, Queued, Reviewer
-from ..engine import Engine, make_engine
 from ..review.desk import ReviewDesk
 from ..review.weigh import weighed_kinds
 from ..routing import HardestFirst

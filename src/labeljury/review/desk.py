@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..errors import ReviewError
@@ -137,11 +137,9 @@ class ReviewDesk:
         s.put_answer(SENT_ON, ReviewResult(res.key, None, f"queued:{SECOND_LOOK}"))
         if res.pending:
             return
-        if res.label is None:
-            s.put_answer(reviewer_of(res.source), res)
-        else:
+        if res.label is not None:
             s.put_review(replace(res, trail=()))
-            s.put_answer(reviewer_of(res.source), res)
+        s.put_answer(reviewer_of(res.source), res)
 
     def weigh(self) -> None:
         """Decide the reviewed rows' labels anew from every answer so far (cheap: reviewed rows only)."""

@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import ReviewError
 from ..store import check_store_file
 from .base import ReviewItem
+from .cascade import SECOND_LOOK
 
 LEASE_SECONDS = 300.0
 
@@ -213,7 +214,7 @@ def _why(item: ReviewItem) -> str:
     """Why a person sees the row: the pipeline's reason, or the earlier reviewer that could not settle
     it ("llm-timeout", "llm-invalid-answer", "llm-unsure" for an answer below min_confidence...)."""
     prev = item.previous
-    if prev is None or item.reason == "flagged":  # flagged: an answer given, doubted afterwards
+    if prev is None or item.reason == SECOND_LOOK:  # an answer given, doubted afterwards
         return item.reason
     if prev.label is not None:
         return "llm-unsure"

@@ -158,10 +158,9 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
         ids += checked
         truth = np.full(len(ids), -1)
         for i, t in enumerate(ids):  # a trusted reviewer's answer to the same row is the truth
-            trusted = [a["label"] for rev, a in answers.get(t, {}).items()
-                       if rev != kind and rev not in weighed and a["label"] in index]
-            if i >= decided_here:
-                trusted = [reviews[t].label]
+            trusted = [reviews[t].label] if i >= decided_here else [
+                a["label"] for rev, a in answers.get(t, {}).items()
+                if rev != kind and rev not in weighed and a["label"] in index]
             if trusted:
                 truth[i] = index[trusted[0]]
         P = np.stack([prior_of(t) for t in ids])
