@@ -66,7 +66,7 @@ def main() -> None:
     frame.to_csv(input_path, index=False)
     n = len(frame)
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}  # a local test cluster
     port = _port()
     gpus = []
     try:

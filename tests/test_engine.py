@@ -40,13 +40,18 @@ def cluster(tmp_path_factory) -> Iterator[str]:
     port = _free_port()
     address = f"127.0.0.1:{port}"
     logs = tmp_path_factory.mktemp("ray") / "nodes.log"
+    # a test cluster on this machine, without token authentication (an ~/.ray/auth_token left by an
+    # earlier local Ray would otherwise turn it on for the head and not for the second node)
+    auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    with logs.open("w") as fh:
-        subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                        "--disable-usage-stats"], check=True, stdout=fh, stderr=fh, env=env, timeout=180)
-        subprocess.run([ray_bin, "start", f"--address={address}", "--num-cpus=1"], check=True, stdout=fh,
-                       stderr=fh, env=env, timeout=180)
     try:
+        with logs.open("w") as fh:
+            subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=1",
+                            "--include-dashboard=false", "--disable-usage-stats"],
+                           check=True, stdout=fh, stderr=fh, env=env, timeout=180)
+            subprocess.run([ray_bin, "start", f"--address={address}", "--num-cpus=1"], check=True, stdout=fh,
+                           stderr=fh, env=env, timeout=180)
         yield address
     finally:
         import ray
@@ -54,6 +59,10 @@ def cluster(tmp_path_factory) -> Iterator[str]:
         if ray.is_initialized():
             ray.shutdown()
         subprocess.run([ray_bin, "stop", "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180)
+        if auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth
 
 
 @pytest.fixture(scope="module")
