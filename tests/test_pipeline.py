@@ -305,3 +305,61 @@ def test_finetuned_transformer_continues_training_stage_by_stage(tmp_path, toy_c
     assert len(meta["history"]) == version
     export_model(run_dir, tmp_path / "model", specialist="finetune")
     assert (tmp_path / "model" / "README.md").exists()
+
+
+def test_without_embedding_specialists_only_the_bootstrap_samplers_rows_are_encoded(tmp_path):
+    """The bootstrap sampler fits k-means on a few thousand rows: a run whose specialists read no
+    embeddings encodes just those (not stored), and picks the same rows as from a stored encoder pass."""
+    from labeljury.pipeline.bootstrap import route_bootstrap
+    from labeljury.pipeline.encode import encode
+    from labeljury.pipeline.ingest import ingest
+    from labeljury.scoring import Features
+    from labeljury.specialists import DEFAULT_ENCODER
+    from labeljury.store import CHUNK
+
+    from .test_progress import RecordingProgress
+
+    data = tmp_path / "in.csv"
+    make_rows(5_000, seed=3).to_csv(data, index=False)
+    picked = {}
+    for how in ("stored", "sample only"):
+        progress = RecordingProgress()
+        with RunStore(tmp_path / how) as store:
+            ingest(store, data, "text", progress)
+            if how == "stored":
+                encode(store, [DEFAULT_ENCODER], progress)
+            route_bootstrap(store, 40, Features(store), DEFAULT_ENCODER, seed=0, progress=progress)
+            picked[how] = store.routed("bootstrap")
+            n_texts = store.n_texts
+            stored_chunks = [c for c in range(-(-n_texts // CHUNK)) if store.has_embeddings(DEFAULT_ENCODER, c)]
+        encoded = sum(b["done"] for b in progress.bars if b["description"].startswith("encoding"))
+        if how == "sample only":
+            assert stored_chunks == []
+            assert 0 < encoded <= 2_000  # max(20 x 40, 2000) rows, not all ~5,000
+        else:
+            assert len(stored_chunks) == 3 and encoded == n_texts
+    assert len(picked["stored"]) == 40
+    assert picked["sample only"] == picked["stored"]
+
+
+
+def test_a_feature_cache_too_small_for_the_input_gives_the_same_labels(tmp_path, monkeypatch):
+    """Blocks memory cannot keep go to the spill folder and come back from it: the output is the one
+    a roomy cache gives, and the folder is gone when the run ends."""
+    import labeljury.scoring as scoring
+
+    data = tmp_path / "in.csv"
+    make_rows(5_000, seed=5).to_csv(data, index=False)
+    task = write_task(tmp_path / "task.yaml", budget=0.1)
+    reference = tmp_path / "ref.csv"
+    run(load_task(task), data, reference, tmp_path / "ref.run")
+
+    reads = []
+    read = scoring.Features._read_spilled
+    monkeypatch.setattr(scoring.Features, "_read_spilled", lambda self, key: reads.append(key) or read(self, key))
+    monkeypatch.setattr(scoring, "CACHE_BYTES", 2_000_000)  # about one chunk's n-grams, of three
+    out = tmp_path / "out.csv"
+    run(load_task(task), data, out, tmp_path / "out.run")
+    assert reads  # blocks were pushed out and read back
+    assert out.read_bytes() == reference.read_bytes()
+    assert not (tmp_path / "out.run" / "feature-cache").exists()

@@ -9,6 +9,7 @@ every other row less, so they are reviewed first (nothing else can label them).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -120,7 +121,8 @@ class HardestFirst:
 
 
 def select_bootstrap(
-    embeddings: np.ndarray | None, n: int, seed: int = 0, n_rows: int | None = None
+    embeddings: np.ndarray | Callable[[np.ndarray], np.ndarray] | None, n: int, seed: int = 0,
+    n_rows: int | None = None
 ) -> np.ndarray:
     """A small diverse sample of row indices (sorted) to review before anything else.
 
@@ -128,13 +130,15 @@ def select_bootstrap(
     BOOTSTRAP_FIT_ROWS rows so it stays fast on millions of rows); from each cluster the subsample row
     nearest its centroid, so every region of the data is represented once. Clusters that come out
     empty (duplicate rows) are topped up with random rows. Deterministic for a `seed`. Without
-    embeddings (`None`, then `n_rows` is required) it is a uniform random sample.
+    embeddings (`None`, then `n_rows` is required) it is a uniform random sample. `embeddings` may be
+    a function of row indices (with `n_rows`): it is then asked for the subsample's rows only, so the
+    rest need never be encoded.
     """
     if n < 0:
         raise ValueError(f"the bootstrap size must be >= 0, got {n}")
-    if embeddings is None:
+    if embeddings is None or callable(embeddings):
         if n_rows is None:
-            raise ValueError("select_bootstrap needs n_rows when there are no embeddings")
+            raise ValueError("select_bootstrap needs n_rows when there are no embeddings or a function of rows")
         total = n_rows
     else:
         embeddings = np.asarray(embeddings)
@@ -150,7 +154,8 @@ def select_bootstrap(
 
     # 20 rows per cluster are plenty to place it; k-means++ seeding is the cost (O(rows * n))
     fit_rows = np.sort(rng.choice(total, min(total, BOOTSTRAP_FIT_ROWS, max(20 * n, 2000)), replace=False))
-    X = embeddings[fit_rows].astype(np.float32).reshape(len(fit_rows), -1)
+    X = embeddings(fit_rows) if callable(embeddings) else embeddings[fit_rows]
+    X = np.asarray(X, dtype=np.float32).reshape(len(fit_rows), -1)
     km = MiniBatchKMeans(n_clusters=n, n_init=1, batch_size=4096, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -8,13 +8,20 @@ sees a specialist.
 
 `Features` serves texts, embeddings and memoised feature blocks (n-grams, lexicon scores) by chunk of
 `store.CHUNK` text ids, through a cache bounded in bytes: a run re-reads the same rows every stage.
+Feature blocks pushed out of memory go to files in a spill folder (when given) instead of being
+lost: at a million rows the n-grams alone are ~1.5 GB, and computing them again each stage would
+cost more than the stage; reading them back costs a second. The folder lives as long as the
+`Features` (emptied when made and on `close`): a new process computes its blocks afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +34,7 @@ from .specialists import Rows
 from .specialists.base import bounded
 from .store import CHUNK, RunStore, ids_hash
 
-CACHE_BYTES = 1 << 30  # feature chunks kept in memory (embeddings, n-grams, lexicon scores, texts)
+CACHE_BYTES = 256 << 20  # feature chunks kept in memory (embeddings, n-grams, lexicon scores, texts)
 
 
 def _nbytes(value: Any) -> int:
@@ -58,29 +65,75 @@ def _take(value: Any, idx: np.ndarray) -> Any:
 
 
 class Features:
-    """What specialists read, for any text ids, from the run store, through a bounded chunk cache."""
+    """What specialists read, for any text ids, from the run store, through a bounded chunk cache
+    (and, with `spill_dir`, a folder that keeps the feature blocks memory could not)."""
 
-    def __init__(self, store: RunStore, cache_bytes: int = CACHE_BYTES):
+    def __init__(self, store: RunStore, cache_bytes: int | None = None, spill_dir: str | Path | None = None):
         self.store = store
-        self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self.cache_bytes = CACHE_BYTES if cache_bytes is None else cache_bytes
+        self._cache: OrderedDict[Hashable, tuple[Any, int, bool]] = OrderedDict()
         self._used = 0
+        self.spill_dir = None if spill_dir is None else Path(spill_dir)
+        self._spilled: set[Hashable] = set()
+        if self.spill_dir is not None:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)  # a block's key is only unique in one process
+
+    def close(self) -> None:
+        """Delete the spill folder (the cache in memory goes with the object)."""
+        if self.spill_dir is not None:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+            self._spilled.clear()
 
     # -- the cache -----------------------------------------------------------------------------------
-    def cached(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+    def cached(self, key: Hashable, compute: Callable[[], Any], spill: bool = False) -> Any:
+        """The value under `key`, computed once. With `spill` (and a spill folder), a value evicted
+        from memory is written there and read back instead of computed again."""
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit[0]
-        value = compute()
+        value = self._read_spilled(key) if key in self._spilled else None
+        if value is None:
+            value = compute()
         size = _nbytes(value)
-        if size <= self.cache_bytes:
-            self._cache[key] = (value, size)
-            self._used += size
-            while self._used > self.cache_bytes:
-                _, (_, old) = self._cache.popitem(last=False)
-                self._used -= old
+        if size > self.cache_bytes:
+            if spill and key not in self._spilled:
+                self._write_spilled(key, value)
+            return value
+        self._cache[key] = (value, size, spill)
+        self._used += size
+        while self._used > self.cache_bytes:
+            old_key, (old, old_size, old_spill) = self._cache.popitem(last=False)
+            self._used -= old_size
+            if old_spill and old_key not in self._spilled:
+                self._write_spilled(old_key, old)
         return value
+
+    def _spill_path(self, key: Hashable) -> Path:
+        assert self.spill_dir is not None
+        return self.spill_dir / (hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest() + ".npz")
+
+    def _write_spilled(self, key: Hashable, value: Any) -> None:
+        import scipy.sparse as sp
+
+        if self.spill_dir is None or not (isinstance(value, np.ndarray) or sp.issparse(value)):
+            return
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        path = self._spill_path(key)
+        if sp.issparse(value):
+            m = value.tocsr()
+            np.savez(path, data=m.data, indices=m.indices, indptr=m.indptr, shape=np.array(m.shape))
+        else:
+            np.savez(path, array=value)
+        self._spilled.add(key)
+
+    def _read_spilled(self, key: Hashable) -> Any:
+        import scipy.sparse as sp
+
+        with np.load(self._spill_path(key)) as f:
+            if "array" in f:
+                return f["array"]
+            return sp.csr_matrix((f["data"], f["indices"], f["indptr"]), shape=tuple(f["shape"]))
 
     def span(self, chunk: int) -> tuple[int, int]:
         start = chunk * CHUNK
@@ -146,7 +199,8 @@ class ChunkMemo:
         f = self.features
         if not len(self.ids):
             return compute([])
-        return f.by_chunk(self.ids, lambda c: f.cached(("block", key, c), lambda: compute(f.chunk_texts(c))))
+        return f.by_chunk(self.ids, lambda c: f.cached(("block", key, c), lambda: compute(f.chunk_texts(c)),
+                                                       spill=True))
 
     def value(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         return self.features.cached(("value", key, ids_hash(np.sort(self.ids))), compute)
@@ -196,6 +250,7 @@ class Scorer:
             todo += [(name, c) for c in chunks if c not in have]
         if not todo:
             return
+        todo.sort(key=lambda job: job[1])  # chunk by chunk: specialists that read the same block share it
         with self.progress.bar("specialists voting", sum(len(range(*self.features.span(c))) for _, c in todo)) as bar:
             if isinstance(self.engine, LocalEngine):  # here: through the feature memo
                 for name, c in todo:

@@ -41,11 +41,13 @@ from ..store import RunStore, storage_errors
 from ..task import ReviewerSpec, SpecialistSpec, Task
 from ..training import Trainer
 from .bootstrap import fit_first_versions, route_audit, route_bootstrap, validate
-from .encode import encode, encoders_needed
+from .encode import bootstrap_encoder, encode, encoders_needed
 from .export import DETAIL_COLUMNS, OUTPUT_COLUMNS, export
 from .finalize import finalize
 from .ingest import ingest
 from .plan import write_plan
+
+SPILL_DIR = "feature-cache"  # feature blocks memory could not keep, for this process only (see scoring)
 
 __all__ = ["Annotator", "DETAIL_COLUMNS", "OUTPUT_COLUMNS", "RunReport", "default_run_dir", "export",
            "input_fingerprint", "make_reviewer", "run"]
@@ -155,21 +157,22 @@ class Annotator:
         built = self._build_specialists()  # an unknown specialist fails before anything is written
         store = self._open_store()
         engine = self.engine or make_engine(task.engine)
+        features: Features | None = None
         try:
             ingest(store, self.input_path, task.text_column, progress)
             plan = self._budget_plan(store, built)
             registry = Registry(store, self._fresh)
             registry.open(built, self._unbuilt)
-            features = Features(store)
+            features = Features(store, spill_dir=self.run_dir / SPILL_DIR)
             scorer = Scorer(store, features, registry, task.label_names, task.voting, progress, engine)
             trainer = Trainer(store, registry, features, task.label_names, task.seed, progress)
             desk = ReviewDesk(store, reviewer, progress, task.label_names, weighed_kinds(task.reviewer, reviewer))
 
-            encoders = encoders_needed(registry.models.values(), bootstrap=plan.bootstrap > 0)
+            encoders = encoders_needed(registry.models.values())
             encode(store, encoders, progress, engine)
             store.set_meta("run_started_at", time.time())  # answers given before now may have been used
             route_audit(store, plan.audit, task.seed)
-            route_bootstrap(store, plan.bootstrap, features, encoders[0] if encoders else None, task.seed)
+            route_bootstrap(store, plan.bootstrap, features, bootstrap_encoder(encoders), task.seed, progress, engine)
             first = {t: "bootstrap" for t in store.routed("bootstrap")} | {t: "audit" for t in store.routed("audit")}
             if not desk.ask(sorted(first), first) and not finish:
                 return self._report(store, "waiting", None, desk)
@@ -196,6 +199,8 @@ class Annotator:
                 export(store, self.input_path, output, details=details, progress=progress)
             return self._report(store, "complete", None if output is None else Path(output), desk)
         finally:
+            if features is not None:
+                features.close()
             store.close()
             if self.engine is None:  # an engine passed in is the caller's to close
                 engine.close()

@@ -3,7 +3,7 @@ diverse sample that starts the specialists — then every specialist judged on t
 
 - `route_audit`: the audit, drawn uniformly at random from the unique texts;
 - `route_bootstrap`: k-means over the embeddings picks the sample (`routing.select_bootstrap`) among
-  the rows not in the audit;
+  at most `BOOTSTRAP_POOL` rows drawn from those not in the audit;
 - `validate`: a specialist with labels of its own gets the label map the reviews support best; each
   specialist's accuracy on the sample (trainable ones by cross-validation) becomes its first vote
   weight. A fixed specialist is dropped only when it is worse than chance beyond doubt (the upper end
@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..engine import Engine
 from ..progress import Progress
 from ..registry import Promotion, Registry
 from ..routing import select_bootstrap
 from ..scoring import Features, Scorer
 from ..specialists import MappedSpecialist, Specialist, Updatable
 from ..stats import wilson_interval
-from ..store import RunStore
+from ..store import CHUNK, RunStore
 from ..training import Trainer, hard_labels, reviewed
+from .encode import encode_ids
 
 ROUTE_STEP = "route:bootstrap"
 AUDIT_STEP = "route:audit"
@@ -41,8 +43,12 @@ def route_audit(store: RunStore, n: int, seed: int) -> None:
     store.add_routing(ids.tolist(), "audit", None, stage=0, done_step=AUDIT_STEP)
 
 
-def route_bootstrap(store: RunStore, n: int, features: Features, encoder: str | None, seed: int) -> None:
-    """Route `n` diverse rows to review (once), none of them in the audit."""
+def route_bootstrap(store: RunStore, n: int, features: Features, encoder: str, seed: int, progress: Progress,
+                    engine: Engine | None = None) -> None:
+    """Route `n` diverse rows to review (once), none of them in the audit. The sampler asks for the
+    embeddings of the rows its k-means fits on only: from the run store when the specialists' encoder
+    pass stored them, else computed for those rows alone (a run whose specialists read no embeddings
+    then never encodes the whole input)."""
     if store.is_done(ROUTE_STEP):
         return
     ids = np.zeros(0, np.int64)
@@ -51,8 +57,14 @@ def route_bootstrap(store: RunStore, n: int, features: Features, encoder: str | 
         pool = np.setdiff1d(np.arange(store.n_texts), np.array(store.routed("audit"), np.int64))
         if len(pool) > BOOTSTRAP_POOL:
             pool = np.sort(rng.choice(pool, BOOTSTRAP_POOL, replace=False))
-        emb = features.embeddings(encoder, pool) if encoder else None
-        ids = pool[select_bootstrap(emb, n, seed=seed, n_rows=len(pool))]
+
+        def embed(rows: np.ndarray) -> np.ndarray:
+            wanted = pool[rows]
+            if all(store.has_embeddings(encoder, c) for c in np.unique(wanted // CHUNK).tolist()):
+                return features.embeddings(encoder, wanted)
+            return encode_ids(store, encoder, wanted, progress, engine)
+
+        ids = pool[select_bootstrap(embed, n, seed=seed, n_rows=len(pool))]
     store.add_routing(ids.tolist(), "bootstrap", None, stage=0, done_step=ROUTE_STEP)
 
 
