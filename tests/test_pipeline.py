@@ -258,8 +258,26 @@ def test_continual_stages_are_gated_and_recorded(tmp_path, toy_csv):
     assert specs["nb-head"]["version"] == 1 + sum(
         st["specialists"]["nb-head"].get("promoted", False) for st in stages)
     assert promoted >= 2 and len(routed) > 0
-    # every promoted checkpoint is on disk, in a folder per version
-    assert (tmp_path / "out.csv.run" / "checkpoints" / f"nb-head-v{specs['nb-head']['version']}" / "head.json").exists()
+    # the current version's checkpoint is on disk; superseded ones are gone, their records stay
+    ckpts = tmp_path / "out.csv.run" / "checkpoints"
+    current = {f"{name}-v{specs[name]['version']}" for name in ("embedding-head", "nb-head")}
+    assert {p.name for p in ckpts.iterdir()} == current
+    assert (ckpts / f"nb-head-v{specs['nb-head']['version']}" / "head.json").exists()
+    assert all((v["checkpoint"] is None) == (f"{v['specialist']}-v{v['version']}" not in current) for v in versions)
+
+
+def test_keep_checkpoints_all_keeps_every_versions_folder_and_resumes_the_same_run(tmp_path, toy_csv):
+    extra = "continual: {{stage_size: 40, keep_checkpoints: {keep}}}\n"
+    task = write_task(tmp_path / "t.yaml", specialists="[nb-head, vader]", budget=0.3, extra=extra.format(keep="all"))
+    run(load_task(task), toy_csv, tmp_path / "out.csv")
+    with RunStore(tmp_path / "out.csv.run") as s:
+        versions = [v for v in s.versions() if v["specialist"] == "nb-head"]
+    assert len(versions) >= 3
+    assert all((tmp_path / "out.csv.run" / v["checkpoint"] / "head.json").exists() for v in versions)
+    # which checkpoints stay is not part of the task's identity: the same run continues under the other setting
+    write_task(tmp_path / "t.yaml", specialists="[nb-head, vader]", budget=0.3, extra=extra.format(keep="current"))
+    report = run(load_task(task), toy_csv, tmp_path / "out.csv")
+    assert report.status == "complete"
 
 
 def test_without_continual_learning_the_heads_are_fitted_once(tmp_path, toy_csv):

@@ -62,10 +62,11 @@ class Registry:
     """The specialists of one run, live: `models` holds the active ones (in the task's order) and
     `versions` their current version (0: a trainable specialist not fitted yet)."""
 
-    def __init__(self, store: RunStore, fresh: Callable[[str], Specialist]):
+    def __init__(self, store: RunStore, fresh: Callable[[str], Specialist], keep_checkpoints: str = "current"):
         self.store = store
         self.run_dir = store.run_dir
         self.fresh = fresh  # builds an unfitted copy of a specialist by name, from its spec
+        self.keep_checkpoints = keep_checkpoints  # "current": a superseded version's folder goes
         self.models: dict[str, Any] = {}
         self.versions: dict[str, int] = {}
 
@@ -175,7 +176,8 @@ class Registry:
         """Make each promotion the current version of its specialist, add the held-out measurements to
         each specialist's validation record (its vote weight) and to the version measured, and record
         the stage: all in one transaction, then swap the live models. The superseded versions'
-        predictions are forgotten (their checkpoints stay, for the record)."""
+        predictions are forgotten, and so are their checkpoints unless the run keeps them all
+        (`continual.keep_checkpoints: all`); their records (rows, measurements) stay."""
         promotions = list(promotions)
         measurements = list(measurements)
         info = {e["name"]: e for e in self.store.specialists()}
@@ -210,6 +212,17 @@ class Registry:
                 self.store.mark_done(done_step, c)
         for p in promotions:
             self.models[p.name], self.versions[p.name] = p.model, p.version
+            self.prune(p.name)
+
+    def prune(self, name: str) -> None:
+        """Delete the checkpoints of `name`'s superseded versions (with `keep_checkpoints: current`),
+        after the commit that superseded them: a crash in between leaves a folder, never a hole."""
+        if self.keep_checkpoints == "all":
+            return
+        for v in self.store.versions(name):
+            if v["version"] != self.versions.get(name) and v["checkpoint"]:
+                shutil.rmtree(self.run_dir / v["checkpoint"], ignore_errors=True)
+                self.store.set_version_checkpoint(name, v["version"], None)
 
 
 @dataclass(frozen=True)

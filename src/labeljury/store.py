@@ -421,6 +421,10 @@ class RunStore:
             (specialist, version, stage, len(ids), ids_hash(ids), _pack_ids(ids), checkpoint,
              json.dumps(metrics), time.time()))
 
+    def set_version_checkpoint(self, specialist: str, version: int, checkpoint: str | None) -> None:
+        self.conn.execute("UPDATE versions SET checkpoint=? WHERE specialist=? AND version=?",
+                          (checkpoint, specialist, version))
+
     def versions(self, specialist: str | None = None) -> list[dict[str, Any]]:
         """Version records (without their training rows: see `train_ids`), oldest first."""
         q = ("SELECT specialist, version, stage, train_count, train_hash, checkpoint, metrics, created_at "

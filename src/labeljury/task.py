@@ -201,6 +201,7 @@ class ContinualSpec(BaseModel):
     replay: int = 2000
     holdout: float = 0.2
     rescore: bool = True
+    keep_checkpoints: Literal["current", "all"] = "current"  # "all": every version's folder stays
 
 
 class Task(BaseModel):
@@ -302,6 +303,8 @@ class Task(BaseModel):
         data = self.model_dump(mode="json")
         data["review"].pop("budget", None)
         data.pop("engine", None)  # where the work runs does not change the labels
+        if data.get("continual"):
+            data["continual"].pop("keep_checkpoints", None)  # nor which old checkpoints stay on disk
         if data.get("llm"):
             for key in RESUMABLE_LLM_SETTINGS:
                 data["llm"].pop(key, None)

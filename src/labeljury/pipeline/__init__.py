@@ -38,7 +38,7 @@ from ..scoring import Features, Scorer
 from ..specialists import Specialist, build_specialist
 from ..specialists.catalog import auto_specialists, specialist_names
 from ..store import RunStore, storage_errors
-from ..task import ReviewerSpec, SpecialistSpec, Task
+from ..task import ContinualSpec, ReviewerSpec, SpecialistSpec, Task
 from ..training import Trainer
 from .bootstrap import fit_first_versions, route_audit, route_bootstrap, validate
 from .encode import bootstrap_encoder, encode, encoders_needed
@@ -161,7 +161,7 @@ class Annotator:
         try:
             ingest(store, self.input_path, task.text_column, progress)
             plan = self._budget_plan(store, built)
-            registry = Registry(store, self._fresh)
+            registry = Registry(store, self._fresh, (task.continual or ContinualSpec()).keep_checkpoints)
             registry.open(built, self._unbuilt)
             features = Features(store, spill_dir=self.run_dir / SPILL_DIR)
             scorer = Scorer(store, features, registry, task.label_names, task.voting, progress, engine)
