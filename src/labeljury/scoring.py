@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from .specialists.base import bounded
 from .store import CHUNK, RunStore, ids_hash
 
 CACHE_BYTES = 256 << 20  # feature chunks kept in memory (embeddings, n-grams, lexicon scores, texts)
+KEPT = 4  # values fitted on many rows (vocabularies) kept besides the chunks
 
 
 def _nbytes(value: Any) -> int:
@@ -45,8 +46,8 @@ def _nbytes(value: Any) -> int:
     if sp.issparse(value):
         m = value.tocsr()
         return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
-    if isinstance(value, list):
-        return sum(len(x) for x in value if isinstance(x, str)) + 8 * len(value)
+    if isinstance(value, list):  # texts: their characters and a pointer each
+        return sum(map(len, value)) + 8 * len(value)
     return 1024
 
 
@@ -75,6 +76,7 @@ class Features:
         self._used = 0
         self.spill_dir = None if spill_dir is None else Path(spill_dir)
         self._spilled: set[Hashable] = set()
+        self._kept: OrderedDict[Hashable, Any] = OrderedDict()
         if self.spill_dir is not None:
             shutil.rmtree(self.spill_dir, ignore_errors=True)  # a block's key is only unique in one process
 
@@ -107,6 +109,17 @@ class Features:
             self._used -= old_size
             if old_spill and old_key not in self._spilled:
                 self._write_spilled(old_key, old)
+        return value
+
+    def kept(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """A value computed once from many rows (an n-gram vocabulary), kept apart from the chunk cache
+        so that a pass over more rows than memory holds does not push it out (the last KEPT of them)."""
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key]
+        value = self._kept[key] = compute()
+        while len(self._kept) > KEPT:
+            self._kept.popitem(last=False)
         return value
 
     def _spill_path(self, key: Hashable) -> Path:
@@ -185,7 +198,34 @@ class Features:
         if kind == "embedding":
             return self.embeddings(model.encoder, ids)
         emb = self.embeddings(model.encoder, ids) if kind == "text+embedding" else None
-        return Rows(self.texts(ids), emb, ChunkMemo(self, ids))
+        return Rows(LazyTexts(self, ids), emb, ChunkMemo(self, ids))
+
+
+class LazyTexts(Sequence[str]):
+    """The texts of rows `ids`, read from the run store when first used: a head whose feature blocks
+    are memoised never needs them, and reading a million texts every stage costs seconds."""
+
+    def __init__(self, features: Features, ids: np.ndarray):
+        self.features = features
+        self.ids = ids
+        self._texts: list[str] | None = None
+
+    def _all(self) -> list[str]:
+        if self._texts is None:
+            self._texts = self.features.texts(self.ids)
+        return self._texts
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def take(self, idx: np.ndarray) -> LazyTexts:
+        return LazyTexts(self.features, self.ids[np.asarray(idx, dtype=np.int64)])
 
 
 @dataclass
@@ -203,7 +243,7 @@ class ChunkMemo:
                                                        spill=True))
 
     def value(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        return self.features.cached(("value", key, ids_hash(np.sort(self.ids))), compute)
+        return self.features.kept(("value", key, ids_hash(np.sort(self.ids))), compute)
 
     def take(self, idx: np.ndarray) -> ChunkMemo:
         return ChunkMemo(self.features, self.ids[np.asarray(idx, dtype=np.int64)])

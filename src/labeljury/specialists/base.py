@@ -102,7 +102,7 @@ class Rows:
     """What a specialist reads for n rows: their texts, the shared encoder's embeddings (for models
     whose `input_kind` involves embeddings), or both; `memo` lets feature blocks be shared."""
 
-    texts: list[str] | None
+    texts: Sequence[str] | None  # a list, or a lazy sequence that reads the texts when first used
     embeddings: np.ndarray | None = None
     memo: FeatureMemo | None = None
 
@@ -117,7 +117,11 @@ class Rows:
 
     def take(self, idx: Sequence[int] | np.ndarray) -> Rows:
         idx = np.asarray(idx, dtype=np.int64)
-        return Rows(None if self.texts is None else [self.texts[i] for i in idx],
+        texts = self.texts
+        if texts is not None:
+            taker = getattr(texts, "take", None)
+            texts = taker(idx) if taker is not None else [texts[i] for i in idx]
+        return Rows(texts,
                     None if self.embeddings is None else self.embeddings[idx],
                     None if self.memo is None else self.memo.take(idx))
 
@@ -138,7 +142,7 @@ def texts_of(X: Any, who: str = "specialist") -> list[str]:
     if isinstance(X, Rows):
         if X.texts is None:
             raise SpecialistError(f"{who} reads texts, but was given embeddings only")
-        texts = X.texts
+        texts = list(X.texts)
     elif isinstance(X, np.ndarray) and X.ndim == 2 and np.issubdtype(X.dtype, np.number):
         raise SpecialistError(f"{who} reads texts, but was given an embedding array")
     else:
