@@ -200,7 +200,7 @@ def full(*a, **k):
 def nospace(*a, **k):
     raise OSError(errno.ENOSPC, "No space left on device")
 if sys.argv[1] == "db":
-    labeljury.store.RunStore.put_embeddings = full
+    labeljury.store.RunStore.put_predictions = full
 else:
     labeljury.registry.Registry.save_checkpoint = nospace
 sys.argv = ["labeljury", *sys.argv[2:]]
