@@ -18,6 +18,13 @@ Configurations (name: reviewer share, reviewer, weighing, continual learning):
   obey-uniform-8 / weigh-uniform-8   8% of the rows to the reviewer
   perfect-weighed 26%, a reviewer that is always right, weighed (what weighing costs a perfect one)
   gold            26%, the gold reviewer (obeyed)
+  weigh-uniform-weighted / weigh-hard-weighted  each answer learned from with the weight of the
+                  belief that it is right (review.weigh.TRAIN_WEIGHTS; the default counts each once)
+  weigh-uniform-nocorrection  the run's calibration and estimate of itself taking the reviewer's
+                  answers to the audit as right (before the correction for its confusion matrix)
+  weigh-uniform-oracle  as weigh-uniform, but the specialists (and the vote's known labels) learn the
+                  true label of every answered row: a bound on what any noise-robust training can reach,
+                  the reviewed rows' labels still decided from the noisy answers
   weigh-uniform-people        a cascade: weigh-uniform's reviewer, then people (scripted from gold) who
                               answer the audit and the flagged rows sent on for a second look
   weigh-uniform-people-nolook the same cascade, flagged rows not sent on (what the second look adds)
@@ -61,6 +68,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "weigh-uniform-8": {"percent": 8, "variant": "uniform", "weigh": True},
     "perfect-weighed": {"percent": 26, "variant": "uniform", "weigh": True, "reviewer_accuracy": 1.0},
     "gold": {"percent": 26, "gold": True},
+    "weigh-uniform-weighted": {"percent": 26, "variant": "uniform", "weigh": True, "train_weights": True},
+    "weigh-hard-weighted": {"percent": 26, "variant": "hard", "weigh": True, "train_weights": True},
+    "weigh-uniform-nocorrection": {"percent": 26, "variant": "uniform", "weigh": True, "trust_correction": False},
+    "weigh-uniform-oracle": {"percent": 26, "variant": "uniform", "weigh": True, "oracle_training": True},
     "weigh-uniform-people": {"percent": 26, "variant": "uniform", "weigh": True, "then_gold": True},
     "weigh-uniform-people-nolook": {"percent": 26, "variant": "uniform", "weigh": True, "then_gold": True,
                                     "second_look": False},
@@ -93,7 +104,10 @@ def one_run(ds: Any, input_path: Path, name: str, cfg: dict[str, Any], cache: Pa
     if not cfg.get("gold"):
         spec["simulated"] = {"accuracy": cfg.get("reviewer_accuracy", GPT35[ds.name]), "variant": cfg["variant"],
                              "seed": seed, "weigh": cfg["weigh"], "then_gold": cfg.get("then_gold", False),
-                             "second_look": cfg.get("second_look", True)}
+                             "second_look": cfg.get("second_look", True),
+                             "oracle_training": cfg.get("oracle_training", False),
+                             "train_weights": cfg.get("train_weights", False),
+                             "trust_correction": cfg.get("trust_correction", True)}
     res = measure(spec, workdir)
     res.update(dataset=ds.name, config=name, seed=seed, **{k: v for k, v in cfg.items() if k != "gold"})
     if "error" in res:

@@ -233,6 +233,21 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
         sim = spec["simulated"]
         reviewer = SimulatedReviewer(spec["input"], spec["gold_column"], task.label_names, sim["accuracy"],
                                      sim.get("variant", "uniform"), sim.get("seed", 0), sim.get("weigh", True))
+        if sim.get("train_weights"):  # each answer learned from with the weight of its belief (not the default)
+            import labeljury.review.weigh as weigh_step
+
+            weigh_step.TRAIN_WEIGHTS = True
+        if not sim.get("trust_correction", True):  # the estimate and calibration as if its answers were right
+            import labeljury.pipeline.calibrate as calibrate_step
+
+            calibrate_step._reference_noise = lambda store, ids, label, answer, agreed, labels, vote: (None, agreed)
+        if sim.get("oracle_training"):  # a bound, not a method: specialists learn the truth of each answer
+            truth, decided = reviewer.truth, RunStore.decided_reviews
+
+            def truthful(self: RunStore) -> dict[int, str]:
+                return {t: truth.get(t, lab) for t, lab in decided(self).items()}
+
+            RunStore.decided_reviews = truthful  # type: ignore[method-assign]
         if sim.get("then_gold"):  # a cascade: the noisy reviewer, then people (scripted from gold)
             from labeljury.review.cascade import CascadeReviewer
             from labeljury.review.gold import GoldReviewer

@@ -44,6 +44,7 @@ class SimulatedReviewer:
         self.variant = variant
         self.seed = seed
         self.weigh = weigh  # read by labeljury: weigh this reviewer's answers against the vote, or obey them
+        self.truth: dict[int, str] = {}  # text id -> the gold answer it replaced (for the oracle bound)
 
     def check(self) -> None:
         self.gold.check()
@@ -65,7 +66,7 @@ class SimulatedReviewer:
             if res.label is None:
                 yield res
                 continue
-            label = res.label
+            label = self.truth[res.key] = res.label
             if _unit(self.seed, res.key, "wrong") < p_wrong[res.key]:
                 others = [lab for lab in self.labels if lab != label]
                 label = others[int(_unit(self.seed, res.key, "which") * len(others))]

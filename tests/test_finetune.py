@@ -90,6 +90,24 @@ def test_update_of_an_unfitted_model_fits_it_deterministically(tiny: str, data: 
     assert [h["kind"] for h in again.history] == ["fit"]
 
 
+def test_sample_weights_scale_each_rows_loss(tiny: str, data: tuple, fitted: FineTunedClassifier) -> None:
+    """Weight 1 everywhere is the plain fit; rows weighted 0 teach nothing: flipping their labels
+    leaves the fit as it was."""
+    X, y, Xt, _ = data
+    ones = FineTunedClassifier(LABELS, model=tiny, **TINY).fit(X, y, sample_weight=[1.0] * len(X))
+    np.testing.assert_allclose(ones.predict_proba(Xt), fitted.predict_proba(Xt), atol=1e-4)
+    w = np.ones(len(X))
+    w[:50] = 0.0
+    flipped = [LABELS[(LABELS.index(v) + 1) % 3] if i < 50 else v for i, v in enumerate(y)]
+    a = FineTunedClassifier(LABELS, model=tiny, **TINY).fit(X, y, sample_weight=w).predict_proba(Xt)
+    b = FineTunedClassifier(LABELS, model=tiny, **TINY).fit(X, flipped, sample_weight=w).predict_proba(Xt)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    c = FineTunedClassifier(LABELS, model=tiny, **TINY).fit(X, flipped).predict_proba(Xt)
+    assert np.abs(c - a).max() > 0.05  # unweighted, the flipped labels do change it
+    with pytest.raises(SpecialistError, match="sample_weight must be 150 finite weights >= 0"):
+        FineTunedClassifier(LABELS, model=tiny, **TINY).fit(X, y, sample_weight=[-1.0] * len(X))
+
+
 def test_save_load_round_trip_and_plain_transformers(tmp_path: Path, data: tuple,
                                                      fitted: FineTunedClassifier) -> None:
     import torch

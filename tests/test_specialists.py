@@ -32,6 +32,7 @@ from labeljury.specialists import (
     get_encoder,
     synonym_map,
 )
+from labeljury.specialists.heads import Head
 from labeljury.task import SpecialistSpec, parse_task
 
 pytestmark = pytest.mark.slow
@@ -334,6 +335,41 @@ def test_head_errors(tmp_path):
     head.save(tmp_path / "tfidf-ckpt")
     with pytest.raises(SpecialistError, match="not a EmbeddingHead"):
         EmbeddingHead.load(tmp_path / "tfidf-ckpt")
+
+
+@pytest.mark.parametrize("cls", [EmbeddingHead, TfidfHead, NaiveBayesHead, HybridHead])
+def test_a_row_weighted_zero_is_a_row_not_learned_from(cls, toy_embeddings):
+    """Weights are how a reviewer's doubtful answers count less: weight 0 is the row left out, and a
+    row with weight 2 counts as two copies of it."""
+    E, y = toy_embeddings
+    X = Rows(texts=SPORTS + COOKING, embeddings=E)
+    # one wrong label, on the first sports row
+    noisy = ["cooking"] + list(y[1:])
+    w = np.ones(len(y))
+    w[0] = 0.0
+    labels = ["cooking", "sports"]
+    keep = np.arange(1, len(y))
+
+    def new() -> Head:  # the n-gram vocabulary from the same unlabeled rows, whatever is learned from
+        return cls(labels).fit_unsupervised(X)
+
+    weighted = new().fit(X, noisy, sample_weight=w).predict_proba(X)
+    left_out = new().fit(X.take(keep), [noisy[i] for i in keep]).predict_proba(X)
+    unweighted = new().fit(X, noisy).predict_proba(X)
+    atol = 2e-2 if cls is HybridHead else 1e-4  # SGD visits rows in a different order
+    np.testing.assert_allclose(weighted, left_out, atol=atol)
+    assert np.abs(weighted - unweighted).max() > 10 * atol  # the weight changed the fit
+    doubled = np.r_[np.arange(len(y)), [3]]
+    w2 = np.ones(len(y))
+    w2[3] = 2.0
+    if cls is not HybridHead:
+        np.testing.assert_allclose(new().fit(X, noisy, sample_weight=w2).predict_proba(X),
+                                   new().fit(X.take(doubled), [noisy[i] for i in doubled]).predict_proba(X),
+                                   atol=1e-4)
+    with pytest.raises(SpecialistError, match="sample_weight must be 10 finite weights >= 0"):
+        cls(labels).fit(X, noisy, sample_weight=-w)
+    with pytest.raises(SpecialistError, match="sample_weight must be 10 finite weights"):
+        cls(labels).fit(X, noisy, sample_weight=w[:3])
 
 
 # --- Hugging Face --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from labeljury.budget import plan_budget
 from labeljury.cli import app
 from labeljury.store import RunStore
 from labeljury.task import ReviewSpec
-from labeljury.trust import Population, ece, estimate, fit_calibrator
+from labeljury.trust import Population, ece, estimate, fit_calibrator, reference_noise, unbiased_correct
 
 from .conftest import CHROMIUM, make_rows, require, write_task
 
@@ -32,6 +32,41 @@ def test_calibration_turns_a_skewed_confidence_into_a_probability() -> None:
     cal = fit_calibrator(conf[fit], right[fit], group[fit])
     assert ece(conf[test], right[test]) > 0.1
     assert ece(cal(conf[test], group[test]), right[test]) < 0.03
+
+
+def _noisy_reference(rng: np.random.Generator, y: np.ndarray, k: int, accuracy: float) -> tuple[np.ndarray, np.ndarray]:
+    """A reviewer right with `accuracy`, its wrong answers uniform over the other labels; its C."""
+    wrong = rng.random(len(y)) >= accuracy
+    answer = np.where(wrong, (y + rng.integers(1, k, len(y))) % k, y)
+    off = (1 - accuracy) / (k - 1)
+    return answer, np.full((k, k), off) + np.eye(k) * (accuracy - off)
+
+
+def test_a_noisy_reference_calibrates_and_measures_as_if_it_were_right() -> None:
+    """An audit answered by a reviewer right 73% of the time: agreement with it is not being right.
+    Fitted on the agreement knowing the reviewer's confusion, the calibration matches the truth; the
+    corrected values average to the true accuracy."""
+    rng = np.random.default_rng(3)
+    n, k = 6000, 3
+    conf = rng.uniform(0.34, 1.0, n)
+    group = np.where(rng.random(n) < 0.3, "consensus", "vote")
+    p_right = np.clip(conf**0.5 + 0.1 * (group == "consensus"), 0, 1)
+    y = rng.integers(0, k, n)
+    right = rng.random(n) < p_right
+    label = np.where(right, y, (y + rng.integers(1, k, n)) % k)  # the vote's label
+    answer, C = _noisy_reference(rng, y, k, 0.73)
+    agreed = (answer == label).astype(float)
+    fit, test = slice(0, 1500), slice(1500, None)
+    noise = reference_noise(label[fit], C, np.full(k, 1 / k))
+    plain = fit_calibrator(conf[fit], agreed[fit], group[fit])
+    denoised = fit_calibrator(conf[fit], agreed[fit], group[fit], noise)
+    truth = right[test].astype(float)
+    assert ece(plain(conf[test], group[test]), truth) > 0.15  # calibrated to the reviewer, not the truth
+    assert ece(denoised(conf[test], group[test]), truth) < 0.04
+    value = unbiased_correct(label, answer, C)
+    assert agreed.mean() < right.mean() - 0.15
+    assert value.mean() == pytest.approx(right.mean(), abs=0.02)
+    assert (unbiased_correct(np.full(3, -1), answer[:3], C) == 0).all()  # no label: not right
 
 
 def _population(rng: np.random.Generator, n: int, n_audit: int, bias: float) -> tuple[Population, float]:

@@ -197,8 +197,8 @@ def _estimate_line(info: dict[str, Any]) -> str:
     weighed = (info.get("weighing") or {}).get("accuracy") or {}
     noisy = [k for k in (info.get("audit_reviewers") or {}) if k in weighed]
     if noisy:  # the audit's answers are the yardstick: a reviewer that is often wrong bends it
-        line += (f"; answered by {noisy[0]}, itself about {weighed[noisy[0]]:.0%} right: this measures agreement "
-                 "with it, not accuracy (put people last in the reviewer list to audit with them)")
+        line += (f"; answered by {noisy[0]}, itself about {weighed[noisy[0]]:.0%} right: corrected for its mistakes, "
+                 "so only as sure as that figure (put people last in the reviewer list to audit with them)")
     return line
 
 

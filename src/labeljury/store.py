@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS answers (text_id INTEGER NOT NULL, reviewer TEXT NOT 
     confidence REAL, reason TEXT, source TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (text_id, reviewer));
 CREATE TABLE IF NOT EXISTS priors (text_id INTEGER PRIMARY KEY, probs TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS verdicts (text_id INTEGER PRIMARY KEY, label TEXT, belief REAL NOT NULL,
-    answer TEXT, flagged INTEGER NOT NULL DEFAULT 0, train TEXT);
+    answer TEXT, flagged INTEGER NOT NULL DEFAULT 0, train TEXT, weight REAL);
 CREATE TABLE IF NOT EXISTS human_queue (text_id INTEGER PRIMARY KEY, why TEXT NOT NULL, text TEXT NOT NULL,
     suggestion TEXT, confidence REAL, votes TEXT, llm_label TEXT, llm_confidence REAL, llm_reason TEXT,
     queued_at REAL NOT NULL, lease TEXT, lease_until REAL, skips INTEGER NOT NULL DEFAULT 0,
@@ -188,6 +188,17 @@ def check_store_file(db_path: Path, *, fresh_ok: bool) -> None:
         raise RunStoreError(f"{where!r} is not a labeljury run store; labeljury will not touch it: pass another --run-dir")
 
 
+# Columns added to a table after runs were made with it: (table, column, type). Each is optional
+# data that an older run store gets, empty, when it is opened for writing (readers cope without it).
+_ADDED_COLUMNS = (("verdicts", "weight", "REAL"),)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, kind in _ADDED_COLUMNS:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 class RunStore:
     """One run directory. Not thread-safe: one connection, used from the pipeline's thread.
 
@@ -213,6 +224,7 @@ class RunStore:
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 self.conn.execute("PRAGMA busy_timeout=30000")
                 self.conn.executescript(_SCHEMA)
+                _add_missing_columns(self.conn)
         except (OSError, sqlite3.DatabaseError) as err:
             raise storage_error(err, self.run_dir) from None
         version = self.get_meta("schema_version")
@@ -529,13 +541,24 @@ class RunStore:
     def priors(self) -> dict[int, list[float]]:
         return {t: json.loads(p) for t, p in self.conn.execute("SELECT text_id, probs FROM priors")}
 
-    def put_verdicts(self, rows: Iterable[tuple[int, str | None, float, str | None, bool, str | None]]) -> None:
+    def put_verdicts(self, rows: Iterable[tuple[int, str | None, float, str | None, bool, str | None, float]]) -> None:
         """(text id, decided label, belief, the reviewer's answer, flagged, the label to train on or
-        None), replacing all."""
+        None, the weight to train with), replacing all."""
         with self.transaction() as c:
             c.execute("DELETE FROM verdicts")
-            c.executemany("INSERT INTO verdicts(text_id, label, belief, answer, flagged, train) VALUES (?,?,?,?,?,?)",
-                          [(int(t), lab, float(b), a, int(f), tr) for t, lab, b, a, f, tr in rows])
+            c.executemany("INSERT INTO verdicts(text_id, label, belief, answer, flagged, train, weight) "
+                          "VALUES (?,?,?,?,?,?,?)",
+                          [(int(t), lab, float(b), a, int(f), tr, float(w)) for t, lab, b, a, f, tr, w in rows])
+
+    def train_weights(self) -> dict[int, float]:
+        """{text id: weight} of the reviewed rows to learn from with a weight other than 1 (a weighed
+        reviewer's answers: how likely each is right)."""
+        try:
+            rows = self.conn.execute("SELECT text_id, weight FROM verdicts WHERE train IS NOT NULL "
+                                     "AND weight IS NOT NULL AND weight != 1").fetchall()
+        except sqlite3.OperationalError:  # a read-only look at a run made before weights existed
+            return {}
+        return {int(t): float(w) for t, w in rows}
 
     def verdicts(self) -> dict[int, tuple[str | None, float, str | None, bool, str | None]]:
         """{text id: (decided label, belief, answer, flagged, label to train on)}"""

@@ -15,6 +15,7 @@ import numpy as np
 
 from .progress import Progress, SilentProgress
 from .registry import Registry
+from .review import weigh as weigh_step
 from .scoring import Features
 from .specialists import LearnsFromUnlabeled, Specialist, Updatable
 from .store import RunStore
@@ -38,6 +39,16 @@ def audited(store: RunStore) -> tuple[np.ndarray, list[str]]:
     reviews = store.labeled_reviews()
     keys = np.array(sorted(i for i in store.routed("audit") if i in reviews), dtype=np.int64)
     return keys, [reviews[int(k)] for k in keys]
+
+
+def accepts_weights(model: Any, method: str = "fit") -> bool:
+    """Whether `model.<method>` takes a `sample_weight` argument."""
+    import inspect
+
+    try:
+        return "sample_weight" in inspect.signature(getattr(model, method)).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 def hard_labels(proba: np.ndarray) -> np.ndarray:
@@ -82,26 +93,31 @@ class Trainer:
         """Fit `model` on the reviewed labels of `ids` (with `update`, continue training it on them)."""
         labels = self.store.decided_reviews()
         X, y = self.features.rows(model, ids), [labels[int(i)] for i in ids]
+        weights = self.store.train_weights() if weigh_step.TRAIN_WEIGHTS else {}
+        w = [weights.get(int(i), 1.0) for i in ids] if weights else None
         if hasattr(model, "on_rows"):  # a long fit (fine-tuning) reports each batch: a bar with an ETA
             epochs = int(getattr(model, "epochs", 1))
             what = "updating" if update else "fine-tuning"
             with self.progress.bar(f"{model.name}: {what} on {len(ids):,} rows x {epochs} epochs", len(ids) * epochs) as bar:
                 model.on_rows = bar.advance  # type: ignore[attr-defined]
                 try:
-                    self._fit(model, X, y, update)
+                    self._fit(model, X, y, update, w)
                 finally:
                     model.on_rows = None  # type: ignore[attr-defined]
             return model
-        self._fit(model, X, y, update)
+        self._fit(model, X, y, update, w)
         return model
 
     @staticmethod
-    def _fit(model: Specialist, X: Any, y: list[str], update: bool) -> None:
+    def _fit(model: Specialist, X: Any, y: list[str], update: bool, w: list[float] | None) -> None:
+        # with review.weigh.TRAIN_WEIGHTS, rows of a weighed reviewer count as much as they are believed,
+        # for specialists that take weights (every built-in trainable one); others learn from each once
+        extra = {"sample_weight": w} if w is not None and accepts_weights(model, "update" if update else "fit") else {}
         if update:
             assert isinstance(model, Updatable)
-            model.update(X, y)
+            model.update(X, y, **extra)
         else:
-            model.fit(X, y)  # type: ignore[attr-defined]
+            model.fit(X, y, **extra)  # type: ignore[attr-defined]
 
     def right(self, model: Specialist, ids: np.ndarray, y: np.ndarray) -> np.ndarray | None:
         """Which of rows `ids` (label indices `y`) `model` gets right (None for no rows)."""

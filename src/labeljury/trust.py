@@ -23,7 +23,13 @@ correction is unbiased:
 
 with rows weighted by how often their text occurs, and a normal interval from the correction's
 standard error. The calibrated confidences only narrow the interval: biased ones are corrected.
-Reviewed rows count as right: the estimate is against the reviewer that answered the audit.
+Reviewed rows count as right: the estimate is against the reviewer that answered the audit, except
+where that reviewer's answers are weighed (an LLM, often wrong). Then "the vote agreed with its
+answer" is not "the vote was right", and both steps correct for its confusion matrix C[true, answer]
+(`review.weigh`): the calibrator is fitted by EM on the agreement, P(agree) = p C[l, l] + (1 - p) b_l
+(b_l: how often it answers l when l is wrong), and the estimate's correction uses C^-1[answer, l],
+whose expectation over the reviewer's noise is exactly "l is right" (Natarajan et al., 2013), so the
+estimate stays unbiased given C. The rows such a reviewer decided count as right with their belief.
 """
 
 from __future__ import annotations
@@ -77,29 +83,91 @@ class Calibrator:
 IDENTITY = Calibrator()  # the raw confidence: what a run without an audit keeps
 
 
-def fit_calibrator(confidence: np.ndarray, correct: np.ndarray, group: np.ndarray) -> Calibrator:
-    """Logistic regression of `correct` (0/1) on [logit(confidence), source is consensus]; lightly
-    regularised so a small or one-sided sample stays near the identity."""
+NOISY_EM_ITERATIONS = 100
+
+
+@dataclass(frozen=True)
+class ReferenceNoise:
+    """How a noisy reference (a weighed reviewer's answers to the audit) relates to the truth, per
+    audit row: P(it answers the row's label | the label is right) and (| it is wrong)."""
+
+    agree_if_right: np.ndarray
+    agree_if_wrong: np.ndarray
+
+    def take(self, mask: np.ndarray) -> ReferenceNoise:
+        return ReferenceNoise(self.agree_if_right[mask], self.agree_if_wrong[mask])
+
+
+def _platt(X: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> Calibrator:
     from sklearn.linear_model import LogisticRegression
 
+    m = LogisticRegression(C=10.0).fit(X, y, sample_weight=weight)
+    return Calibrator(float(m.coef_[0, 0]), float(m.coef_[0, 1]), float(m.intercept_[0]), len(X) if weight is None
+                      else len(X) // 2)
+
+
+def fit_calibrator(confidence: np.ndarray, correct: np.ndarray, group: np.ndarray,
+                   noise: ReferenceNoise | None = None) -> Calibrator:
+    """Logistic regression of `correct` (0/1) on [logit(confidence), source is consensus]; lightly
+    regularised so a small or one-sided sample stays near the identity. With `noise`, `correct` is
+    agreement with a noisy reference, and the fit is EM over whether each row was really right."""
     y = np.asarray(correct, dtype=np.float64)
     if len(y) < 2 or y.min() == y.max():
         p = (y.sum() + 0.5) / (len(y) + 1)  # all right (or all wrong): a constant, short of certainty
         return Calibrator(0.0, 0.0, float(np.log(p / (1 - p))), len(y))
     X = np.c_[_logit(confidence), np.asarray(group) == "consensus"]
-    m = LogisticRegression(C=10.0).fit(X, y)
-    return Calibrator(float(m.coef_[0, 0]), float(m.coef_[0, 1]), float(m.intercept_[0]), len(y))
+    cal = _platt(X, y)
+    if noise is None:
+        return cal
+    a = np.clip(noise.agree_if_right, 1e-3, 1.0)
+    b = np.clip(noise.agree_if_wrong, 0.0, a - 1e-3)
+    XX, yy = np.r_[X, X], np.r_[np.ones(len(y)), np.zeros(len(y))]
+    for _ in range(NOISY_EM_ITERATIONS):
+        p = cal(confidence, group)
+        # P(right | agreed or not, p): what each row says about its own label once the reference's noise is known
+        right = np.where(y == 1, p * a / (p * a + (1 - p) * b),
+                         p * (1 - a) / np.maximum(p * (1 - a) + (1 - p) * (1 - b), 1e-12))
+        new = _platt(XX, yy, np.r_[right, 1 - right])
+        done = max(abs(new.a - cal.a), abs(new.b - cal.b), abs(new.c - cal.c)) < 1e-5
+        cal = new
+        if done:
+            break
+    return cal
 
 
-def cross_fitted(confidence: np.ndarray, correct: np.ndarray, group: np.ndarray, folds: np.ndarray) -> np.ndarray:
+def cross_fitted(confidence: np.ndarray, correct: np.ndarray, group: np.ndarray, folds: np.ndarray,
+                 noise: ReferenceNoise | None = None) -> np.ndarray:
     """Each point's calibrated confidence by a calibrator fitted without its fold: what the
     estimate's correction needs to stay unbiased."""
     out = np.zeros(len(confidence))
     for f in np.unique(folds):
         train = folds != f
-        out[~train] = fit_calibrator(confidence[train], correct[train], group[train])(confidence[~train],
-                                                                                        group[~train])
+        out[~train] = fit_calibrator(confidence[train], correct[train], group[train],
+                                     None if noise is None else noise.take(train))(confidence[~train], group[~train])
     return out
+
+
+def unbiased_correct(agreed_label: np.ndarray, answer: np.ndarray, confusion: np.ndarray) -> np.ndarray:
+    """For rows whose label is `agreed_label` (-1: no label) and whose noisy reference answered
+    `answer`, C^-1[answer, label]: a value whose mean over the reference's noise is 1 where the label
+    is right and 0 where it is wrong (C[true, answer] the reference's confusion matrix)."""
+    inv = np.linalg.inv(np.asarray(confusion, dtype=np.float64))
+    out = inv[answer, np.maximum(agreed_label, 0)]
+    return np.where(agreed_label >= 0, out, 0.0)
+
+
+def reference_noise(label: np.ndarray, confusion: np.ndarray, prior: np.ndarray) -> ReferenceNoise:
+    """Per row with label l: P(answer l | l right) = C[l, l], and P(answer l | l wrong), the other
+    classes weighted by their `prior` share."""
+    C = np.asarray(confusion, dtype=np.float64)
+    k = len(C)
+    lab = np.maximum(np.asarray(label), 0)
+    right = C[lab, lab]
+    others = np.tile(np.asarray(prior, dtype=np.float64), (len(lab), 1))
+    others[np.arange(len(lab)), lab] = 0.0
+    others /= np.maximum(others.sum(axis=1, keepdims=True), 1e-12)
+    wrong = (others * C[:, lab].T).sum(axis=1) if k > 1 else np.zeros(len(lab))
+    return ReferenceNoise(right, wrong)
 
 
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
@@ -119,12 +187,13 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
 
 
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
-    """Per confidence bin: mean confidence, accuracy, rows (for a reliability diagram)."""
+    """Per confidence bin: mean confidence, accuracy, rows (for a reliability diagram). `correct` may
+    be a noise-corrected value (its mean estimates the accuracy; clipped to [0, 1] for display)."""
     c = np.asarray(confidence, dtype=np.float64)
     y = np.asarray(correct, dtype=np.float64)
     idx = np.minimum((c * bins).astype(int), bins - 1)
     return [{"low": b / bins, "high": (b + 1) / bins, "confidence": float(c[idx == b].mean()),
-             "accuracy": float(y[idx == b].mean()), "rows": int((idx == b).sum())}
+             "accuracy": float(np.clip(y[idx == b].mean(), 0, 1)), "rows": int((idx == b).sum())}
             for b in range(bins) if (idx == b).any()]
 
 
@@ -150,10 +219,12 @@ class Estimate:
 
 @dataclass
 class Population:
-    """The output, text by text: `weight` = rows holding the text; `known` = its label is known right
-    (reviewed or audited); `calibrated` = c^ for an unreviewed text; its `source` and `label`. The
-    audit texts no stage picked, as they would have come out: their vote's `audit_source` and
-    `audit_label`, cross-fitted `audit_calibrated`, and `audit_correct` (the vote was right)."""
+    """The output, text by text: `weight` = rows holding the text; `known` = its label is known
+    (reviewed or audited), right with probability `known_right` (1 by default: a trusted reviewer;
+    the belief for a weighed one); `calibrated` = c^ for an unreviewed text; its `source` and `label`.
+    The audit texts no stage picked, as they would have come out: their vote's `audit_source` and
+    `audit_label`, cross-fitted `audit_calibrated`, and `audit_correct` (the vote was right: 0/1, or
+    its noise-corrected value where a weighed reviewer answered)."""
 
     weight: np.ndarray
     known: np.ndarray
@@ -165,6 +236,7 @@ class Population:
     audit_correct: np.ndarray
     audit_source: np.ndarray
     audit_label: np.ndarray
+    known_right: np.ndarray | None = None
 
 
 def estimate(pop: Population, rows: np.ndarray | None = None, audit: np.ndarray | None = None) -> Estimate:
@@ -178,10 +250,10 @@ def estimate(pop: Population, rows: np.ndarray | None = None, audit: np.ndarray 
     n_rows = int(round(total))
     if total == 0:
         return Estimate(None, None, None, 0, 0, "none")
-    k = float(w[known].sum())
+    k = float(w[known].sum()) if pop.known_right is None else float((w * pop.known_right[sel])[known].sum())
     w_u = float(w[~known].sum())
     if w_u == 0:
-        return Estimate(1.0, 1.0, 1.0, n_rows, 0, "exact")
+        return Estimate(k / total, k / total, k / total, n_rows, 0, "exact")
     s_u = float((w[~known] * pop.calibrated[sel][~known]).sum())
     aw = pop.audit_weight[asel].astype(np.float64)
     n = int(asel.sum())
@@ -196,7 +268,7 @@ def estimate(pop: Population, rows: np.ndarray | None = None, audit: np.ndarray 
         return Estimate(float(np.clip(acc, 0, 1)), float(max(0.0, acc - half)), float(min(1.0, acc + half)),
                         n_rows, n, "ppi")
     # a handful of audit rows: the plain share right among them, with its Wilson interval
-    p = float((aw * pop.audit_correct[asel]).sum() / aw.sum())
+    p = float(np.clip((aw * pop.audit_correct[asel]).sum() / aw.sum(), 0, 1))
     lo, hi = wilson_interval(p, n)
     return Estimate((k + w_u * p) / total, (k + w_u * lo) / total, (k + w_u * hi) / total, n_rows, n, "wilson")
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import trust
 from ..registry import Registry
+from ..review.desk import reviewer_of
 from ..scoring import Scorer, Vote
 from ..specialists import Updatable
 from ..store import RunStore
@@ -49,10 +50,11 @@ def vote_groups(vote: Vote) -> np.ndarray:
 
 
 def fit_trust(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Registry, labels: list[str],
-              vote: Vote, final_source: np.ndarray, final_label: np.ndarray, known: np.ndarray, seed: int) -> Trust:
+              vote: Vote, final_source: np.ndarray, final_label: np.ndarray, known: np.ndarray, seed: int,
+              known_right: np.ndarray | None = None) -> Trust:
     """The calibrator (on the audit rows no stage picked: a uniform sample of the rows the vote labels),
     and the estimates of the output whose texts have `final_source`, `final_label` and `known`
-    (their label is known right)."""
+    (their label is known: right with probability `known_right`, 1 by default)."""
     k_index = {lab: i for i, lab in enumerate(labels)}
     groups = vote_groups(vote)
     conf = vote.result.confidence.astype(np.float64)
@@ -62,9 +64,11 @@ def fit_trust(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Regis
     u_ids = audit_ids[unpicked]
     u_y = np.array([k_index[v] for v in np.asarray(audit_y, dtype=object)[unpicked]], np.int64)
     u_conf, u_group = conf[u_ids], groups[u_ids]
-    u_correct = (vote.result.label[u_ids] == u_y).astype(np.float64)
+    u_label = vote.result.label[u_ids]
+    u_correct = (u_label == u_y).astype(np.float64)
+    noise, u_value = _reference_noise(store, u_ids, u_label, u_y, u_correct, labels, vote)
     if len(u_ids) >= trust.MIN_POINTS:
-        calibrator, on = trust.fit_calibrator(u_conf, u_correct, u_group), "audit"
+        calibrator, on = trust.fit_calibrator(u_conf, u_correct, u_group, noise), "audit"
     else:
         o_conf, o_correct, o_group = _cross_fitted_votes(store, scorer, trainer, registry, labels, vote, seed)
         if len(o_conf) >= trust.MIN_POINTS:
@@ -76,7 +80,7 @@ def fit_trust(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Regis
         return Trust(calibrator, on, calibrated, None, [], 0)
     if on == "audit" and len(u_ids) >= 2 * FOLDS:
         folds = np.random.default_rng(seed * 1_000_003 + 65_537).permutation(len(u_ids)) % FOLDS
-        u_cal = trust.cross_fitted(u_conf, u_correct, u_group, folds)
+        u_cal = trust.cross_fitted(u_conf, u_correct, u_group, folds, noise)
     else:
         u_cal = calibrated[u_ids]  # not fitted on these rows (or too few to fold): unbiased as it is
     weight = np.zeros(store.n_texts, np.float64)
@@ -87,11 +91,41 @@ def fit_trust(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Regis
     pop = trust.Population(
         weight=weight, known=known, calibrated=calibrated, source=np.asarray(final_source, dtype=object),
         label=np.asarray(final_label, dtype=object), audit_weight=weight[u_ids], audit_calibrated=u_cal,
-        audit_correct=u_correct, audit_source=u_group.astype(object), audit_label=vote_label[u_ids])
+        audit_correct=u_value, audit_source=u_group.astype(object), audit_label=vote_label[u_ids],
+        known_right=known_right)
     estimates = trust.estimates(pop, labels)
     estimates["basis"] = {"audit_rows": int(len(audit_ids)), "unpicked_audit_rows": int(len(u_ids)),
-                          "calibrated_on": on}
-    return Trust(calibrator, on, calibrated, estimates, trust.reliability(u_cal, u_correct), int(len(audit_ids)))
+                          "calibrated_on": on,
+                          "noisy_reference_rows": 0 if noise is None else int((noise.agree_if_right < 1).sum())}
+    return Trust(calibrator, on, calibrated, estimates, trust.reliability(u_cal, u_value), int(len(audit_ids)))
+
+
+def _reference_noise(store: RunStore, ids: np.ndarray, label: np.ndarray, answer: np.ndarray, agreed: np.ndarray,
+                     labels: list[str], vote: Vote) -> tuple[trust.ReferenceNoise | None, np.ndarray]:
+    """Where a weighed reviewer answered audit rows `ids` (its confusion matrix is in the weighing),
+    how its answers relate to the truth, and each row's noise-corrected "the vote was right" (see
+    `trust`); rows a trusted reviewer answered keep their 0/1. (None, `agreed`) when none did.
+    The matrix is the weighing's estimate: where it is off, so are both (measured: BENCHMARKS.md)."""
+    confusion = (store.get_meta("weighing") or {}).get("confusion") or {}
+    if not confusion or not len(ids):
+        return None, agreed
+    reviews = store.reviews()
+    kinds = np.array([reviewer_of(reviews[int(t)].source) if int(t) in reviews else "" for t in ids], dtype=object)
+    noisy = np.isin(kinds, list(confusion))
+    if not noisy.any():
+        return None, agreed
+    k = len(labels)
+    prior = np.bincount(np.maximum(vote.result.label, 0), minlength=k).astype(np.float64) + 1.0
+    a, b, value = np.ones(len(ids)), np.zeros(len(ids)), agreed.astype(np.float64).copy()
+    for kind in set(kinds[noisy].tolist()):
+        m = kinds == kind
+        C = np.asarray(confusion[kind], dtype=np.float64)
+        if C.shape != (k, k) or abs(np.linalg.det(C)) < 1e-6:
+            continue  # a reviewer whose answers say nothing about the truth: measured as answered
+        rn = trust.reference_noise(label[m], C, prior / prior.sum())
+        a[m], b[m] = rn.agree_if_right, rn.agree_if_wrong
+        value[m] = trust.unbiased_correct(label[m], answer[m], C)
+    return trust.ReferenceNoise(a, b), value
 
 
 def _cross_fitted_votes(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Registry, labels: list[str],

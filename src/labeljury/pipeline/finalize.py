@@ -37,19 +37,22 @@ def finalize(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Regist
     source = np.empty(n, dtype=object)
     label = np.empty(n, dtype=object)
     known = np.zeros(n, bool)
+    known_right = np.ones(n)  # a weighed reviewer's rows are right with the belief in their label
     for t in range(n):
         r = reviews.get(t)
         lab = int(result.label[t])
         if r is not None and r.label is not None and not r.pending:
             source[t], label[t], known[t] = r.source, r.label, True
             v = verdicts.get(t)
-            if v is not None and v[2] is not None and v[0] != r.label:  # the vote outweighed the answer
-                source[t], label[t] = f"vote:over-{reviewer_of(r.source)}", v[0]
+            if v is not None and v[2] is not None:
+                known_right[t] = v[1]
+                if v[0] != r.label:  # the vote outweighed the answer
+                    source[t], label[t] = f"vote:over-{reviewer_of(r.source)}", v[0]
         elif lab < 0:
             source[t], label[t] = (r.source if r is not None else "skipped:no-vote"), None
         else:
             source[t], label[t] = (r.source if r is not None else str(groups[t])), labels[lab]
-    fitted = fit_trust(store, scorer, trainer, registry, labels, vote, source, label, known, seed)
+    fitted = fit_trust(store, scorer, trainer, registry, labels, vote, source, label, known, seed, known_right)
 
     def records() -> Iterator[tuple[Any, ...]]:
         for t in range(n):

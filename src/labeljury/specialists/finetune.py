@@ -113,23 +113,34 @@ class FineTunedClassifier(BaseSpecialist):
                 "warmup": self.warmup, "lora": self.lora, "lora_r": self.lora_r, "lora_alpha": self.lora_alpha,
                 "lora_dropout": self.lora_dropout, "seed": self.seed}
 
-    def fit(self, X: Any, y: Sequence[str]) -> FineTunedClassifier:
-        """Train from the base model. No rows leave it unfitted (it abstains)."""
+    def fit(self, X: Any, y: Sequence[str], sample_weight: Sequence[float] | None = None) -> FineTunedClassifier:
+        """Train from the base model, each row's loss times its `sample_weight` (default 1). No rows
+        leave it unfitted (it abstains)."""
         texts, targets = self._check(X, y)
+        weights = self._weights(sample_weight, len(texts))
         self._model, self._tokenizer, self.history = None, None, []
         if texts:
             self._load_base()
-            self._train(texts, targets, "fit")
+            self._train(texts, targets, "fit", weights)
         return self
 
-    def update(self, X: Any, y: Sequence[str]) -> FineTunedClassifier:
+    def update(self, X: Any, y: Sequence[str], sample_weight: Sequence[float] | None = None) -> FineTunedClassifier:
         """Continue training from the current weights (fresh optimizer and schedule); unfitted, fit."""
         if not self.is_fitted:
-            return self.fit(X, y)
+            return self.fit(X, y, sample_weight)
         texts, targets = self._check(X, y)
+        weights = self._weights(sample_weight, len(texts))
         if texts:
-            self._train(texts, targets, "update")
+            self._train(texts, targets, "update", weights)
         return self
+
+    def _weights(self, sample_weight: Sequence[float] | None, n: int) -> list[float] | None:
+        if sample_weight is None:
+            return None
+        w = [float(v) for v in sample_weight]
+        if len(w) != n or not all(math.isfinite(v) and v >= 0 for v in w):
+            raise SpecialistError(f"{self.name}: sample_weight must be {n} finite weights >= 0")
+        return w
 
     def predict_proba(self, X: Any) -> np.ndarray:
         texts = texts_of(X, self.name)
@@ -286,7 +297,7 @@ class FineTunedClassifier(BaseSpecialist):
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise SpecialistError(f"finetune: LoRA cannot wrap model {self.model!r} ({first})") from None
 
-    def _train(self, texts: list[str], targets: list[int], kind: str) -> None:
+    def _train(self, texts: list[str], targets: list[int], kind: str, weights: list[float] | None = None) -> None:
         import torch
         from transformers import get_linear_schedule_with_warmup
 
@@ -302,11 +313,18 @@ class FineTunedClassifier(BaseSpecialist):
             optimizer = torch.optim.AdamW(_param_groups(model, self.weight_decay), lr=self.lr)
             schedule = get_linear_schedule_with_warmup(optimizer, int(self.warmup * steps), steps)
             y = torch.tensor(targets, dtype=torch.long)
+            w = None if weights is None else torch.tensor(weights, dtype=torch.float32)
             model.train()
             for _ in range(self.epochs):
                 for idx in self._batches(lengths, generator):
                     enc = self._encode([texts[i] for i in idx])
-                    loss = model(**enc, labels=y[idx].to(self._device())).loss
+                    if w is None:
+                        loss = model(**enc, labels=y[idx].to(self._device())).loss
+                    else:  # the mean of each row's cross-entropy times its weight
+                        logits = model(**enc).logits
+                        per_row = torch.nn.functional.cross_entropy(logits, y[idx].to(logits.device), reduction="none")
+                        bw = w[idx].to(logits.device)
+                        loss = (per_row * bw).sum() / bw.sum().clamp_min(1e-8)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     optimizer.step()

@@ -101,12 +101,15 @@ class Head(BaseSpecialist):
         raise NotImplementedError
 
     # -- estimator -----------------------------------------------------------------------------------
-    def fit(self: H, X: Any, y: Sequence[str]) -> H:
-        """Refit from scratch on (X, y). No rows leave the head unfitted (it abstains); a single
-        class makes it predict that class with probability 1."""
+    def fit(self: H, X: Any, y: Sequence[str], sample_weight: Sequence[float] | None = None) -> H:
+        """Refit from scratch on (X, y), each row counted `sample_weight` times (default once). No rows
+        leave the head unfitted (it abstains); a single class makes it predict that class with probability 1."""
         y = [str(v) for v in y]
         if len(y) != n_rows(X):
             raise SpecialistError(f"{self.name}: {n_rows(X)} inputs but {len(y)} labels")
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        if w is not None and (w.shape != (len(y),) or not np.isfinite(w).all() or (w < 0).any()):
+            raise SpecialistError(f"{self.name}: sample_weight must be {len(y)} finite weights >= 0")
         unknown = sorted(set(y) - set(self.labels))
         if unknown:
             raise SpecialistError(f"{self.name}: training label {unknown[0]!r} is not a task label {self.labels}")
@@ -118,7 +121,7 @@ class Head(BaseSpecialist):
             return self
         if self.uses_ngrams and not self._pool_ngrams:
             self._ngrams = fit_ngrams(texts_of(X, self.name))
-        self._clf = self._classifier().fit(self._features(X), y)
+        self._clf = self._classifier().fit(self._features(X), y, sample_weight=w)
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
