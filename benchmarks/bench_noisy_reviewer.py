@@ -22,6 +22,8 @@ Configurations (name: reviewer share, reviewer, weighing, continual learning):
                   belief that it is right (review.weigh.TRAIN_WEIGHTS; the default counts each once)
   weigh-uniform-nocorrection  the run's calibration and estimate of itself taking the reviewer's
                   answers to the audit as right (before the correction for its confusion matrix)
+  weigh-uniform-cvw / weigh-hard-cvw  the vote weights' accuracies measured allowing for the
+                  reviewer's mistakes (continual.CORRECTED_VOTE_WEIGHTS; not the default)
   weigh-uniform-oracle  as weigh-uniform, but the specialists (and the vote's known labels) learn the
                   true label of every answered row: a bound on what any noise-robust training can reach,
                   the reviewed rows' labels still decided from the noisy answers
@@ -71,6 +73,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "weigh-uniform-weighted": {"percent": 26, "variant": "uniform", "weigh": True, "train_weights": True},
     "weigh-hard-weighted": {"percent": 26, "variant": "hard", "weigh": True, "train_weights": True},
     "weigh-uniform-nocorrection": {"percent": 26, "variant": "uniform", "weigh": True, "trust_correction": False},
+    "weigh-uniform-cvw": {"percent": 26, "variant": "uniform", "weigh": True, "corrected_vote_weights": True},
+    "weigh-hard-cvw": {"percent": 26, "variant": "hard", "weigh": True, "corrected_vote_weights": True},
     "weigh-uniform-oracle": {"percent": 26, "variant": "uniform", "weigh": True, "oracle_training": True},
     "weigh-uniform-people": {"percent": 26, "variant": "uniform", "weigh": True, "then_gold": True},
     "weigh-uniform-people-nolook": {"percent": 26, "variant": "uniform", "weigh": True, "then_gold": True,
@@ -107,7 +111,8 @@ def one_run(ds: Any, input_path: Path, name: str, cfg: dict[str, Any], cache: Pa
                              "second_look": cfg.get("second_look", True),
                              "oracle_training": cfg.get("oracle_training", False),
                              "train_weights": cfg.get("train_weights", False),
-                             "trust_correction": cfg.get("trust_correction", True)}
+                             "trust_correction": cfg.get("trust_correction", True),
+                             "corrected_vote_weights": cfg.get("corrected_vote_weights", False)}
     res = measure(spec, workdir)
     res.update(dataset=ds.name, config=name, seed=seed, **{k: v for k, v in cfg.items() if k != "gold"})
     if "error" in res:

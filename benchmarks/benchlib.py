@@ -241,6 +241,10 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
             import labeljury.pipeline.calibrate as calibrate_step
 
             calibrate_step._reference_noise = lambda store, ids, label, answer, agreed, labels, vote: (None, agreed)
+        if sim.get("corrected_vote_weights"):  # vote weights measured allowing for the reviewer's mistakes
+            import labeljury.continual as continual_step
+
+            continual_step.CORRECTED_VOTE_WEIGHTS = True
         if sim.get("oracle_training"):  # a bound, not a method: specialists learn the truth of each answer
             truth, decided = reviewer.truth, RunStore.decided_reviews
 

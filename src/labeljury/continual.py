@@ -24,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from . import trust
 from .budget import BudgetPlan
 from .progress import Progress, SilentProgress
 from .registry import Measurement, Promotion, Registry
 from .review.desk import ReviewDesk
+from .review.weigh import answer_noise
 from .routing import HardestFirst
 from .scoring import Scorer
 from .specialists import Specialist, Updatable
@@ -44,6 +46,11 @@ def holdout_split(stage_ids: np.ndarray, fraction: float, seed: int, stage: int)
         return np.zeros(0, np.int64)
     rng = np.random.default_rng(seed * 1_000_003 + stage)
     return np.sort(rng.choice(stage_ids, n_hold, replace=False))
+
+
+# Whether the vote weights' accuracies on a stage's new rows allow for a weighed reviewer's mistakes
+# in their labels, as the audit accuracies shown do (measured: BENCHMARKS.md section 7).
+CORRECTED_VOTE_WEIGHTS = False
 
 
 @dataclass(frozen=True)
@@ -184,29 +191,42 @@ class StageLoop:
             train, basis = np.setdiff1d(all_ids, gate_ids), "holdout"
         y_gate = np.array([self.labels.index(labels[int(t)]) for t in gate_ids], dtype=np.int64)
         y_weight = np.array([self.labels.index(labels[int(t)]) for t in weight_ids], dtype=np.int64)
-        before_right = self._current_right(gate_ids, y_gate)
+        # what is shown as an audit accuracy allows for a weighed reviewer's mistakes in the audit's
+        # answers (trust.accuracy_against); the gate compares agreement, row by row, which a reviewer
+        # wrong at random leaves in the same order; the vote weights are left as they were measured
+        noisy = answer_noise(s, gate_ids.tolist(), len(self.labels)) if basis == "audit" else []
+        before_pred = self._current_pred(gate_ids)
+        before_right = {n: p == y_gate for n, p in before_pred.items()}
         before_acc = {n: float(r.mean()) for n, r in before_right.items()}
-        weight_acc = before_acc if basis == "holdout" else {
-            n: float(r.mean()) for n, r in self._current_right(weight_ids, y_weight).items()}
+        shown = {n: trust.accuracy_against(p, y_gate, noisy) for n, p in before_pred.items()} if noisy else before_acc
+        if basis == "holdout":
+            weight_acc = before_acc
+        else:
+            w_noisy = answer_noise(s, weight_ids.tolist(), len(self.labels)) if CORRECTED_VOTE_WEIGHTS else []
+            weight_acc = {n: trust.accuracy_against(p, y_weight, w_noisy)
+                          for n, p in self._current_pred(weight_ids).items()}
         metrics: dict[str, Any] = {"stage": stage, "final": final, "gate": basis, "train_rows": int(len(train)),
                                    "holdout_rows": int(len(gate_ids)) if basis == "holdout" else 0,
                                    "audit_rows": int(len(gate_ids)) if basis == "audit" else 0,
                                    "specialists": {}}
         if basis == "audit":
-            metrics["audit_vote_accuracy"] = self._vote_accuracy(gate_ids, y_gate)
+            metrics["audit_vote_accuracy"] = self._vote_accuracy(gate_ids, y_gate, noisy)
+            if noisy:
+                metrics["audit_corrected_rows"] = int(sum(m.sum() for m, _ in noisy))
         promotions: list[Promotion] = []
         measurements: list[Measurement] = []
         for name, model in reg.models.items():
             entry: dict[str, Any] = {}
-            before = before_acc.get(name)
+            before = shown.get(name)
             gated, version = before, reg.versions[name]
             if model.trainable and len(train) and not reg.same_rows(name, train):
                 t1 = time.perf_counter()
                 new_version = reg.versions[name] + 1
                 cand = self.candidate(name, model, train, stage)
                 reg.save_checkpoint(cand, new_version)  # type: ignore[arg-type]
-                after_right = self.trainer.right(cand, gate_ids, y_gate)
-                after = float(after_right.mean()) if after_right is not None else None
+                after_pred = self.trainer.predict(cand, gate_ids)
+                after_right = None if after_pred is None else after_pred == y_gate
+                after = None if after_pred is None else trust.accuracy_against(after_pred, y_gate, noisy)
                 promote = final or self.gate.promote(before_right.get(name), after_right)
                 entry.update(version_before=reg.versions[name], accuracy_after=after, promoted=promote,
                              fit_seconds=round(time.perf_counter() - t1, 3))
@@ -227,24 +247,25 @@ class StageLoop:
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
         reg.commit(promotions, measurements, stage=stage, stage_metrics=metrics, done_step=step)
 
-    def _current_right(self, ids: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        """Which of rows `ids` (labels `y`) each current voter gets right, from its stored predictions."""
+    def _current_pred(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Each current voter's label index for rows `ids` (-1: abstained), from its stored predictions."""
         if not len(ids):
             return {}
         P, names = self.scorer.tensor(ids)
-        out = {}
-        for j, name in enumerate(names):
-            pred = np.where(np.isnan(P[:, j]).any(axis=1), -1, np.nan_to_num(P[:, j]).argmax(axis=1))
-            out[name] = pred == y
-        return out
+        return {name: np.where(np.isnan(P[:, j]).any(axis=1), -1, np.nan_to_num(P[:, j]).argmax(axis=1))
+                for j, name in enumerate(names)}
 
-    def _vote_accuracy(self, ids: np.ndarray, y: np.ndarray) -> float | None:
+    def _current_right(self, ids: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Which of rows `ids` (labels `y`) each current voter gets right, from its stored predictions."""
+        return {name: pred == y for name, pred in self._current_pred(ids).items()}
+
+    def _vote_accuracy(self, ids: np.ndarray, y: np.ndarray, noisy: list[tuple[np.ndarray, np.ndarray]]) -> float | None:
         """The current vote's accuracy on rows `ids` (the audit: for the per-stage plot)."""
         if not len(ids) or not self.registry.voters():
             return None
         # the vote of every row, as routing and finalize see it (Dawid-Skene fits on all of them)
         labels = self.scorer.vote(np.arange(self.store.n_texts)).result.label
-        return float((labels[ids] == y).mean())
+        return trust.accuracy_against(labels[ids], y, noisy)
 
     def candidate(self, name: str, model: Specialist, train: np.ndarray, stage: int) -> Specialist:
         """The next version of a trainable specialist. Cheap heads are refitted from scratch on every

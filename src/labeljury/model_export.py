@@ -182,6 +182,10 @@ def _write_atomically(output: Path, ckpt: Path, extra: dict[str, str]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _corrected(stages: list[dict[str, Any]]) -> int:
+    return max((st.get("audit_corrected_rows") or 0 for st in stages), default=0)
+
+
 # -- the model card -------------------------------------------------------------------------------------
 def model_card(task: dict[str, Any], labels: list[dict[str, Any]], entry: dict[str, Any], kind: Kind,
                info: dict[str, Any], stages: list[dict[str, Any]], reviewed: int, run_dir: Path,
@@ -218,6 +222,9 @@ def model_card(task: dict[str, Any], labels: list[dict[str, Any]], entry: dict[s
         *_training_lines(entry, kind, info, reviewed),
         (f"- Audit accuracy: {_pct(acc)} on {entry['audit_rows']} rows of the run's audit sample: drawn at random "
          "from the input, reviewed, and never trained on by this or any version (each stage below)"
+         + (f"; {_corrected(stages)} of the audit's answers came from a reviewer whose answers are weighed (an "
+            "LLM): measured against them allowing for its mistakes (its confusion matrix as the run estimated it)"
+            if _corrected(stages) else "")
          if entry.get("audited") else
          f"- Validation accuracy: {_pct(acc)}" + (" (latest stage's held-out reviewed rows; each stage below)"
                                                  if stages else f" on {rows} reviewed rows" if rows else "")),

@@ -151,7 +151,10 @@ def render(info: dict[str, Any], run_dir: Path | str) -> Any:
     t.add_row("estimated accuracy", _estimate_line(info))
     for line in weighing_lines(info):
         t.add_row(*line)
-    sp = Table(title="specialists (audit accuracy: of the current version, on audit rows no version trained on)")
+    corrected = max((st.get("audit_corrected_rows") or 0 for st in info.get("stages") or []), default=0)
+    sp = Table(title="specialists (audit accuracy: of the current version, on audit rows no version trained on"
+               + (f"; {corrected} of their answers from a weighed reviewer, corrected for its mistakes)" if corrected
+                  else ")"))
     for col in ("name", "status", "version", "audit accuracy", "vote weight", "note"):
         sp.add_column(col)
     for s in info["specialists"]:

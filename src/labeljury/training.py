@@ -119,11 +119,16 @@ class Trainer:
         else:
             model.fit(X, y, **extra)  # type: ignore[attr-defined]
 
-    def right(self, model: Specialist, ids: np.ndarray, y: np.ndarray) -> np.ndarray | None:
-        """Which of rows `ids` (label indices `y`) `model` gets right (None for no rows)."""
+    def predict(self, model: Specialist, ids: np.ndarray) -> np.ndarray | None:
+        """`model`'s label index for rows `ids`, -1 where it abstains (None for no rows)."""
         if not len(ids):
             return None
-        return hard_labels(model.predict_proba(self.features.rows(model, ids))) == y
+        return hard_labels(model.predict_proba(self.features.rows(model, ids)))
+
+    def right(self, model: Specialist, ids: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """Which of rows `ids` (label indices `y`) `model` gets right (None for no rows)."""
+        pred = self.predict(model, ids)
+        return None if pred is None else pred == y
 
     def cross_val_proba(self, name: str, ids: np.ndarray, y: list[str], folds: int = 5) -> np.ndarray | None:
         """(len(ids), k) out-of-fold probabilities of fresh copies of `name`, each fitted on the other

@@ -156,6 +156,20 @@ def unbiased_correct(agreed_label: np.ndarray, answer: np.ndarray, confusion: np
     return np.where(agreed_label >= 0, out, 0.0)
 
 
+def accuracy_against(pred: np.ndarray, answer: np.ndarray,
+                     noisy: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> float:
+    """The share of `pred` that is right, measured against the reviewers' `answer`s: where a mask of
+    `noisy` says a weighed reviewer with confusion matrix C gave the answer, by C^-1 (unbiased given
+    C) instead of by agreement; clipped to [0, 1]."""
+    pred, answer = np.asarray(pred), np.asarray(answer)
+    if not len(pred):
+        return float("nan")
+    value = (pred == answer).astype(np.float64)
+    for mask, C in noisy:
+        value[mask] = unbiased_correct(pred[mask], answer[mask], C)
+    return float(np.clip(value.mean(), 0.0, 1.0))
+
+
 def reference_noise(label: np.ndarray, confusion: np.ndarray, prior: np.ndarray) -> ReferenceNoise:
     """Per row with label l: P(answer l | l right) = C[l, l], and P(answer l | l wrong), the other
     classes weighted by their `prior` share."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import trust
 from ..registry import Registry
-from ..review.desk import reviewer_of
+from ..review.weigh import answer_noise
 from ..scoring import Scorer, Vote
 from ..specialists import Updatable
 from ..store import RunStore
@@ -106,22 +106,13 @@ def _reference_noise(store: RunStore, ids: np.ndarray, label: np.ndarray, answer
     how its answers relate to the truth, and each row's noise-corrected "the vote was right" (see
     `trust`); rows a trusted reviewer answered keep their 0/1. (None, `agreed`) when none did.
     The matrix is the weighing's estimate: where it is off, so are both (measured: BENCHMARKS.md)."""
-    confusion = (store.get_meta("weighing") or {}).get("confusion") or {}
-    if not confusion or not len(ids):
-        return None, agreed
-    reviews = store.reviews()
-    kinds = np.array([reviewer_of(reviews[int(t)].source) if int(t) in reviews else "" for t in ids], dtype=object)
-    noisy = np.isin(kinds, list(confusion))
-    if not noisy.any():
-        return None, agreed
     k = len(labels)
+    noisy = answer_noise(store, ids.tolist(), k)
+    if not noisy:
+        return None, agreed
     prior = np.bincount(np.maximum(vote.result.label, 0), minlength=k).astype(np.float64) + 1.0
     a, b, value = np.ones(len(ids)), np.zeros(len(ids)), agreed.astype(np.float64).copy()
-    for kind in set(kinds[noisy].tolist()):
-        m = kinds == kind
-        C = np.asarray(confusion[kind], dtype=np.float64)
-        if C.shape != (k, k) or abs(np.linalg.det(C)) < 1e-6:
-            continue  # a reviewer whose answers say nothing about the truth: measured as answered
+    for m, C in noisy:
         rn = trust.reference_noise(label[m], C, prior / prior.sum())
         a[m], b[m] = rn.agree_if_right, rn.agree_if_wrong
         value[m] = trust.unbiased_correct(label[m], answer[m], C)

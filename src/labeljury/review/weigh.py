@@ -118,6 +118,23 @@ def fit_confusion(prior: np.ndarray, answer: np.ndarray, truth: np.ndarray, k: i
     return best[1], best[2]
 
 
+def answer_noise(store: RunStore, ids: Sequence[int], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For rows `ids` whose review came from a weighed reviewer (one the last weighing estimated a
+    confusion matrix for): [(mask over `ids`, its C[true, answer])], one per such reviewer; the rows a
+    trusted reviewer answered are in no mask. Empty when no weighing ran or none of them is weighed."""
+    confusion = (store.get_meta("weighing") or {}).get("confusion") or {}
+    if not confusion or not len(ids):
+        return []
+    reviews = store.reviews()
+    kinds = np.array([reviewer_of(reviews[int(t)].source) if int(t) in reviews else "" for t in ids], dtype=object)
+    out = []
+    for kind in sorted(set(kinds.tolist()) & set(confusion)):
+        C = np.asarray(confusion[kind], dtype=np.float64)
+        if C.shape == (k, k) and abs(np.linalg.det(C)) >= 1e-6:  # else its answers say nothing: taken as given
+            out.append((kinds == kind, C))
+    return out
+
+
 def weighed_kinds(specs: Sequence[Any], reviewer: Any = None) -> frozenset[str]:
     """The reviewers whose answers are weighed: a spec's `weigh` when set, else the default by kind;
     a reviewer object passed to the API says so with a `weigh` attribute."""
