@@ -26,7 +26,7 @@ Configurations (name: reviewer share, reviewer, weighing, continual learning):
                   reviewer's mistakes (continual.CORRECTED_VOTE_WEIGHTS; not the default)
   weigh-uniform-oracle  as weigh-uniform, but the specialists (and the vote's known labels) learn the
                   true label of every answered row: a bound on what any noise-robust training can reach,
-                  the reviewed rows' labels still decided from the noisy answers
+                  the reviewed rows' labels still decided from the noisy answers (-8-oracle: at 8%)
   weigh-uniform-people        a cascade: weigh-uniform's reviewer, then people (scripted from gold) who
                               answer the audit and the flagged rows sent on for a second look
   weigh-uniform-people-nolook the same cascade, flagged rows not sent on (what the second look adds)
@@ -76,6 +76,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "weigh-uniform-cvw": {"percent": 26, "variant": "uniform", "weigh": True, "corrected_vote_weights": True},
     "weigh-hard-cvw": {"percent": 26, "variant": "hard", "weigh": True, "corrected_vote_weights": True},
     "weigh-uniform-oracle": {"percent": 26, "variant": "uniform", "weigh": True, "oracle_training": True},
+    "weigh-uniform-8-oracle": {"percent": 8, "variant": "uniform", "weigh": True, "oracle_training": True},
     "weigh-uniform-people": {"percent": 26, "variant": "uniform", "weigh": True, "then_gold": True},
     "weigh-uniform-people-nolook": {"percent": 26, "variant": "uniform", "weigh": True, "then_gold": True,
                                     "second_look": False},
