@@ -3,6 +3,7 @@ BERT built offline (fast) and once on the real all-MiniLM-L6-v2."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
@@ -202,3 +203,18 @@ def test_real_minilm_fine_tunes_on_a_few_texts(tmp_path: Path) -> None:
     assert accuracy(clf, list(test.text), list(test.label)) >= 0.5  # 8 steps from chance (1/3)
     clf.save(tmp_path / "minilm")
     assert AutoConfig.from_pretrained(tmp_path / "minilm").id2label == dict(enumerate(LABELS))
+
+
+def test_mixed_precision_on_cuda_float32_on_the_cpu(fitted: FineTunedClassifier, monkeypatch) -> None:
+    import torch
+
+    from labeljury.specialists import finetune
+
+    assert fitted.history[0]["device"] == "cpu" and fitted.history[0]["precision"] == "float32"
+    assert finetune.precision_for("cpu") == "float32"
+    for supported, dtype in [(True, torch.bfloat16), (False, torch.float16)]:
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert finetune.precision_for("cuda:0") == str(dtype).removeprefix("torch.")
+        with pytest.warns(UserWarning) if not torch.cuda.is_available() else contextlib.nullcontext():
+            ctx = finetune._mixed_precision("cuda")  # no GPU here: torch disables it, with a warning
+        assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == dtype

@@ -40,7 +40,7 @@ def test_blocks_evicted_from_memory_are_read_back_from_the_spill_folder(tmp_path
         first = (memo.block("sparse", sparse_block).toarray(), memo.block("dense", dense_block))
         n_chunks = -(-store.n_texts // CHUNK)
         assert len(computed) == 2 * n_chunks
-        assert len(list(spill.glob("*.npz"))) >= n_chunks  # memory holds about a chunk
+        assert len(list(spill.glob("*.npy"))) >= n_chunks  # memory holds about a chunk
         again = (memo.block("sparse", sparse_block).toarray(), memo.block("dense", dense_block))
         assert len(computed) == 2 * n_chunks  # nothing computed twice
         np.testing.assert_array_equal(first[0], again[0])

@@ -24,13 +24,14 @@ def ingest(store: RunStore, input_path: Path, text_column: str, progress: Progre
     total = data.count_rows(input_path) if by_rows else input_path.stat().st_size
     with progress.bar("reading rows", total, unit="rows" if by_rows else "bytes") as bar:
         counter = None if by_rows else _BytesRead(bar)
+        keys = store.text_keys()
         for chunk in data.iter_chunks(input_path, columns=[text_column], digest=counter):
             start = int(chunk.index.start)  # iter_chunks numbers rows with a RangeIndex
             stop = start + len(chunk)
             if stop > done:
                 values = chunk[text_column].tolist()[max(0, done - start):]
                 texts = [v if data.is_text(v) else None for v in values]
-                store.add_rows(max(start, done), texts, [None if t is not None else "empty" for t in texts])
+                store.add_rows(max(start, done), texts, [None if t is not None else "empty" for t in texts], keys)
             if by_rows:
                 bar.advance(stop - start)
     store.mark_done(STEP)

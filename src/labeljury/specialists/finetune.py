@@ -155,7 +155,7 @@ class FineTunedClassifier(BaseSpecialist):
         self._model.eval()
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths: less padding
         step = max(64, self.batch_size)
-        with torch.inference_mode():
+        with torch.inference_mode(), _mixed_precision(self._device()):
             for start in range(0, len(texts), step):
                 idx = order[start : start + step]
                 logits = self._model(**self._encode([texts[i] for i in idx])).logits.float()
@@ -314,20 +314,32 @@ class FineTunedClassifier(BaseSpecialist):
             schedule = get_linear_schedule_with_warmup(optimizer, int(self.warmup * steps), steps)
             y = torch.tensor(targets, dtype=torch.long)
             w = None if weights is None else torch.tensor(weights, dtype=torch.float32)
+            precision = precision_for(self._device())
+            # float16 gradients can underflow: scaled (bfloat16 has float32's range and needs no scaling)
+            scaler = torch.amp.GradScaler("cuda") if precision == "float16" else None
             model.train()
             for _ in range(self.epochs):
                 for idx in self._batches(lengths, generator):
                     enc = self._encode([texts[i] for i in idx])
-                    if w is None:
-                        loss = model(**enc, labels=y[idx].to(self._device())).loss
-                    else:  # the mean of each row's cross-entropy times its weight
-                        logits = model(**enc).logits
-                        per_row = torch.nn.functional.cross_entropy(logits, y[idx].to(logits.device), reduction="none")
-                        bw = w[idx].to(logits.device)
-                        loss = (per_row * bw).sum() / bw.sum().clamp_min(1e-8)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    optimizer.step()
+                    with _mixed_precision(self._device()):
+                        if w is None:
+                            loss = model(**enc, labels=y[idx].to(self._device())).loss
+                        else:  # the mean of each row's cross-entropy times its weight
+                            logits = model(**enc).logits.float()
+                            per_row = torch.nn.functional.cross_entropy(logits, y[idx].to(logits.device),
+                                                                        reduction="none")
+                            bw = w[idx].to(logits.device)
+                            loss = (per_row * bw).sum() / bw.sum().clamp_min(1e-8)
+                    if scaler is None:
+                        loss.backward()
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                        optimizer.step()
+                    else:
+                        scaler.scale(loss).backward()
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                        scaler.step(optimizer)
+                        scaler.update()
                     schedule.step()
                     optimizer.zero_grad(set_to_none=True)
                     if self.on_rows is not None:
@@ -336,7 +348,27 @@ class FineTunedClassifier(BaseSpecialist):
         if self.lora:  # back to a plain model: saves as a standard folder, the next update adds new adapters
             self._model = model.merge_and_unload()
         self.history.append({"kind": kind, "rows": len(texts), "epochs": self.epochs,
-                             "seconds": round(time.perf_counter() - started, 2), "device": self._device()})
+                             "seconds": round(time.perf_counter() - started, 2), "device": self._device(),
+                             "precision": precision})
+
+
+def precision_for(device: str) -> str:
+    """What fine-tuning and its predictions compute in: on CUDA, mixed precision (bfloat16 where the GPU
+    has it, else float16 with a gradient scaler; the weights stay float32), on the CPU float32."""
+    if not device.startswith("cuda"):
+        return "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def _mixed_precision(device: str) -> Any:
+    precision = precision_for(device)
+    if precision == "float32":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast("cuda", dtype=getattr(torch, precision))
 
 
 def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
