@@ -193,7 +193,7 @@ class StageLoop:
         y_weight = np.array([self.labels.index(labels[int(t)]) for t in weight_ids], dtype=np.int64)
         # what is shown as an audit accuracy allows for a weighed reviewer's mistakes in the audit's
         # answers (trust.accuracy_against); the gate compares agreement, row by row, which a reviewer
-        # wrong at random leaves in the same order; the vote weights are left as they were measured
+        # wrong at random leaves in the same order; by default the vote weights are left as measured
         noisy = answer_noise(s, gate_ids.tolist(), len(self.labels)) if basis == "audit" else []
         before_pred = self._current_pred(gate_ids)
         before_right = {n: p == y_gate for n, p in before_pred.items()}
