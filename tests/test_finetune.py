@@ -216,5 +216,5 @@ def test_mixed_precision_on_cuda_float32_on_the_cpu(fitted: FineTunedClassifier,
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
         assert finetune.precision_for("cuda:0") == str(dtype).removeprefix("torch.")
         with pytest.warns(UserWarning) if not torch.cuda.is_available() else contextlib.nullcontext():
-            ctx = finetune._mixed_precision("cuda")  # no GPU here: torch disables it, with a warning
+            ctx = finetune._mixed_precision(finetune.precision_for("cuda"))  # no GPU here: torch disables it, with a warning
         assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == dtype

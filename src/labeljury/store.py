@@ -144,7 +144,6 @@ class TextKeys:
     16-byte hash; two texts sharing 8 bytes (odds about n^2 / 2^65) are kept apart in `extra`."""
 
     def __init__(self, store: RunStore):
-        self.store = store
         self.keys = np.zeros(0, np.int64)
         self.ids = np.zeros(0, np.int64)
         self.extra: dict[bytes, int] = {}  # the full hash of a text whose 8 bytes another one has

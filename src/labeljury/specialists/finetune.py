@@ -155,7 +155,7 @@ class FineTunedClassifier(BaseSpecialist):
         self._model.eval()
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths: less padding
         step = max(64, self.batch_size)
-        with torch.inference_mode(), _mixed_precision(self._device()):
+        with torch.inference_mode(), _mixed_precision(precision_for(self._device())):
             for start in range(0, len(texts), step):
                 idx = order[start : start + step]
                 logits = self._model(**self._encode([texts[i] for i in idx])).logits.float()
@@ -321,7 +321,7 @@ class FineTunedClassifier(BaseSpecialist):
             for _ in range(self.epochs):
                 for idx in self._batches(lengths, generator):
                     enc = self._encode([texts[i] for i in idx])
-                    with _mixed_precision(self._device()):
+                    with _mixed_precision(precision):
                         if w is None:
                             loss = model(**enc, labels=y[idx].to(self._device())).loss
                         else:  # the mean of each row's cross-entropy times its weight
@@ -362,8 +362,8 @@ def precision_for(device: str) -> str:
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
-def _mixed_precision(device: str) -> Any:
-    precision = precision_for(device)
+def _mixed_precision(precision: str) -> Any:
+    """torch's autocast for a `precision_for` answer (nothing for float32)."""
     if precision == "float32":
         return contextlib.nullcontext()
     import torch
