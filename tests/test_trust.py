@@ -220,3 +220,18 @@ def test_the_report_renders_every_plot_offline_in_a_real_browser(audited_run: Pa
         browser.close()
     assert plots == 7 and rendered >= plots and points > 10
     assert errors == [] and requests == []
+
+
+def test_an_estimate_corrected_past_one_keeps_its_interval_in_order():
+    # the audit says the calibration is 2 points low on rows it already puts at 99.9%: the corrected
+    # accuracy overshoots 1 (seen on a toy run: "100.0% (95% interval 100.2% - 100.0%)")
+    from labeljury.trust import Population, estimate
+
+    n, a = 500, 40
+    pop = Population(weight=np.ones(n), known=np.zeros(n, bool), calibrated=np.full(n, 0.999),
+                     source=np.array(["vote"] * n, dtype=object), label=np.array(["x"] * n, dtype=object),
+                     audit_weight=np.ones(a), audit_calibrated=np.full(a, 0.98), audit_correct=np.ones(a),
+                     audit_source=np.array(["vote"] * a, dtype=object), audit_label=np.array(["x"] * a, dtype=object))
+    e = estimate(pop)
+    assert e.method == "ppi"
+    assert 0.0 <= e.low <= e.accuracy <= e.high <= 1.0

@@ -279,8 +279,9 @@ def estimate(pop: Population, rows: np.ndarray | None = None, audit: np.ndarray 
         var = float((aw**2 * (d - r) ** 2).sum() / aw.sum() ** 2) * n / (n - 1)
         acc = (k + s_u + w_u * r) / total
         half = Z95 * w_u * np.sqrt(var) / total
-        return Estimate(float(np.clip(acc, 0, 1)), float(max(0.0, acc - half)), float(min(1.0, acc + half)),
-                        n_rows, n, "ppi")
+        # both ends clipped into [0, 1]: a correction that overshoots 1 must not leave low above high
+        low, high = np.clip([acc - half, acc + half], 0, 1)
+        return Estimate(float(np.clip(acc, 0, 1)), float(low), float(high), n_rows, n, "ppi")
     # a handful of audit rows: the plain share right among them, with its Wilson interval
     p = float(np.clip((aw * pop.audit_correct[asel]).sum() / aw.sum(), 0, 1))
     lo, hi = wilson_interval(p, n)
