@@ -1,6 +1,6 @@
 """How each step's cost grows with the number of rows: the pipeline at 10k, 100k (and 1M) rows.
 
-    python benchmarks/bench_growth.py [--sizes 10000,100000] [--budget 10] [--out FILE] [--keep]
+    python benchmarks/bench_growth.py [--sizes 10000,100000] [--budget 10 | --budget-rows N] [--out FILE] [--keep]
 
 The input of each size is built from the tweet texts in ../shared/data (tweet-sentiment and
 tweeteval-sentiment, all splits: about 41k labeled tweets; the label sets are the same), cycled, with a
@@ -8,7 +8,8 @@ round marker appended from the second round on (" ~2", " ~3", ...) so that every
 and deduplication does not shrink the input. It lives in a temporary folder, never in the repository.
 
 Each size runs in a fresh Python process: `labeljury.run` with the issue's specialists (vader, nb-head,
-tfidf-head), the gold reviewer at `--budget` percent, seed 0; then `export` and `evaluate`. A progress
+tfidf-head), the gold reviewer at `--budget` percent (or `--budget-rows` rows at every size: what
+is left growing with the input is then the rows themselves), seed 0; then `export` and `evaluate`. A progress
 object that times every progress bar gives the steps; the time between two bars (routing, voting, the
 refits, which draw no bar) is reported as its own step, named after the bar before it. Per step:
 seconds, seconds per 1k rows, the process's peak RSS when the step ended. Per size: wall time, peak RSS
@@ -147,7 +148,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             "steps": timer.steps, "by_step": _merge(timer.steps)}
 
 
-def measure(n: int, budget: float, work: Path) -> dict[str, Any]:
+def measure(n: int, budget: float | int, work: Path) -> dict[str, Any]:
     """One size, in a fresh process (`benchlib.measure`: its peak RSS and wall time are its own)."""
     size_dir = work / f"n{n}"
     size_dir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +192,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10000,100000", help="rows, comma-separated")
     ap.add_argument("--budget", type=float, default=10.0, help="percent of rows to review")
+    ap.add_argument("--budget-rows", type=int, help="rows to review at every size (instead of --budget)")
     ap.add_argument("--out")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -198,9 +200,10 @@ def main() -> None:
     results = []
     for n in [int(s) for s in args.sizes.split(",") if s.strip()]:
         print(f"{n:,} rows ...", file=sys.stderr)
-        results.append(measure(n, round(args.budget / 100, 6), work))
+        results.append(measure(n, args.budget_rows or round(args.budget / 100, 6), work))
         print(json.dumps({k: v for k, v in results[-1].items() if k not in ("steps", "by_step")}), file=sys.stderr)
-    payload = {"sizes": results, "machine": f"{sys.platform}, {os.cpu_count()} CPUs", "budget_percent": args.budget}
+    payload = {"sizes": results, "machine": f"{sys.platform}, {os.cpu_count()} CPUs",
+               "budget_percent": None if args.budget_rows else args.budget, "budget_rows": args.budget_rows}
     path = write_results("growth.json", payload, args.out)
     print(table(results))
     print(f"wrote {path}", file=sys.stderr)

@@ -246,12 +246,13 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
             continual_step.CORRECTED_VOTE_WEIGHTS = True
         if sim.get("oracle_training"):  # a bound, not a method: specialists learn the truth of each answer
-            truth, decided = reviewer.truth, RunStore.decided_reviews
+            truth, learned = reviewer.truth, RunStore.learned_labels
 
-            def truthful(self: RunStore) -> dict[int, str]:
-                return {t: truth.get(t, lab) for t, lab in decided(self).items()}
+            def truthful(self: RunStore, start: int = 0, stop: int | None = None) -> tuple[Any, list[str]]:
+                ids, labels = learned(self, start, stop)
+                return ids, [truth.get(t, lab) for t, lab in zip(ids.tolist(), labels, strict=True)]
 
-            RunStore.decided_reviews = truthful  # type: ignore[method-assign]
+            RunStore.learned_labels = truthful  # type: ignore[method-assign]
         if sim.get("then_gold"):  # a cascade: the noisy reviewer, then people (scripted from gold)
             from labeljury.review.cascade import CascadeReviewer
             from labeljury.review.gold import GoldReviewer

@@ -63,8 +63,9 @@ def accuracy_of_unreviewed(out: Path, run_dir: Path) -> float:
 class RandomRows(HardestFirst):
     """A broken router: the budget goes to random unrouted rows."""
 
-    def query(self, result, P, budget, exclude=None):  # noqa: ANN001, ANN201
-        free = np.flatnonzero(~exclude) if exclude is not None else np.arange(len(P))
+    def query_stream(self, votes, budget, exclude=None):  # noqa: ANN001, ANN201
+        ids = np.concatenate([v.ids for v in votes])
+        free = ids[~np.isin(ids, exclude)] if exclude is not None else ids
         pick = np.random.default_rng(0).permutation(free)[:budget]
         return pick, np.zeros(len(pick))
 

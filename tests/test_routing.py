@@ -8,7 +8,9 @@ import pytest
 from labeljury.routing import (
     DISAGREEMENT_CUT,
     HardestFirst,
+    TopHardest,
     hardness,
+    in_sorted,
     select_bootstrap,
     select_for_review,
 )
@@ -156,3 +158,47 @@ def test_hardest_first_queries_the_hardest_unrouted_rows() -> None:
     # a threshold keeps only rows harder than it
     thr, hs = HardestFirst("margin", threshold=0.5).query(result, P, 100)
     assert (hs > 0.5).all() and len(thr) == int((h > 0.5).sum())
+
+
+class _Batch:
+    def __init__(self, ids: np.ndarray, result, P: np.ndarray):  # noqa: ANN001
+        self.ids, self.result, self.P = ids, result, P
+
+
+@pytest.mark.parametrize("policy,threshold", [("margin", None), ("confidence", 0.3), ("disagreement", None)])
+@pytest.mark.parametrize("budget", [0, 1, 7, 150, 5000])
+def test_the_streamed_query_picks_what_the_query_over_every_row_picks(policy: str, threshold, budget: int) -> None:
+    # a stage votes a chunk at a time and keeps only the hardest rows so far: it must pick exactly the
+    # rows (in the same order, ties by lower id) that ranking every row at once picks
+    rng = np.random.default_rng(3)
+    n, k = 1200, 3
+    votes = rng.integers(-1, k, (n, 3))
+    votes[::5] = votes[::5, :1]  # unanimous rows too
+    P = np.full((n, 3, k), 0.1, np.float32)
+    i, j = np.nonzero(votes >= 0)
+    P[i, j, votes[i, j]] = rng.choice([0.8, 0.6, 0.8], len(i))  # few distinct values: many ties
+    P[votes < 0] = np.nan
+    result = soft(P)
+    routed = np.sort(rng.choice(n, 200, replace=False))
+    strategy = HardestFirst(policy, threshold)
+    want, want_h = strategy.query(result, P, budget, exclude=routed)
+    for cut in (1, 64, 700):
+        batches = [_Batch(np.arange(a, min(a + cut, n)), soft(P[a:a + cut]), P[a:a + cut]) for a in range(0, n, cut)]
+        got, got_h = strategy.query_stream(batches, budget, exclude=routed)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_h, want_h)
+    assert not np.isin(got, routed).any()
+
+
+def test_top_hardest_keeps_the_budget_and_breaks_ties_by_id() -> None:
+    top = TopHardest(3)
+    top.add(np.array([9, 4, 7]), np.array([0.5, 0.5, 0.9]))
+    top.add(np.array([2, 8]), np.array([0.5, 0.1]))
+    top.add(np.array([1]), np.array([0.2]))
+    ids, h = top.result()
+    assert ids.tolist() == [7, 2, 4] and h.tolist() == [0.9, 0.5, 0.5]
+    assert TopHardest(0).result()[0].tolist() == []
+    with pytest.raises(ValueError):
+        TopHardest(-1)
+    assert in_sorted(np.array([5, 1, 8]), np.array([1, 2, 8])).tolist() == [False, True, True]
+    assert in_sorted(np.array([5]), np.zeros(0, np.int64)).tolist() == [False]

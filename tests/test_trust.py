@@ -15,7 +15,7 @@ from labeljury.budget import plan_budget
 from labeljury.cli import app
 from labeljury.store import RunStore
 from labeljury.task import ReviewSpec
-from labeljury.trust import Population, ece, estimate, fit_calibrator, reference_noise, unbiased_correct
+from labeljury.trust import Audit, Tally, ece, estimate, estimates, fit_calibrator, reference_noise, unbiased_correct
 
 from .conftest import CHROMIUM, make_rows, require, write_task
 
@@ -69,22 +69,24 @@ def test_a_noisy_reference_calibrates_and_measures_as_if_it_were_right() -> None
     assert (unbiased_correct(np.full(3, -1), answer[:3], C) == 0).all()  # no label: not right
 
 
-def _population(rng: np.random.Generator, n: int, n_audit: int, bias: float) -> tuple[Population, float]:
+def _population(rng: np.random.Generator, n: int, n_audit: int, bias: float,
+                known_share: float = 0.2) -> tuple[Tally, Audit, float]:
     """Texts of which 20% are reviewed (right), the rest voted with calibrated confidence c^ (off by
     `bias`); a uniform audit of `n_audit` texts; the true accuracy."""
     weight = rng.integers(1, 3, n).astype(float)
-    known = rng.random(n) < 0.2
+    known = rng.random(n) < known_share
     p_true = rng.beta(6, 1.5, n)  # how likely each voted text is right
     right = rng.random(n) < p_true
     c_hat = np.clip(p_true + bias + rng.normal(0, 0.05, n), 0.01, 0.99)
     audit = rng.choice(np.flatnonzero(~known), n_audit, replace=False)
     src = np.where(known, "reviewed:gold", "vote").astype(object)
     lab = np.array(["a"] * n, dtype=object)
-    pop = Population(weight=weight, known=known, calibrated=c_hat, source=src, label=lab,
-                     audit_weight=weight[audit], audit_calibrated=c_hat[audit], audit_correct=right[audit].astype(float),
-                     audit_source=src[audit], audit_label=lab[audit])
+    tally = Tally()
+    tally.add(weight, known, c_hat, src, lab)
+    sample = Audit(weight=weight[audit], calibrated=c_hat[audit], correct=right[audit].astype(float),
+                   source=src[audit], label=lab[audit])
     truth = float((weight * np.where(known, 1.0, right)).sum() / weight.sum())
-    return pop, truth
+    return tally, sample, truth
 
 
 @pytest.mark.parametrize("bias", [0.0, -0.08, 0.08])
@@ -92,8 +94,8 @@ def test_the_interval_is_honest_even_when_the_confidences_are_biased(bias: float
     rng = np.random.default_rng(1)
     covered, widths = 0, []
     for _ in range(300):
-        pop, truth = _population(rng, 5000, 300, bias)
-        e = estimate(pop)
+        tally, audit, truth = _population(rng, 5000, 300, bias)
+        e = estimate(tally.sums(), audit)
         covered += e.low <= truth <= e.high
         widths.append(e.high - e.low)
         assert e.method == "ppi" and e.audit_rows == 300
@@ -103,11 +105,59 @@ def test_the_interval_is_honest_even_when_the_confidences_are_biased(bias: float
 
 def test_estimates_without_audit_or_with_everything_known() -> None:
     rng = np.random.default_rng(2)
-    pop, _ = _population(rng, 500, 0, 0.0)
-    assert estimate(pop).method == "model" and estimate(pop).low is None
-    pop.known[:] = True
-    e = estimate(pop)
+    tally, audit, _ = _population(rng, 500, 0, 0.0)
+    assert estimate(tally.sums(), audit).method == "model" and estimate(tally.sums(), audit).low is None
+    tally, audit, _ = _population(rng, 500, 0, 0.0, known_share=1.0)
+    e = estimate(tally.sums(), audit)
     assert (e.accuracy, e.low, e.high, e.method) == (1.0, 1.0, 1.0, "exact")
+
+
+def test_a_tally_added_chunk_by_chunk_gives_the_estimates_of_the_whole() -> None:
+    # finalize adds each chunk's texts as it writes them: the sums, and so every estimate, must not
+    # depend on how the texts were cut
+    rng = np.random.default_rng(7)
+    n = 3000
+    weight = rng.integers(1, 4, n).astype(float)
+    known = rng.random(n) < 0.3
+    right = rng.random(n)
+    cal = rng.random(n)
+    src = rng.choice(["vote", "consensus", "reviewed:gold", "vote:over-llm"], n).astype(object)
+    lab = rng.choice(["a", "b", None], n).astype(object)
+    whole, chunked = Tally(), Tally()
+    whole.add(weight, known, cal, src, lab, right)
+    for a in range(0, n, 128):
+        chunked.add(weight[a:a + 128], known[a:a + 128], cal[a:a + 128], src[a:a + 128], lab[a:a + 128],
+                    right[a:a + 128])
+    audit = Audit(weight=np.ones(40), calibrated=rng.random(40), correct=(rng.random(40) < 0.7).astype(float),
+                  source=rng.choice(["vote", "consensus"], 40).astype(object),
+                  label=rng.choice(["a", "b"], 40).astype(object))
+    assert whole.sources == chunked.sources == ["consensus", "reviewed:gold", "vote", "vote:over-llm"]
+    a, b = estimates(whole, audit, ["a", "b"]), estimates(chunked, audit, ["a", "b"])
+    assert a.keys() == b.keys()
+    assert _close(a, b), (a, b)
+    # and the sums are the plain ones
+    b_rows = (lab == "b")
+    s = whole.sums(label="b")
+    assert s.rows == pytest.approx(weight[b_rows].sum())
+    assert s.known_right == pytest.approx((weight * right)[b_rows & known].sum())
+    assert s.unknown_calibrated == pytest.approx((weight * cal)[b_rows & ~known].sum())
+
+
+def _close(a: dict, b: dict) -> bool:
+    """Two estimate dicts equal up to float rounding (sums in another order)."""
+    if a.keys() != b.keys():
+        return False
+    for key in a:
+        x, y = a[key], b[key]
+        if isinstance(x, dict):
+            if not _close(x, y):
+                return False
+        elif isinstance(x, float) and isinstance(y, float):
+            if abs(x - y) > 1e-9:
+                return False
+        elif x != y:
+            return False
+    return True
 
 
 def test_the_default_audit_is_inside_the_budget() -> None:
@@ -225,13 +275,11 @@ def test_the_report_renders_every_plot_offline_in_a_real_browser(audited_run: Pa
 def test_an_estimate_corrected_past_one_keeps_its_interval_in_order():
     # the audit says the calibration is 2 points low on rows it already puts at 99.9%: the corrected
     # accuracy overshoots 1 (seen on a toy run: "100.0% (95% interval 100.2% - 100.0%)")
-    from labeljury.trust import Population, estimate
+    from labeljury.trust import Audit, Sums, estimate
 
     n, a = 500, 40
-    pop = Population(weight=np.ones(n), known=np.zeros(n, bool), calibrated=np.full(n, 0.999),
-                     source=np.array(["vote"] * n, dtype=object), label=np.array(["x"] * n, dtype=object),
-                     audit_weight=np.ones(a), audit_calibrated=np.full(a, 0.98), audit_correct=np.ones(a),
-                     audit_source=np.array(["vote"] * a, dtype=object), audit_label=np.array(["x"] * a, dtype=object))
-    e = estimate(pop)
+    audit = Audit(weight=np.ones(a), calibrated=np.full(a, 0.98), correct=np.ones(a),
+                  source=np.array(["vote"] * a, dtype=object), label=np.array(["x"] * a, dtype=object))
+    e = estimate(Sums(rows=n, unknown=n, unknown_calibrated=0.999 * n), audit)
     assert e.method == "ppi"
     assert 0.0 <= e.low <= e.accuracy <= e.high <= 1.0

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from labeljury.voting import (
+    DawidSkene,
     VoteResult,
     aggregate,
     dawid_skene,
     hard_votes,
+    label_model,
     log_odds_weights,
     majority,
     soft,
@@ -233,3 +235,51 @@ def test_dawid_skene_scales() -> None:
     assert r.label.shape == (n,)
     assert (r.label == y).mean() > (majority(tensor(votes, k)).label == y).mean()
     assert np.all(np.diagonal(r.confusion, axis1=1, axis2=2) > 0.55)
+
+
+@pytest.mark.parametrize("init", ["majority", "soft"])
+def test_dawid_skene_fitted_in_batches_is_the_fit_on_every_row(init: str) -> None:
+    # the pipeline fits Dawid-Skene a chunk at a time: the pattern counts, and so every parameter and
+    # posterior, must not depend on how the rows were cut
+    rng = np.random.default_rng(11)
+    n, k = 9000, 3
+    y = rng.integers(0, k, n)
+    votes = np.stack([noisy(rng, y, k, acc) for acc in (0.85, 0.7, 0.6)], axis=1)
+    votes[rng.random(votes.shape) < 0.1] = -1
+    P = tensor(votes, k)
+    P[:, 1] = np.where(np.isnan(P[:, 1]), np.nan, rng.dirichlet(np.ones(k), n).astype(np.float32) * 0.2 + P[:, 1] * 0.8)
+    known = np.where(rng.random(n) < 0.05, y, -1)
+    whole = DawidSkene(init=init).fit([(P, known)])
+    cuts = [0, 17, 2048, 2049, 5000, n]
+    batched = DawidSkene(init=init).fit((P[a:b], known[a:b]) for a, b in zip(cuts[:-1], cuts[1:]))
+    tol = 0 if init == "majority" else 1e-9  # soft sums of float posteriors, added in another order
+    np.testing.assert_allclose(batched.confusion_, whole.confusion_, rtol=0, atol=tol)
+    np.testing.assert_allclose(batched.priors_, whole.priors_, rtol=0, atol=tol)
+    everything = dawid_skene(P, known=known, init=init)
+    assert (everything.label == y).mean() > 0.8
+    # any rows, predicted alone, get what they get among all the rows
+    rows = rng.choice(n, 300, replace=False)
+    alone = batched.predict(P[rows], known[rows])
+    np.testing.assert_array_equal(alone.label, everything.label[rows])
+    np.testing.assert_allclose(alone.posterior, everything.posterior[rows], atol=1e-6)
+    assert (alone.label[known[rows] >= 0] == known[rows][known[rows] >= 0]).all()  # clamped
+
+
+def test_label_models_by_name() -> None:
+    rng = np.random.default_rng(12)
+    y = rng.integers(0, 3, 500)
+    P = tensor(np.stack([noisy(rng, y, 3, a) for a in (0.9, 0.6, 0.6)], axis=1), 3)
+    w = np.array([2.0, 0.5, 0.5])
+    np.testing.assert_array_equal(label_model("majority").fit([(P, None)]).predict(P).label, majority(P).label)
+    np.testing.assert_array_equal(label_model("soft", w).predict(P).posterior, soft(P, w).posterior)
+    ds = label_model("dawid-skene")
+    with pytest.raises(ValueError, match="not fitted"):
+        ds.predict(P)
+    ds.fit([(P[:250], None), (P[250:], None)])
+    np.testing.assert_array_equal(ds.predict(P).label, dawid_skene(P).label)
+    with pytest.raises(ValueError, match="fitted on 3 specialists"):
+        ds.predict(P[:, :2])
+    with pytest.raises(ValueError, match="same specialists"):
+        DawidSkene().fit([(P, None), (P[:, :2], None)])
+    with pytest.raises(ValueError, match="unknown voting method"):
+        label_model("mean")  # type: ignore[arg-type]

@@ -35,7 +35,7 @@ from .scoring import Scorer
 from .specialists import Specialist, Updatable
 from .store import RunStore
 from .task import ContinualSpec
-from .training import Trainer, audited, reviewed
+from .training import Trainer, audited, bounded_rows, reviewed
 
 
 def holdout_split(stage_ids: np.ndarray, fraction: float, seed: int, stage: int) -> np.ndarray:
@@ -89,6 +89,7 @@ class StageLoop:
         self.seed = seed
         self.gate = gate or NotWorse()
         self.progress = progress or SilentProgress()
+        self._told_bounded = False
 
     @property
     def learning(self) -> bool:
@@ -149,20 +150,19 @@ class StageLoop:
         s = self.store
         step = f"route:hard:{stage}"
         if not s.is_done(step):
-            ids = np.arange(s.n_texts)
-            vote = self.scorer.vote(ids)
             left = min(budget, max(0, self.plan.total - s.n_routed))
             audit = np.array(s.routed("audit"), np.int64)
             waiting_audit = np.setdiff1d(audit, np.array(list(s.audit_hard()), np.int64))
             # audit rows compete for hardness like any row (so the audit rows never picked are a
             # uniform sample of the rows never reviewed as hard), but are not asked again
-            exclude = np.isin(ids, np.setdiff1d(np.array(s.routed(), np.int64), waiting_audit))
-            sel, h = self.strategy.query(vote.result, vote.P, left + len(waiting_audit), exclude=exclude)
-            is_audit = np.isin(ids[sel], waiting_audit)
+            exclude = np.setdiff1d(np.array(s.routed(), np.int64), waiting_audit)
+            votes = self.scorer.votes(f"stage {stage + 1} of {len(self.plan.stages)}")
+            sel, h = self.strategy.query_stream(votes, left + len(waiting_audit), exclude=exclude)
+            is_audit = np.isin(sel, waiting_audit)
             n_take = int(np.searchsorted(np.cumsum(~is_audit), left, side="left")) + 1 if left else 0
             sel, h, is_audit = sel[:n_take], h[:n_take], is_audit[:n_take]
-            s.add_routing(ids[sel[~is_audit]].tolist(), "hard", h[~is_audit].tolist(), stage, done_step=step,
-                          audit_hard=(ids[sel[is_audit]].tolist(), h[is_audit].tolist()))
+            s.add_routing(sel[~is_audit].tolist(), "hard", h[~is_audit].tolist(), stage, done_step=step,
+                          audit_hard=(sel[is_audit].tolist(), h[is_audit].tolist()))
         return self.desk.ask(s.routed("hard", stage), "hard", opinions=self.scorer.opinions)
 
     # -- update ------------------------------------------------------------------------------------------
@@ -179,16 +179,23 @@ class StageLoop:
             return
         t0 = time.perf_counter()
         all_ids, _ = reviewed(s)
-        stage_ids = np.zeros(0, np.int64) if final else reviewed(s, s.routed("hard", stage))[0]
+        stage_ids, stage_y = (np.zeros(0, np.int64), []) if final else reviewed(s, s.routed("hard", stage))
         audit_ids, audit_y = audited(s)
-        # the decided labels of the rows learned from; the audit's own answers (it measures)
-        labels = {**s.decided_reviews(), **dict(zip(audit_ids.tolist(), audit_y))}
+        # the decided labels of the stage's rows; the audit's own answers (it measures)
+        labels = {**dict(zip(stage_ids.tolist(), stage_y)), **dict(zip(audit_ids.tolist(), audit_y))}
         if len(audit_ids):
             gate_ids, train = audit_ids, all_ids
             weight_ids, basis = stage_ids, "audit"
         else:
             gate_ids = weight_ids = holdout_split(stage_ids, self.settings.holdout, self.seed, stage)
             train, basis = np.setdiff1d(all_ids, gate_ids), "holdout"
+        reviewed_rows = len(train)
+        train = bounded_rows(train, np.setdiff1d(stage_ids, gate_ids), self.settings.max_train_rows,
+                             self.seed * 1_000_003 + 7919 * (stage + 1))
+        if len(train) < reviewed_rows and not self._told_bounded:
+            self._told_bounded = True
+            self.progress.log(f"refits learn from {len(train):,} of the {reviewed_rows:,} reviewed rows (this stage's "
+                              "first, then a uniform sample; continual.max_train_rows bounds their memory)")
         y_gate = np.array([self.labels.index(labels[int(t)]) for t in gate_ids], dtype=np.int64)
         y_weight = np.array([self.labels.index(labels[int(t)]) for t in weight_ids], dtype=np.int64)
         # what is shown as an audit accuracy allows for a weighed reviewer's mistakes in the audit's
@@ -206,6 +213,7 @@ class StageLoop:
             weight_acc = {n: trust.accuracy_against(p, y_weight, w_noisy)
                           for n, p in self._current_pred(weight_ids).items()}
         metrics: dict[str, Any] = {"stage": stage, "final": final, "gate": basis, "train_rows": int(len(train)),
+                                   "reviewed_rows": int(reviewed_rows),
                                    "holdout_rows": int(len(gate_ids)) if basis == "holdout" else 0,
                                    "audit_rows": int(len(gate_ids)) if basis == "audit" else 0,
                                    "specialists": {}}
@@ -263,9 +271,8 @@ class StageLoop:
         """The current vote's accuracy on rows `ids` (the audit: for the per-stage plot)."""
         if not len(ids) or not self.registry.voters():
             return None
-        # the vote of every row, as routing and finalize see it (Dawid-Skene fits on all of them)
-        labels = self.scorer.vote(np.arange(self.store.n_texts)).result.label
-        return trust.accuracy_against(labels[ids], y, noisy)
+        # the vote as routing and finalize see it (Dawid-Skene fitted on every row)
+        return trust.accuracy_against(self.scorer.vote(ids).result.label, y, noisy)
 
     def candidate(self, name: str, model: Specialist, train: np.ndarray, stage: int) -> Specialist:
         """The next version of a trainable specialist. Cheap heads are refitted from scratch on every

@@ -27,7 +27,8 @@ from . import data
 from .errors import InputError
 from .labels import canonical, key
 from .llm.usage import LLMUsage, read_llm_usage
-from .trust import ece
+from .routing import in_sorted
+from .trust import CalibrationBins
 
 ECE_BINS = 15
 UNREVIEWED = ("consensus", "vote")
@@ -123,8 +124,7 @@ def _evaluate(output: Path, gold_column: str, want: list[str], n_rows: int, run:
     vote_seen = vote_right = 0
     spec_seen: Counter[str] = Counter()
     spec_right: Counter[str] = Counter()
-    conf_parts: list[np.ndarray] = []
-    right_parts: list[np.ndarray] = []
+    calibration = CalibrationBins(ECE_BINS)  # the ECE, a chunk at a time
     for chunk in data.iter_chunks(output, columns=want):
         start = int(chunk.index.start)
         gold_all = chunk[gold_column].tolist()
@@ -152,8 +152,7 @@ def _evaluate(output: Path, gold_column: str, want: list[str], n_rows: int, run:
         if "annotation_confidence" in chunk:
             conf = pd.to_numeric(chunk["annotation_confidence"], errors="coerce").to_numpy(dtype=np.float64)
             m = unrev & ~np.isnan(conf)
-            conf_parts.append(conf[m])
-            right_parts.append(ok[m].astype(np.float64))
+            calibration.add(conf[m], ok[m])
         # the vote and each specialist, from the output's details or the run store
         votes, vote = _votes(chunk, run, start)
         if vote is not None:
@@ -167,7 +166,7 @@ def _evaluate(output: Path, gold_column: str, want: list[str], n_rows: int, run:
                 else:
                     unseen = has_gold & (text_ids >= 0)
                     if name in run.trained:
-                        unseen &= ~np.isin(text_ids, run.trained[name])
+                        unseen &= ~in_sorted(text_ids, run.trained[name])
                 for i in np.flatnonzero(unseen):
                     spec_seen[name] += 1
                     spec_right[name] += int((votes[i].get(name) or "") == gold[i])
@@ -185,9 +184,8 @@ def _evaluate(output: Path, gold_column: str, want: list[str], n_rows: int, run:
         specialist_accuracy={n: spec_right[n] / spec_seen[n] for n in sorted(spec_seen) if spec_seen[n]},
         specialist_rows=dict(sorted(spec_seen.items())),
         labeled_accuracy=labeled_right / labeled if labeled else None)
-    if conf_parts:
-        c, r = np.concatenate(conf_parts), np.concatenate(right_parts)
-        report.ece = ece(c, r, ECE_BINS) if len(c) else None
+    if calibration.rows.sum():
+        report.ece = calibration.ece()
     if run.store is not None:
         overall = ((run.trust.get("estimates") or {}).get("overall") or {})
         report.estimated_accuracy = overall.get("accuracy")

@@ -201,13 +201,13 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, gold_col
 
 
 def _flagged(store: RunStore) -> list[list[str]]:
-    flagged = sorted(t for t, v in store.verdicts().items() if v[3])
+    flagged = sorted(store.flagged_ids())
     if not flagged:
         return []
     texts = store.texts_by_id(flagged)
     final = store.final_for(np.asarray(flagged, dtype=np.int64))
-    reviews = store.reviews()
-    priors = store.priors()
+    reviews = store.reviews_of(flagged)
+    priors = store.priors_of(flagged)
     labels = list((store.get_meta("task") or {}).get("labels") or [])
     rows = []
     for t in flagged:
@@ -223,7 +223,8 @@ def _flagged(store: RunStore) -> list[list[str]]:
 def _audit_confusion(store: RunStore, labels: list[str]) -> dict[str, Any]:
     """The audit's labels against the final vote on those rows, and what was routed for review."""
     index = {lab: i for i, lab in enumerate(labels)}
-    reviews = store.labeled_reviews()
+    audit_ids, audit_labels = store.audited_labels()
+    reviews = dict(zip(audit_ids.tolist(), audit_labels, strict=True))
     audit = [t for t in store.routed("audit") if t in reviews]
     fin = store.final_for(np.array(audit, np.int64))
     matrix = [[0] * len(labels) for _ in labels]
@@ -238,7 +239,7 @@ def _audit_confusion(store: RunStore, labels: list[str]) -> dict[str, Any]:
 def _truth(store: RunStore, labels: list[str], gold_column: str) -> dict[str, Any]:
     """True accuracy (of the labeled rows, overall and per source) and the reliability of the voted rows'
     confidence, from the run's input and its gold column."""
-    from .trust import reliability
+    from .trust import CalibrationBins
 
     input_path = Path(store.get_meta("input_path") or "")
     if not input_path.exists():
@@ -248,11 +249,12 @@ def _truth(store: RunStore, labels: list[str], gold_column: str) -> dict[str, An
     matcher = LabelMatcher(labels)
     right: Counter[str] = Counter()
     seen: Counter[str] = Counter()
-    conf, corr = [], []
+    bins = CalibrationBins(10)  # the voted rows' reliability, a chunk at a time
     for chunk in data.iter_chunks(input_path, columns=[gold_column]):
         start = int(chunk.index.start)
         ids, _ = store.row_text_ids(start, start + len(chunk))
         fin = store.final_for(ids)
+        conf, corr = [], []
         for t, g in zip(ids.tolist(), chunk[gold_column].tolist()):
             rec = fin.get(t) if t >= 0 else None
             gold = matcher.match(g)
@@ -265,6 +267,6 @@ def _truth(store: RunStore, labels: list[str], gold_column: str) -> dict[str, An
             if rec[2] in ("consensus", "vote") and rec[1] is not None:
                 conf.append(rec[1])
                 corr.append(float(ok))
+        bins.add(np.array(conf, dtype=np.float64), np.array(corr, dtype=np.float64))
     return {"accuracy": right["all rows"] / max(1, seen["all rows"]),
-            "by_group": {g: right[g] / seen[g] for g in seen},
-            "reliability": reliability(np.array(conf), np.array(corr)) if conf else []}
+            "by_group": {g: right[g] / seen[g] for g in seen}, "reliability": bins.reliability()}

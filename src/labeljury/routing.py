@@ -9,9 +9,9 @@ every other row less, so they are reviewed first (nothing else can label them).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -81,10 +81,18 @@ def select_for_review(
     - otherwise every row is eligible and the budget alone limits the pick.
     """
     h = np.asarray(hardness, dtype=np.float64)
-    if h.ndim != 1 or not np.all(np.isfinite(h)):
-        raise ValueError("hardness must be a 1-D array of finite values")
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
+    idx = np.flatnonzero(eligible_rows(h, threshold, policy, exclude, unanimous))
+    order = np.argsort(-h[idx], kind="stable")
+    return idx[order[:budget]]
+
+
+def eligible_rows(h: np.ndarray, threshold: float | None = None, policy: Policy = "margin",
+                  exclude: np.ndarray | None = None, unanimous: np.ndarray | None = None) -> np.ndarray:
+    """(n,) bool: the rows of hardness `h` that `select_for_review` may pick (see there)."""
+    if h.ndim != 1 or not np.all(np.isfinite(h)):
+        raise ValueError("hardness must be a 1-D array of finite values")
     eligible = np.ones(len(h), dtype=bool)
     if exclude is not None:
         exclude = np.asarray(exclude)
@@ -98,9 +106,56 @@ def select_for_review(
         eligible &= h > threshold
     elif policy == "disagreement":
         eligible &= ~np.asarray(unanimous, dtype=bool) if unanimous is not None else h > DISAGREEMENT_CUT
-    idx = np.flatnonzero(eligible)
-    order = np.argsort(-h[idx], kind="stable")
-    return idx[order[:budget]]
+    return eligible
+
+
+def in_sorted(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """(len(ids),) bool: which of `ids` are in the sorted array `sorted_ids` (a binary search each:
+    a batch against millions of routed rows costs the batch, not the millions)."""
+    if not len(sorted_ids):
+        return np.zeros(len(ids), bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return sorted_ids[pos] == ids
+
+
+class TopHardest:
+    """The `budget` hardest of rows seen in batches, hardest first (ties: lower id first), kept as
+    the batches go by: memory is the budget and one batch, whatever the number of rows. Candidates
+    gather until twice the budget, then the hardest `budget` of them are kept (each row is sorted a
+    bounded number of times: O(rows log budget) in all)."""
+
+    def __init__(self, budget: int):
+        if budget < 0:
+            raise ValueError(f"budget must be >= 0, got {budget}")
+        self.budget = budget
+        self._ids: list[np.ndarray] = []
+        self._h: list[np.ndarray] = []
+        self._held = 0
+
+    def add(self, ids: np.ndarray, h: np.ndarray) -> None:
+        if not self.budget or not len(ids):
+            return
+        self._ids.append(np.asarray(ids, dtype=np.int64))
+        self._h.append(np.asarray(h, dtype=np.float64))
+        self._held += len(ids)
+        if self._held > 2 * self.budget:
+            ids, h = self._top()
+            self._ids, self._h, self._held = [ids], [h], len(ids)
+
+    def _top(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._ids:
+            return np.zeros(0, np.int64), np.zeros(0)
+        ids, h = np.concatenate(self._ids), np.concatenate(self._h)
+        if len(ids) > self.budget:  # only rows at least as hard as the budget-th one need sorting
+            cut = np.partition(-h, self.budget - 1)[self.budget - 1]
+            keep = -h <= cut
+            ids, h = ids[keep], h[keep]
+        order = np.lexsort((ids, -h))[: self.budget]
+        return ids[order], h[order]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids hardest first, their hardness)."""
+        return self._top()
 
 
 @dataclass(frozen=True)
@@ -113,11 +168,24 @@ class HardestFirst:
 
     def query(self, result: VoteResult, P: np.ndarray, budget: int,
               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(row indices hardest first, their hardness)."""
+        """(row indices hardest first, their hardness), over rows held in memory."""
         h = hardness(result, P, self.policy)
         sel = select_for_review(h, budget, threshold=self.threshold, policy=self.policy, exclude=exclude,
                                 unanimous=result.unanimous)
         return sel, h[sel]
+
+    def query_stream(self, votes: Iterable[Any], budget: int,
+                     exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(text ids hardest first, their hardness) over votes that come batch by batch (each with
+        `ids`, `result`, `P`: `scoring.Vote`), none of the sorted ids `exclude`. The same rows as
+        `query` over all of them at once, holding one batch and the budget."""
+        top = TopHardest(budget)
+        excluded = np.zeros(0, np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
+        for v in votes:
+            h = hardness(v.result, v.P, self.policy)
+            ok = eligible_rows(h, self.threshold, self.policy, in_sorted(v.ids, excluded), v.result.unanimous)
+            top.add(v.ids[ok], h[ok])
+        return top.result()
 
 
 def select_bootstrap(

@@ -2,9 +2,10 @@
 predictions per chunk (computed once, kept in the run store), and the vote tensor built from them.
 
 Routing, the review prompts, the continual-learning gate, finalize and the plan all read the vote
-through `Scorer.vote`, so they can never disagree about what the specialists said. The vote tensor
-(rows x specialists x labels, NaN = abstain) is the boundary with `voting`: the label model never
-sees a specialist.
+through the `Scorer` (`votes`: every row, a chunk at a time; `vote`: any few rows), under one label
+model fitted on every row, so they can never disagree about what the specialists said. The vote
+tensor (rows x specialists x labels, NaN = abstain) is the boundary with `voting`: the label model
+never sees a specialist. No pass holds more than a chunk of it.
 
 `Features` serves texts, embeddings and memoised feature blocks (n-grams, lexicon scores) by chunk of
 `store.CHUNK` text ids, through a cache bounded in bytes: a run re-reads the same rows every stage.
@@ -268,7 +269,11 @@ class Vote:
 
 
 class Scorer:
-    """Predictions of every voting specialist version, per chunk, stored once; the vote of any rows."""
+    """Predictions of every voting specialist version, per chunk, stored once; the vote of any rows.
+
+    The label model is fitted on every row (Dawid-Skene: its pattern counts, gathered chunk by chunk)
+    and kept until a voter's version or a reviewed label changes; `votes` streams the vote of every
+    row a chunk at a time, `vote` gives it for any rows. Nothing here holds the whole input."""
 
     def __init__(self, store: RunStore, features: Features, registry: Registry, labels: Sequence[str],
                  method: voting.Method, progress: Progress | None = None, engine: Engine | None = None):
@@ -280,6 +285,7 @@ class Scorer:
         self.k = len(self.labels)
         self.method = method
         self.progress = progress or SilentProgress()
+        self._fitted: tuple[Hashable, voting.LabelModel] | None = None
 
     def proba(self, model: Any, ids: np.ndarray) -> np.ndarray:
         """(len(ids), k) task-ordered probabilities of `model` (any version, even one not promoted)."""
@@ -336,6 +342,15 @@ class Scorer:
             P[:, j] = self.features.by_chunk(ids, lambda c: self.store.get_predictions(name, version, c))
         return P, names
 
+    def chunk_tensor(self, chunk: int) -> tuple[np.ndarray, list[str]]:
+        """The stored tensor of every row of `chunk` (its predictions must exist: `ensure`)."""
+        names = self.registry.voters()
+        a, b = self.features.span(chunk)
+        P = np.full((b - a, len(names), self.k), np.nan, np.float32)
+        for j, name in enumerate(names):
+            P[:, j] = self.store.get_predictions(name, self.registry.versions[name], chunk)
+        return P, names
+
     def weights(self, names: list[str]) -> np.ndarray:
         """Soft-vote weights: the log-odds of each specialist's accuracy on rows it was not trained on
         (bootstrap cross-validation and each stage's held-out rows); 1 where never validated."""
@@ -347,27 +362,74 @@ class Scorer:
     def known(self, ids: np.ndarray) -> np.ndarray:
         """Reviewed labels of `ids` as label indices, -1 where unreviewed or audited (the vote on an
         audit row must never see its label: it is what the audit measures)."""
-        reviews = self.store.decided_reviews()
-        for t in self.store.routed("audit"):
-            reviews.pop(t, None)
-        return np.array([self.labels.index(reviews[int(t)]) if int(t) in reviews else -1 for t in ids], np.int64)
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
+            return np.zeros(0, np.int64)
+        return self.features.by_chunk(ids, lambda c: self._known_chunk(*self.features.span(c)))
+
+    def _known_chunk(self, start: int, stop: int) -> np.ndarray:
+        out = np.full(stop - start, -1, np.int64)
+        index = {lab: i for i, lab in enumerate(self.labels)}
+        t, lab = self.store.learned_labels(start, stop)
+        out[t - start] = [index[x] for x in lab]
+        return out
+
+    @property
+    def _uses_known(self) -> bool:
+        return self.method == "dawid-skene"
+
+    def label_model(self) -> voting.LabelModel:
+        """The run's label model over the current voters, fitted on every row where it learns from
+        them (Dawid-Skene, with the reviewed labels clamped): refitted only when a voter's version or
+        a reviewed label changed since the last fit."""
+        names = self.registry.voters()
+        if self.method != "dawid-skene":  # nothing to fit: the soft vote's weights are the registry's
+            return voting.label_model(self.method, self.weights(names) if self.method == "soft" else None)
+        key = (tuple((n, self.registry.versions[n]) for n in names), self.store.labels_signature())
+        if self._fitted is None or self._fitted[0] != key:
+            self.ensure()
+            with self.progress.bar("voting: fitting Dawid-Skene", self.store.n_texts) as bar:
+                def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    for c in range(self.n_chunks):
+                        P, _ = self.chunk_tensor(c)
+                        yield P, self._known_chunk(*self.features.span(c))
+                        bar.advance(len(P))
+
+                self._fitted = (key, voting.DawidSkene().fit(batches()))
+        return self._fitted[1]
+
+    def votes(self, what: str | None = None) -> Iterator[Vote]:
+        """The vote of every row, a chunk at a time, in text id order (with a progress bar when
+        `what` names the pass)."""
+        self.ensure()
+        model = self.label_model()
+        n = self.store.n_texts
+        if what is None:
+            yield from self._votes(model)
+            return
+        with self.progress.bar(f"voting: {what}", n) as bar:
+            for v in self._votes(model):
+                yield v
+                bar.advance(len(v.ids))
+
+    def _votes(self, model: voting.LabelModel) -> Iterator[Vote]:
+        for c in range(self.n_chunks):
+            a, b = self.features.span(c)
+            P, names = self.chunk_tensor(c)
+            known = self._known_chunk(a, b) if self._uses_known else None
+            yield Vote(np.arange(a, b, dtype=np.int64), model.predict(P, known), P, names)
 
     def vote(self, ids: np.ndarray) -> Vote:
+        """The vote of rows `ids`, by the label model fitted on every row."""
         ids = np.asarray(ids, dtype=np.int64)
+        model = self.label_model()
         P, names = self.tensor(ids)
-        return Vote(ids, self.aggregate(P, names, ids), P, names)
+        return Vote(ids, model.predict(P, self.known(ids) if self._uses_known else None), P, names)
 
-    def aggregate(self, P: np.ndarray, names: list[str], ids: np.ndarray,
-                  fitted: voting.VoteResult | None = None) -> voting.VoteResult:
-        """The run's voting over a vote tensor of rows `ids`. With `fitted` (a Dawid-Skene result on
-        other rows), its parameters are applied instead of fitting EM on these rows."""
-        if self.method == "dawid-skene":
-            if fitted is not None and fitted.confusion is not None and fitted.priors is not None:
-                return voting.dawid_skene_apply(P, fitted.confusion, fitted.priors)
-            return voting.aggregate(P, "dawid-skene", known=self.known(ids))
-        if self.method == "soft":
-            return voting.aggregate(P, "soft", weights=self.weights(names))
-        return voting.aggregate(P, self.method)
+    def predict(self, P: np.ndarray) -> voting.VoteResult:
+        """The run's label model applied to a tensor of the current voters computed elsewhere (e.g.
+        by cross-fitted copies), without clamping any row to its reviewed label."""
+        return self.label_model().predict(P)
 
     def opinions(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """What the specialists said about each row, for a reviewer: the vote, its confidence, each

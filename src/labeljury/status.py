@@ -20,8 +20,15 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             return _baseline_status(s.get_meta("baseline") or {}, usage)
         task = s.get_meta("task") or {}
         rows = s.n_rows
-        reviews = s.reviews()
-        pending = len(s.reviews(include_pending=True)) - len(reviews)
+        # sums over the reviews, not the reviews: a run of millions of rows has hundreds of thousands
+        by_source = {src: (n, cost) for src, n, cost in s.conn.execute(
+            "SELECT source, COUNT(*), TOTAL(cost_usd) FROM reviews WHERE pending=0 GROUP BY source "
+            "ORDER BY MIN(rowid)")}
+        review_cost = sum(cost for _, cost in by_source.values())
+        audit_sources = s.conn.execute(
+            "SELECT r.source, COUNT(*) FROM reviews r JOIN routing g ON g.text_id = r.text_id AND g.why = 'audit' "
+            "WHERE r.pending=0 GROUP BY r.source ORDER BY MIN(r.rowid)").fetchall()
+        pending = s.count_reviews(pending=True)
         skipped = s.conn.execute("SELECT COUNT(*) FROM rows WHERE text_id IS NULL").fetchone()[0]
         budget = task.get("review", {}).get("budget")
         done = s.is_done("finalize")
@@ -34,22 +41,22 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "rows": rows,
             "texts": s.n_texts,
             "skipped": skipped,
-            "reviews": len(reviews),
-            "reviews_by_source": _count(r.source for r in reviews.values()),
+            "reviews": sum(n for n, _ in by_source.values()),
+            "reviews_by_source": {src: n for src, (n, _) in by_source.items()},
             "pending_reviews": pending,
             "budget": budget,
-            "cost_usd": round(sum(r.cost_usd for r in reviews.values()), 6),
-            "llm": _llm_cost(usage, rows, llm_reviewed=sum(r.source == "reviewed:llm" for r in reviews.values()),
-                             review_cost=sum(r.cost_usd for r in reviews.values())),
+            "cost_usd": round(review_cost, 6),
+            "llm": _llm_cost(usage, rows, llm_reviewed=by_source.get("reviewed:llm", (0, 0))[0],
+                             review_cost=review_cost),
             "specialists": _specialists(read_registry(s), len(task.get("labels") or {}) or 2),
             "stages": s.stages(),
             "rollbacks": _rollbacks(s.stages()),
             "sources": s.source_counts() if done else {},
             "budget_plan": s.get_meta("budget_plan"),
             "weighing": s.get_meta("weighing"),
-            "flagged": sum(v[3] for v in s.verdicts().values()),
+            "flagged": _flagged(s),
             "second_looks": _second_looks(s),
-            "audit_reviewers": _count(reviewer_of(reviews[t].source) for t in s.routed("audit") if t in reviews),
+            "audit_reviewers": _count_by(((reviewer_of(src), n) for src, n in audit_sources)),
             **_estimate(s.get_meta("trust") if done else None, len(s.routed("audit"))),
         }
 
@@ -95,11 +102,18 @@ def _rollbacks(stages: list[dict[str, Any]]) -> dict[str, int]:
     return {"candidates": len(verdicts), "rolled_back": sum(not v for v in verdicts)}
 
 
-def _count(values: Any) -> dict[str, int]:
+def _count_by(pairs: Any) -> dict[str, int]:
     out: dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
+    for v, n in pairs:
+        out[v] = out.get(v, 0) + n
     return out
+
+
+def _flagged(s: RunStore) -> int:
+    try:
+        return s.conn.execute("SELECT COUNT(*) FROM verdicts WHERE flagged=1").fetchone()[0]
+    except sqlite3.OperationalError:  # a run made before verdicts existed
+        return 0
 
 
 def _llm_cost(usage: LLMUsage | None, rows: int, *, llm_reviewed: int = 0, review_cost: float = 0.0) -> dict[str, Any] | None:
@@ -229,7 +243,10 @@ def _stages(stages: list[dict[str, Any]], rollbacks: dict[str, int]) -> list[Any
     for st in stages:
         rows = st.get("audit_rows") if st.get("gate") == "audit" else st.get("holdout_rows")
         vote = st.get("audit_vote_accuracy")
-        t.add_row("final refit" if st.get("final") else str(st["stage"]), str(st["train_rows"]), str(rows or 0),
+        train = str(st["train_rows"])
+        if st.get("reviewed_rows", st["train_rows"]) > st["train_rows"]:  # continual.max_train_rows
+            train += f" of {st['reviewed_rows']}"
+        t.add_row("final refit" if st.get("final") else str(st["stage"]), train, str(rows or 0),
                   "" if vote is None else f"{vote:.1%}", *(cell(st["specialists"].get(n)) for n in names),
                   f"{st['seconds']:.1f}")
     return [t]

@@ -34,7 +34,7 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ from .errors import RunStoreError
 from .review.base import ReviewResult
 
 CHUNK = 2048  # text ids per embedding / prediction block
+# a reviewed row's (decided label, belief, the reviewer's answer, flagged, label to train on)
+Verdict = tuple[str | None, float, str | None, bool, str | None]
 SCHEMA_VERSION = "2"
 
 _SCHEMA = """
@@ -429,6 +431,31 @@ class RunStore:
         ids = np.array([-1 if t is None else t for _, t, _ in rows], dtype=np.int64)
         return ids, [s for _, _, s in rows]
 
+    def index_rows_by_text(self) -> None:
+        """An index of the input rows by text id, for `row_counts` (built once, after ingest: kept
+        out of ingest, where it would slow every insert)."""
+        if not self.readonly:
+            self.conn.execute("CREATE INDEX IF NOT EXISTS rows_by_text ON rows(text_id)")
+
+    def row_counts(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start,) how many input rows hold each text id in [start, stop) (`index_rows_by_text`
+        first, or each call reads every row)."""
+        out = np.zeros(stop - start, np.float64)
+        for t, n in self.conn.execute("SELECT text_id, COUNT(*) FROM rows WHERE text_id >= ? AND text_id < ? "
+                                      "GROUP BY text_id", (start, stop)):
+            out[t - start] = n
+        return out
+
+    def row_counts_of(self, text_ids: np.ndarray) -> np.ndarray:
+        """How many input rows hold each of `text_ids` (`index_rows_by_text` first)."""
+        ids = [int(t) for t in text_ids]
+        counts: dict[int, int] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            counts.update(self.conn.execute(f"SELECT text_id, COUNT(*) FROM rows WHERE text_id IN "
+                                            f"({','.join('?' * len(part))}) GROUP BY text_id", part))
+        return np.array([counts.get(t, 0) for t in ids], np.float64)
+
     def chunks(self) -> list[tuple[int, int, int]]:
         """(chunk, start, stop) over all text ids."""
         n = self.n_texts
@@ -605,6 +632,40 @@ class RunStore:
                 out.setdefault(t, {})[rev] = {"label": lab, "confidence": conf, "reason": why, "source": src}
         return out
 
+    def answers_of(self, text_ids: Iterable[int]) -> dict[int, dict[str, dict[str, Any]]]:
+        """`answers` of `text_ids` only."""
+        out: dict[int, dict[str, dict[str, Any]]] = {}
+        for t, rev, lab, conf, why, src in self._by_ids(
+                "SELECT text_id, reviewer, label, confidence, reason, source FROM answers WHERE text_id IN ", text_ids):
+            out.setdefault(t, {})[rev] = {"label": lab, "confidence": conf, "reason": why, "source": src}
+        return out
+
+    def answered_by(self, reviewer: str) -> set[int]:
+        """The rows `reviewer` has an answer (or a mark) for."""
+        return {t for (t,) in self.conn.execute("SELECT text_id FROM answers WHERE reviewer=?", (reviewer,))}
+
+    def flagged_ids(self) -> set[int]:
+        """The reviewed rows whose label the weighing flagged for a second look."""
+        try:
+            return {t for (t,) in self.conn.execute("SELECT text_id FROM verdicts WHERE flagged=1")}
+        except sqlite3.OperationalError:  # a read-only look at a run made before verdicts existed
+            return set()
+
+    def priors_of(self, text_ids: Iterable[int]) -> dict[int, list[float]]:
+        """`priors` of `text_ids` only."""
+        return {t: json.loads(p) for t, p in self._by_ids("SELECT text_id, probs FROM priors WHERE text_id IN ",
+                                                           text_ids)}
+
+    def answers_of_rows_answered_twice(self) -> dict[int, dict[str, dict[str, Any]]]:
+        """`answers` of the rows that more than one reviewer answered (or a row marked as sent on to
+        another): what the weighing compares, without every row's single answer."""
+        out: dict[int, dict[str, dict[str, Any]]] = {}
+        for t, rev, lab, conf, why, src in self.conn.execute(
+                "SELECT text_id, reviewer, label, confidence, reason, source FROM answers WHERE text_id IN "
+                "(SELECT text_id FROM answers GROUP BY text_id HAVING COUNT(*) > 1) ORDER BY rowid"):
+            out.setdefault(t, {})[rev] = {"label": lab, "confidence": conf, "reason": why, "source": src}
+        return out
+
     def put_priors(self, priors: Mapping[int, Sequence[float]], replace: bool = False) -> None:
         """The vote's distribution of rows about to be reviewed; the first one given stands (it was
         taken by specialists that had not learned from the row), unless `replace` (for rows no
@@ -624,6 +685,7 @@ class RunStore:
             c.executemany("INSERT INTO verdicts(text_id, label, belief, answer, flagged, train, weight) "
                           "VALUES (?,?,?,?,?,?,?)",
                           [(int(t), lab, float(b), a, int(f), tr, float(w)) for t, lab, b, a, f, tr, w in rows])
+            self.set_meta("verdicts_written", self.get_meta("verdicts_written", 0) + 1, c)
 
     def train_weights(self) -> dict[int, float]:
         """{text id: weight} of the reviewed rows to learn from with a weight other than 1 (a weighed
@@ -655,6 +717,91 @@ class RunStore:
                     del out[t]
         return out
 
+    def learned_labels(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, list[str]]:
+        """(text ids in [start, stop), ascending; their labels) of the reviewed rows a specialist may
+        learn from: `decided_reviews` without the audit sample, which only measures. Read by range of
+        the primary key: a chunk's rows cost the chunk, not every review. Each label is one shared
+        string (a million reviews hold a million pointers, not a million strings)."""
+        stop = self.n_texts if stop is None else stop
+        rows = self.conn.execute(
+            "SELECT r.text_id, CASE WHEN v.text_id IS NULL THEN r.label ELSE v.train END FROM reviews r "
+            "LEFT JOIN verdicts v ON v.text_id = r.text_id WHERE r.pending = 0 AND r.label IS NOT NULL "
+            "AND r.text_id >= ? AND r.text_id < ? AND NOT EXISTS (SELECT 1 FROM routing g "
+            "WHERE g.text_id = r.text_id AND g.why = 'audit') ORDER BY r.text_id", (start, stop))
+        ids: list[int] = []
+        labels: list[str] = []
+        shared: dict[str, str] = {}
+        for t, lab in rows:
+            if lab is not None:
+                ids.append(t)
+                labels.append(shared.setdefault(lab, lab))
+        return np.array(ids, dtype=np.int64), labels
+
+    def audited_labels(self) -> tuple[np.ndarray, list[str]]:
+        """(text ids, ascending; their labels) of the audit rows that got a label."""
+        rows = self.conn.execute(
+            "SELECT r.text_id, r.label FROM reviews r JOIN routing g ON g.text_id = r.text_id AND g.why = 'audit' "
+            "WHERE r.pending = 0 AND r.label IS NOT NULL ORDER BY r.text_id").fetchall()
+        return np.array([t for t, _ in rows], dtype=np.int64), [lab for _, lab in rows]
+
+    def labels_signature(self) -> tuple[Any, ...]:
+        """Changes whenever a reviewed row's label to learn from may have changed (an answer, a
+        weighing): what a label model fitted with the reviewed labels clamped is kept under."""
+        count, when = self.conn.execute(
+            "SELECT COUNT(*), TOTAL(created_at) FROM reviews WHERE pending = 0 AND label IS NOT NULL").fetchone()
+        return count, when, self.get_meta("verdicts_written", 0)
+
+    def reviews_between(self, start: int, stop: int, include_pending: bool = False) -> dict[int, ReviewResult]:
+        """`reviews` of the text ids in [start, stop)."""
+        q = ("SELECT text_id, label, source, confidence, reason, pending, cost_usd FROM reviews "
+             "WHERE text_id >= ? AND text_id < ?")
+        if not include_pending:
+            q += " AND pending=0"
+        return {t: ReviewResult(t, lab, src, conf, why, bool(p), cost)
+                for t, lab, src, conf, why, p, cost in self.conn.execute(q, (start, stop))}
+
+    def verdicts_between(self, start: int, stop: int) -> dict[int, Verdict]:
+        """`verdicts` of the text ids in [start, stop)."""
+        try:
+            rows = self.conn.execute("SELECT text_id, label, belief, answer, flagged, train FROM verdicts "
+                                     "WHERE text_id >= ? AND text_id < ?", (start, stop)).fetchall()
+        except sqlite3.OperationalError:  # a read-only look at a run made before verdicts existed
+            return {}
+        return {t: (lab, b, a, bool(f), tr) for t, lab, b, a, f, tr in rows}
+
+    def _by_ids(self, query: str, text_ids: Iterable[int]) -> list[tuple[Any, ...]]:
+        """The rows of `query` (ending in "text_id IN ") for the distinct `text_ids` >= 0, 500 at a time."""
+        ids = sorted({int(t) for t in text_ids if t >= 0})
+        out: list[tuple[Any, ...]] = []
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            out += self.conn.execute(f"{query}({','.join('?' * len(part))})", part).fetchall()
+        return out
+
+    def reviews_of(self, text_ids: Iterable[int]) -> dict[int, ReviewResult]:
+        """`reviews` (answered) of `text_ids` only."""
+        rows = self._by_ids("SELECT text_id, label, source, confidence, reason, pending, cost_usd FROM reviews "
+                            "WHERE pending=0 AND text_id IN ", text_ids)
+        return {t: ReviewResult(t, lab, src, conf, why, bool(p), cost) for t, lab, src, conf, why, p, cost in rows}
+
+    def answered(self, text_ids: Iterable[int]) -> dict[int, tuple[str | None, str, float]]:
+        """{text id: (label, source, created_at)} of those of `text_ids` with an answer (not pending)."""
+        return {t: (lab, src, at) for t, lab, src, at in self._by_ids(
+            "SELECT text_id, label, source, created_at FROM reviews WHERE pending=0 AND text_id IN ", text_ids)}
+
+    def verdicts_of(self, text_ids: Iterable[int]) -> dict[int, Verdict]:
+        """`verdicts` of `text_ids` only."""
+        try:
+            rows = self._by_ids("SELECT text_id, label, belief, answer, flagged, train FROM verdicts WHERE text_id IN ",
+                                text_ids)
+        except sqlite3.OperationalError:  # a read-only look at a run made before verdicts existed
+            return {}
+        return {t: (lab, b, a, bool(f), tr) for t, lab, b, a, f, tr in rows}
+
+    def count_reviews(self, pending: bool = False) -> int:
+        """How many rows have an answer (or, with `pending`, wait for one)."""
+        return self.conn.execute("SELECT COUNT(*) FROM reviews WHERE pending=?", (int(pending),)).fetchone()[0]
+
     def reviews(self, include_pending: bool = False) -> dict[int, ReviewResult]:
         q = "SELECT text_id, label, source, confidence, reason, pending, cost_usd FROM reviews"
         if not include_pending:
@@ -669,14 +816,15 @@ class RunStore:
 
     # -- final labels ---------------------------------------------------------------------------------
     def put_final(self, records: Iterable[tuple[int, str | None, float | None, str, str | None, float | None, str]],
-                  meta: dict[str, Any] | None = None) -> None:
+                  meta: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> None:
         """(text_id, label, confidence, source, vote, vote_confidence, specialist_votes_json), and the
-        `meta` keys that describe them, in one transaction."""
+        `meta` keys that describe them (or a function giving them once the records are written), in
+        one transaction."""
         with self.transaction() as c:
-            for key, value in (meta or {}).items():
-                self.set_meta(key, value, c)
             c.execute("DELETE FROM final")
             c.executemany("INSERT INTO final VALUES (?,?,?,?,?,?,?)", records)
+            for key, value in ((meta() if callable(meta) else meta) or {}).items():
+                self.set_meta(key, value, c)
             self.mark_done("finalize", c)
 
     def final_for(self, text_ids: np.ndarray) -> dict[int, tuple[str | None, float | None, str, str | None, float | None, str]]:

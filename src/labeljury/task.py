@@ -192,6 +192,9 @@ class EngineSpec(BaseModel):
         return v
 
 
+MAX_TRAIN_ROWS = 100_000
+
+
 class ContinualSpec(BaseModel):
     """Staged fine-tuning of the trainable specialists on reviewed rows (see `continual`)."""
 
@@ -202,6 +205,16 @@ class ContinualSpec(BaseModel):
     holdout: float = 0.2
     rescore: bool = True
     keep_checkpoints: Literal["current", "all"] = "current"  # "all": every version's folder stays
+    # the most reviewed rows a head is refitted on (the stage's new ones first, then a uniform sample
+    # of the earlier ones): bounds a refit's memory (~1.5-3 KB a row of n-grams) and time; null: all
+    max_train_rows: int | None = MAX_TRAIN_ROWS
+
+    @field_validator("max_train_rows")
+    @classmethod
+    def _rows(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be >= 1, or null for every reviewed row")
+        return v
 
 
 class Task(BaseModel):
@@ -305,6 +318,8 @@ class Task(BaseModel):
         data.pop("engine", None)  # where the work runs does not change the labels
         if data.get("continual"):
             data["continual"].pop("keep_checkpoints", None)  # nor which old checkpoints stay on disk
+            if data["continual"].get("max_train_rows") == MAX_TRAIN_ROWS:
+                data["continual"].pop("max_train_rows")  # the default: runs made before it existed go on
         if data.get("llm"):
             for key in RESUMABLE_LLM_SETTINGS:
                 data["llm"].pop(key, None)

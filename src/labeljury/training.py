@@ -15,6 +15,7 @@ import numpy as np
 
 from .progress import Progress, SilentProgress
 from .registry import Registry
+from .routing import in_sorted
 from .review import weigh as weigh_step
 from .scoring import Features
 from .specialists import LearnsFromUnlabeled, Specialist, Updatable
@@ -27,18 +28,43 @@ def reviewed(store: RunStore, ids: Sequence[int] | None = None) -> tuple[np.ndar
     """(sorted text ids, their labels) of the reviewed rows a specialist may learn from, among `ids`
     (default all): every row that got a label, except the audit sample, which only measures, and a
     weighed reviewer's rows too doubtful to learn from; the labels are the decided ones (`review.weigh`)."""
-    reviews = store.decided_reviews()
-    audit = set(store.routed("audit"))
-    keep = [i for i in (reviews.keys() if ids is None else ids) if i in reviews and i not in audit]
-    keys = np.array(sorted(keep), dtype=np.int64)
-    return keys, [reviews[int(k)] for k in keys]
+    keys, labels = store.learned_labels()
+    if ids is None:
+        return keys, labels
+    keep = np.flatnonzero(in_sorted(keys, np.unique(np.asarray(list(ids), dtype=np.int64))))
+    return keys[keep], [labels[i] for i in keep]
 
 
 def audited(store: RunStore) -> tuple[np.ndarray, list[str]]:
     """(sorted text ids, labels) of the audit rows that got a label: the rows that measure."""
-    reviews = store.labeled_reviews()
-    keys = np.array(sorted(i for i in store.routed("audit") if i in reviews), dtype=np.int64)
-    return keys, [reviews[int(k)] for k in keys]
+    return store.audited_labels()
+
+
+def labels_of(store: RunStore, ids: np.ndarray) -> list[str]:
+    """The labels to learn from of reviewed rows `ids` (each must be one: see `reviewed`)."""
+    keys, labels = store.learned_labels()
+    ids = np.asarray(ids, dtype=np.int64)
+    pos = np.searchsorted(keys, ids)
+    found = pos < len(keys)
+    found[found] = keys[pos[found]] == ids[found]
+    if not found.all():
+        raise KeyError(f"text {int(ids[~found][0])} has no reviewed label to learn from")
+    return [labels[i] for i in pos.tolist()]
+
+
+def bounded_rows(train: np.ndarray, newest: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """At most `cap` of the rows `train` (sorted; None: all): every one of `newest` that fits (a
+    uniform sample of them if they alone are more), then a uniform sample of the others: what a refit
+    holds in memory stays bounded however many rows were reviewed."""
+    train = np.asarray(train, dtype=np.int64)
+    if cap is None or len(train) <= cap:
+        return train
+    rng = np.random.default_rng(seed)
+    newest = np.intersect1d(newest, train)
+    if len(newest) >= cap:
+        return np.sort(rng.choice(newest, cap, replace=False))
+    rest = np.setdiff1d(train, newest)
+    return np.union1d(newest, rng.choice(rest, cap - len(newest), replace=False))
 
 
 def accepts_weights(model: Any, method: str = "fit") -> bool:
@@ -91,8 +117,7 @@ class Trainer:
 
     def fit(self, model: Specialist, ids: np.ndarray, *, update: bool = False) -> Specialist:
         """Fit `model` on the reviewed labels of `ids` (with `update`, continue training it on them)."""
-        labels = self.store.decided_reviews()
-        X, y = self.features.rows(model, ids), [labels[int(i)] for i in ids]
+        X, y = self.features.rows(model, ids), labels_of(self.store, ids)
         weights = self.store.train_weights() if weigh_step.TRAIN_WEIGHTS else {}
         w = [weights.get(int(i), 1.0) for i in ids] if weights else None
         if hasattr(model, "on_rows"):  # a long fit (fine-tuning) reports each batch: a bar with an ETA

@@ -200,6 +200,39 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
     return float(total / len(c))
 
 
+class CalibrationBins:
+    """`ece` over rows that come in batches: per equal-width bin, the rows, their summed confidence
+    and their summed correctness (the same number as `ece` on all rows at once, in O(bins) memory)."""
+
+    def __init__(self, bins: int = 15):
+        self.bins = bins
+        self.rows = np.zeros(bins)
+        self.confidence = np.zeros(bins)
+        self.correct = np.zeros(bins)
+
+    def add(self, confidence: np.ndarray, correct: np.ndarray) -> None:
+        c = np.asarray(confidence, dtype=np.float64)
+        idx = np.minimum((c * self.bins).astype(int), self.bins - 1)
+        self.rows += np.bincount(idx, minlength=self.bins)
+        self.confidence += np.bincount(idx, c, self.bins)
+        self.correct += np.bincount(idx, np.asarray(correct, dtype=np.float64), self.bins)
+
+    def reliability(self) -> list[dict[str, float]]:
+        """What `reliability` gives for the same rows and bins."""
+        b = self.bins
+        return [{"low": i / b, "high": (i + 1) / b, "confidence": float(self.confidence[i] / self.rows[i]),
+                 "accuracy": float(np.clip(self.correct[i] / self.rows[i], 0, 1)), "rows": int(self.rows[i])}
+                for i in range(b) if self.rows[i]]
+
+    def ece(self) -> float:
+        total = self.rows.sum()
+        if not total:
+            return float("nan")
+        has = self.rows > 0
+        gap = np.abs(self.correct[has] / self.rows[has] - self.confidence[has] / self.rows[has])
+        return float((self.rows[has] * gap).sum() / total)
+
+
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
     """Per confidence bin: mean confidence, accuracy, rows (for a reliability diagram). `correct` may
     be a noise-corrected value (its mean estimates the accuracy; clipped to [0, 1] for display)."""
@@ -232,49 +265,92 @@ class Estimate:
 
 
 @dataclass
-class Population:
-    """The output, text by text: `weight` = rows holding the text; `known` = its label is known
-    (reviewed or audited), right with probability `known_right` (1 by default: a trusted reviewer;
-    the belief for a weighed one); `calibrated` = c^ for an unreviewed text; its `source` and `label`.
-    The audit texts no stage picked, as they would have come out: their vote's `audit_source` and
-    `audit_label`, cross-fitted `audit_calibrated`, and `audit_correct` (the vote was right: 0/1, or
-    its noise-corrected value where a weighed reviewer answered)."""
+class Audit:
+    """The audit texts no stage picked, as they would have come out: their `weight` (rows holding
+    each), their vote's `source` and `label`, cross-fitted `calibrated` confidence, and `correct` (the
+    vote was right: 0/1, or its noise-corrected value where a weighed reviewer answered)."""
 
     weight: np.ndarray
-    known: np.ndarray
     calibrated: np.ndarray
+    correct: np.ndarray
     source: np.ndarray
     label: np.ndarray
-    audit_weight: np.ndarray
-    audit_calibrated: np.ndarray
-    audit_correct: np.ndarray
-    audit_source: np.ndarray
-    audit_label: np.ndarray
-    known_right: np.ndarray | None = None
 
 
-def estimate(pop: Population, rows: np.ndarray | None = None, audit: np.ndarray | None = None) -> Estimate:
-    """The estimate over the texts `rows` (a mask; all by default), measured on the audit texts
-    `audit` (a mask over the unpicked audit texts: those that would have fallen in the group)."""
-    sel = np.ones(len(pop.weight), bool) if rows is None else rows
-    asel = np.ones(len(pop.audit_weight), bool) if audit is None else audit
-    w = pop.weight[sel].astype(np.float64)
-    known = pop.known[sel]
-    total = float(w.sum())
+@dataclass(frozen=True)
+class Sums:
+    """What the estimate needs of a group of output texts: `rows` (their weight: rows holding them),
+    `known_right` (the weight of the known ones, times the belief that each is right), `unknown` (the
+    weight of the others) and `unknown_calibrated` (their weight times c^)."""
+
+    rows: float = 0.0
+    known_right: float = 0.0
+    unknown: float = 0.0
+    unknown_calibrated: float = 0.0
+
+    def __add__(self, other: Sums) -> Sums:
+        return Sums(self.rows + other.rows, self.known_right + other.known_right, self.unknown + other.unknown,
+                    self.unknown_calibrated + other.unknown_calibrated)
+
+
+class Tally:
+    """The output's `Sums` per (source, label), added a batch of texts at a time: the estimate of a
+    whole run without holding its rows."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, str | None], Sums] = {}
+
+    def add(self, weight: np.ndarray, known: np.ndarray, calibrated: np.ndarray, source: Sequence[str],
+            label: Sequence[str | None], known_right: np.ndarray | None = None) -> None:
+        """Texts with `weight` (rows holding each), `known` (its label is known: reviewed or audited;
+        right with probability `known_right`, 1 by default), `calibrated` c^ (read where not known),
+        their `source` and `label` (None: no label)."""
+        w = np.asarray(weight, dtype=np.float64)
+        if not len(w):
+            return
+        known = np.asarray(known, bool)
+        right = np.ones(len(w)) if known_right is None else np.asarray(known_right, dtype=np.float64)
+        keys = [(s, lab) for s, lab in zip(source, label, strict=True)]
+        index: dict[tuple[str, str | None], int] = {}
+        group = np.array([index.setdefault(key, len(index)) for key in keys], np.int64)
+        g = len(index)
+        cal = np.asarray(calibrated, dtype=np.float64)
+        sums = np.stack([np.bincount(group, w, g), np.bincount(group, np.where(known, w * right, 0.0), g),
+                         np.bincount(group, np.where(known, 0.0, w), g),
+                         np.bincount(group, np.where(known, 0.0, w * cal), g)], axis=1)
+        for key, i in index.items():
+            self.groups[key] = self.groups.get(key, Sums()) + Sums(*(float(x) for x in sums[i]))
+
+    def sums(self, source: str | None = None, label: str | None = None) -> Sums:
+        """The sums over every text, or those of one `source`, or of one `label`."""
+        out = Sums()
+        for (s, lab), v in self.groups.items():
+            if (source is None or s == source) and (label is None or lab == label):
+                out = out + v
+        return out
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted({s for s, _ in self.groups})
+
+
+def estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None) -> Estimate:
+    """The estimate over a group of texts with `sums`, measured on the audit texts `rows` (a mask
+    over the unpicked audit texts: those that would have fallen in the group; all by default)."""
+    asel = np.ones(len(audit.weight), bool) if rows is None else rows
+    total = sums.rows
     n_rows = int(round(total))
     if total == 0:
         return Estimate(None, None, None, 0, 0, "none")
-    k = float(w[known].sum()) if pop.known_right is None else float((w * pop.known_right[sel])[known].sum())
-    w_u = float(w[~known].sum())
+    k, w_u, s_u = sums.known_right, sums.unknown, sums.unknown_calibrated
     if w_u == 0:
         return Estimate(k / total, k / total, k / total, n_rows, 0, "exact")
-    s_u = float((w[~known] * pop.calibrated[sel][~known]).sum())
-    aw = pop.audit_weight[asel].astype(np.float64)
+    aw = audit.weight[asel].astype(np.float64)
     n = int(asel.sum())
     if n == 0:
         return Estimate((k + s_u) / total, None, None, n_rows, 0, "model")
     if n >= MIN_AUDIT:
-        d = pop.audit_correct[asel] - pop.audit_calibrated[asel]
+        d = audit.correct[asel] - audit.calibrated[asel]
         r = float((aw * d).sum() / aw.sum())
         var = float((aw**2 * (d - r) ** 2).sum() / aw.sum() ** 2) * n / (n - 1)
         acc = (k + s_u + w_u * r) / total
@@ -283,16 +359,16 @@ def estimate(pop: Population, rows: np.ndarray | None = None, audit: np.ndarray 
         low, high = np.clip([acc - half, acc + half], 0, 1)
         return Estimate(float(np.clip(acc, 0, 1)), float(low), float(high), n_rows, n, "ppi")
     # a handful of audit rows: the plain share right among them, with its Wilson interval
-    p = float(np.clip((aw * pop.audit_correct[asel]).sum() / aw.sum(), 0, 1))
+    p = float(np.clip((aw * audit.correct[asel]).sum() / aw.sum(), 0, 1))
     lo, hi = wilson_interval(p, n)
     return Estimate((k + w_u * p) / total, (k + w_u * lo) / total, (k + w_u * hi) / total, n_rows, n, "wilson")
 
 
-def estimates(pop: Population, labels: Sequence[str]) -> dict[str, Any]:
+def estimates(tally: Tally, audit: Audit, labels: Sequence[str]) -> dict[str, Any]:
     """Overall, per source and per class (the output label)."""
-    sources = sorted(set(pop.source.tolist()))
     return {
-        "overall": estimate(pop).to_dict(),
-        "by_source": {src: estimate(pop, pop.source == src, pop.audit_source == src).to_dict() for src in sources},
-        "by_class": {lab: estimate(pop, pop.label == lab, pop.audit_label == lab).to_dict() for lab in labels},
+        "overall": estimate(tally.sums(), audit).to_dict(),
+        "by_source": {src: estimate(tally.sums(source=src), audit, audit.source == src).to_dict()
+                      for src in tally.sources},
+        "by_class": {lab: estimate(tally.sums(label=lab), audit, audit.label == lab).to_dict() for lab in labels},
     }

@@ -4,6 +4,8 @@ The boundary is a vote tensor `P` of shape (n rows, m specialists, k labels): `P
 specialist j's probability row for row i in task label order, or all-NaN when j abstains on i
 (a row with any NaN counts as an abstention). Voting never sees the specialists themselves, so any
 label model (majority, soft vote, Dawid-Skene) can be swapped in without touching the pipeline.
+A `LabelModel` is fitted once on every row, streamed in batches (`fit`), then labels any rows
+(`predict`): the pipeline never holds the tensor of the whole input.
 
 Every function is vectorised over rows (n may be ~10M); Python loops run over specialists, labels
 or EM iterations only.
@@ -11,6 +13,7 @@ or EM iterations only.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -190,23 +193,209 @@ def _check_known(known: Any, n: int, k: int) -> np.ndarray:
     return known.astype(np.int64, copy=False)
 
 
-def _patterns(columns: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group rows by their tuple of small non-negative codes (< base).
+class LabelModel:
+    """What turns a vote tensor into one label per row (Snorkel's label model): `fit` once on every
+    row, streamed as batches, then `predict` any rows. Majority and the soft vote need no fitting;
+    Dawid-Skene learns its parameters from sufficient statistics gathered batch by batch (the counts
+    of each distinct vote pattern), so fitting it on ten million rows holds one batch and the
+    patterns in memory, never the whole tensor."""
 
-    Returns (first row of each pattern, inverse (n,), counts). The mixed-radix key is re-densified
-    with `np.unique` whenever it could overflow int64, so any number of columns works.
-    """
-    n = len(columns[0])
-    key = np.zeros(n, dtype=np.int64)
-    span = 1
-    for col in columns:
-        if span * base >= 2**62:
-            _, key = np.unique(key, return_inverse=True)
-            span = n
-        key = key * base + col
-        span *= base
-    _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
-    return first, inverse.reshape(n), counts
+    def fit(self, batches: Iterable[tuple[np.ndarray, np.ndarray | None]]) -> LabelModel:
+        """Fit on (P, known) batches of rows: `P` a vote tensor, `known` (n,) a label index per row
+        or -1 (None: none known). Returns self."""
+        for _ in batches:
+            pass
+        return self
+
+    def predict(self, P: np.ndarray, known: np.ndarray | None = None) -> VoteResult:
+        raise NotImplementedError
+
+
+class MajorityVote(LabelModel):
+    def __init__(self, tie_break: Literal["probability", "first"] = "probability"):
+        self.tie_break = tie_break
+
+    def predict(self, P: np.ndarray, known: np.ndarray | None = None) -> VoteResult:
+        return majority(P, self.tie_break)
+
+
+class SoftVote(LabelModel):
+    def __init__(self, weights: np.ndarray | None = None):
+        self.weights = weights
+
+    def predict(self, P: np.ndarray, known: np.ndarray | None = None) -> VoteResult:
+        return soft(P, self.weights)
+
+
+class _PatternCounts:
+    """The distinct rows of (votes, known) codes over every batch, with how often each occurs (and,
+    for a soft start, the summed soft-vote posterior of its rows): all Dawid-Skene's EM reads."""
+
+    def __init__(self) -> None:
+        self.index: dict[bytes, int] = {}
+        self.rows: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
+        self.soft: list[np.ndarray] = []
+
+    def add(self, codes: np.ndarray, soft_post: np.ndarray | None) -> None:
+        if not len(codes):
+            return
+        uniq, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
+        slots = np.empty(len(uniq), np.int64)
+        for u, row in enumerate(uniq):
+            key = row.tobytes()
+            slot = self.index.get(key)
+            if slot is None:
+                slot = self.index[key] = len(self.index)
+                self.rows.append(row)
+            slots[u] = slot
+        self.counts.append(np.c_[slots, counts])
+        if soft_post is not None:
+            k = soft_post.shape[1]
+            sums = np.stack([np.bincount(inverse, soft_post[:, c].astype(np.float64), len(uniq)) for c in range(k)], 1)
+            self.soft.append(np.c_[slots, sums])
+
+    def result(self, width: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(patterns (U, width) sorted, their counts (U,), their summed soft posteriors (U, k) or None).
+        Sorted so that the order, and so EM's sums, do not depend on how the rows were batched."""
+        n = len(self.rows)
+        if not n:
+            return np.zeros((0, width), np.int16), np.zeros(0), None if not self.soft else np.zeros((0, k))
+        pats = np.stack(self.rows)
+        counts = np.zeros(n)
+        for part in self.counts:
+            np.add.at(counts, part[:, 0], part[:, 1])
+        soft_sums = None
+        if self.soft:
+            soft_sums = np.zeros((n, k))
+            for part in self.soft:
+                np.add.at(soft_sums, part[:, 0].astype(np.int64), part[:, 1:])
+        order = np.lexsort(pats.T[::-1])
+        return pats[order], counts[order], None if soft_sums is None else soft_sums[order]
+
+
+class DawidSkene(LabelModel):
+    """Dawid-Skene EM over hard votes: learns each specialist's k x k confusion matrix and the class
+    priors without gold labels, so a specialist that is wrong in a consistent way (say, swaps two
+    labels) is decoded instead of outvoted.
+
+    Rows with the same votes (and known label) have the same posterior, so EM runs on the distinct
+    vote patterns weighted by their counts, gathered batch by batch by `fit`: its cost per iteration
+    does not grow with the rows. Rows with a `known` label >= 0 are clamped to it (semi-supervised;
+    it also resolves what votes alone cannot, e.g. which of two disagreeing camps is right), in
+    fitting and in `predict`. `smoothing` is the Laplace pseudo-count of every prior and confusion
+    cell (the diagonal gets more, see below), so no probability is ever 0. `init` starts EM from the
+    majority vote shares or from the soft vote. Stops when no posterior moves by more than `tol`, or
+    after `n_iter` EM rounds. Fitted: `confusion_` (m, k, k) P(vote = l | true = c) as [j, c, l],
+    `priors_` (k,)."""
+
+    def __init__(self, n_iter: int = 50, tol: float = 1e-6, init: Literal["majority", "soft"] = "majority",
+                 smoothing: float = 1.0):
+        if init not in ("majority", "soft"):
+            raise ValueError(f"unknown init {init!r}; use 'majority' or 'soft'")
+        if smoothing <= 0 or n_iter < 1:
+            raise ValueError("smoothing must be > 0 (so that no probability is 0) and n_iter >= 1")
+        self.n_iter = n_iter
+        self.tol = tol
+        self.init = init
+        self.smoothing = smoothing
+        self.confusion_: np.ndarray | None = None
+        self.priors_: np.ndarray | None = None
+
+    @classmethod
+    def from_params(cls, confusion: np.ndarray, priors: np.ndarray) -> DawidSkene:
+        """A model with parameters fitted elsewhere (a plan, another run's rows)."""
+        model = cls()
+        model.confusion_ = np.asarray(confusion, dtype=np.float64)
+        model.priors_ = np.asarray(priors, dtype=np.float64)
+        return model
+
+    def fit(self, batches: Iterable[tuple[np.ndarray, np.ndarray | None]]) -> DawidSkene:
+        counts = _PatternCounts()
+        shape: tuple[int, int] | None = None
+        for P, known in batches:
+            P = _check(P)
+            n, m, k = P.shape
+            if shape is not None and shape != (m, k):
+                raise ValueError(f"every batch needs the same specialists and labels: {shape} then {(m, k)}")
+            shape = (m, k)
+            votes = hard_votes(P)
+            kn = np.full(n, -1, np.int64) if known is None else _check_known(known, n, k)
+            codes = np.c_[np.where(votes >= 0, votes, k), kn + 1].astype(np.int16)  # k = abstained
+            counts.add(codes, soft(P).posterior if self.init == "soft" else None)
+        if shape is None:
+            raise ValueError("Dawid-Skene needs at least one batch of the vote tensor to fit on")
+        m, k = shape
+        pats, n_rows, soft_sums = counts.result(m + 1, k)
+        self.confusion_, self.priors_ = self._em(pats[:, :m].T.astype(np.int64), pats[:, m].astype(np.int64) - 1,
+                                                 n_rows, soft_sums, k)
+        return self
+
+    def _em(self, pat: np.ndarray, clamp: np.ndarray, counts: np.ndarray, soft_sums: np.ndarray | None,
+            k: int) -> tuple[np.ndarray, np.ndarray]:
+        """EM over the distinct patterns `pat` (m, U) (label-major state: every bincount and take runs
+        over contiguous memory). Returns (confusion, priors)."""
+        m, n_pat = pat.shape
+        smoothing = self.smoothing
+        clamped = clamp >= 0
+        if self.init == "majority":
+            T = np.stack([(pat == c).sum(axis=0) for c in range(k)]).astype(np.float64)
+        else:
+            assert soft_sums is not None
+            T = soft_sums.T.copy()
+        T = _normalise(T.T).T
+        T[:, clamped] = np.eye(k)[:, clamp[clamped]]
+        # Dirichlet pseudo-counts: `smoothing` on every wrong label, 2 (k - 1) `smoothing` on the right one,
+        # i.e. a prior mean accuracy of 2/3. Negligible on real data sizes, but it keeps tiny inputs from
+        # washing out to uniform and breaks the tie between a labelling and its permutations.
+        pseudo = smoothing * (np.ones((k, k)) + (2 * k - 3) * np.eye(k))
+        for _ in range(self.n_iter):
+            # M-step: priors and confusions [c, l] from the posterior-weighted vote counts.
+            wT = T * counts
+            priors = (wT.sum(axis=1) + smoothing) / (counts.sum() + k * smoothing)
+            log_conf = np.zeros((m, k, k + 1))  # [j, class, vote]; the abstain column stays log 1 = 0
+            for j in range(m):
+                cnt = np.stack([np.bincount(pat[j], wT[c], k + 1)[:k] for c in range(k)]) + pseudo
+                log_conf[j, :, :k] = np.log(cnt / cnt.sum(axis=1, keepdims=True))
+            # E-step: posterior over the true label of each vote pattern.
+            log_post = np.repeat(np.log(priors)[:, None], n_pat, axis=1)
+            for j in range(m):
+                for c in range(k):
+                    log_post[c] += np.take(log_conf[j, c], pat[j])
+            new = np.exp(log_post - log_post.max(axis=0))
+            new /= new.sum(axis=0)
+            new[:, clamped] = T[:, clamped]
+            delta = np.abs(new - T).max(initial=0.0)
+            T = new
+            if delta < self.tol:
+                break
+        return np.exp(log_conf[:, :, :k]), priors
+
+    def predict(self, P: np.ndarray, known: np.ndarray | None = None) -> VoteResult:
+        """The posterior of each row under the fitted parameters (the E-step); rows with a `known`
+        label are clamped to it."""
+        if self.confusion_ is None or self.priors_ is None:
+            raise ValueError("this Dawid-Skene model is not fitted: call fit first")
+        P = _check(P)
+        n, m, k = P.shape
+        if self.confusion_.shape != (m, k, k):
+            raise ValueError(f"the model was fitted on {self.confusion_.shape[0]} specialists and "
+                             f"{self.confusion_.shape[1]} labels, the tensor has {m} and {k}")
+        votes = hard_votes(P)
+        log_post = np.repeat(np.log(self.priors_)[None, :], n, axis=0)
+        log_conf = np.log(self.confusion_)  # [j, c, l]
+        for j in range(m):
+            has = votes[:, j] >= 0
+            log_post[has] += log_conf[j][:, votes[has, j]].T
+        post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+        post /= post.sum(axis=1, keepdims=True)
+        clamped = None
+        if known is not None:
+            kn = _check_known(known, n, k)
+            clamped = kn >= 0
+            post[clamped] = np.eye(k)[kn[clamped]]
+        return _result(post, votes, clamped=clamped, confusion=self.confusion_, priors=self.priors_)
 
 
 def dawid_skene(
@@ -217,85 +406,27 @@ def dawid_skene(
     smoothing: float = 1.0,
     known: np.ndarray | None = None,
 ) -> VoteResult:
-    """Dawid-Skene EM over hard votes: learns each specialist's k x k confusion matrix and the class
-    priors without gold labels, so a specialist that is wrong in a consistent way (say, swaps two
-    labels) is decoded instead of outvoted.
-
-    Rows with the same votes (and known label) have the same posterior, so EM runs on the distinct
-    vote patterns weighted by their counts: the per-iteration cost does not grow with n. `known` (n,)
-    clamps rows with a label >= 0 to that label (semi-supervised; it also resolves what votes alone
-    cannot, e.g. which of two disagreeing camps is right). `smoothing` is the Laplace pseudo-count of
-    every prior and confusion cell (the diagonal gets more, see below), so no probability is ever 0.
-    `init` starts EM from the majority vote shares or from the soft vote. Stops when no posterior
-    moves by more than `tol`, or after `n_iter` EM rounds.
-    """
-    if init not in ("majority", "soft"):
-        raise ValueError(f"unknown init {init!r}; use 'majority' or 'soft'")
-    if smoothing <= 0 or n_iter < 1:
-        raise ValueError("smoothing must be > 0 (so that no probability is 0) and n_iter >= 1")
+    """`DawidSkene` fitted on the rows of `P` (with their `known` labels, -1 unknown) and applied to
+    them: see there."""
     P = _check(P)
-    n, m, k = P.shape
-    votes = hard_votes(P)
-    codes = np.where(votes >= 0, votes, k)  # k = abstained: an extra "vote" that carries no evidence
-    known = np.full(n, -1, dtype=np.int64) if known is None else _check_known(known, n, k)
-    first, inverse, counts = _patterns([*codes.T, known + 1], k + 2)
-    # EM state is kept label-major, (k, U) over the U distinct patterns, so that every bincount and
-    # take below runs over contiguous memory.
-    pat = np.ascontiguousarray(codes[first].T)  # (m, U) the votes of each pattern
-    clamp = known[first]
-    clamped = clamp >= 0
-    n_pat = len(first)
-
-    if init == "majority":
-        T = np.stack([(pat == c).sum(axis=0) for c in range(k)]).astype(np.float64)
-    else:
-        row_post = soft(P).posterior
-        T = np.stack([np.bincount(inverse, row_post[:, c], n_pat) for c in range(k)])
-    T = _normalise(T.T).T
-    T[:, clamped] = np.eye(k)[:, clamp[clamped]]
-
-    # Dirichlet pseudo-counts: `smoothing` on every wrong label, 2 (k - 1) `smoothing` on the right one,
-    # i.e. a prior mean accuracy of 2/3. Negligible on real data sizes, but it keeps tiny inputs from
-    # washing out to uniform and breaks the tie between a labelling and its permutations.
-    pseudo = smoothing * (np.ones((k, k)) + (2 * k - 3) * np.eye(k))
-    for _ in range(n_iter):
-        # M-step: priors and confusions [c, l] from the posterior-weighted vote counts.
-        wT = T * counts
-        priors = (wT.sum(axis=1) + smoothing) / (counts.sum() + k * smoothing)
-        log_conf = np.zeros((m, k, k + 1))  # [j, class, vote]; the abstain column stays log 1 = 0
-        for j in range(m):
-            cnt = np.stack([np.bincount(pat[j], wT[c], k + 1)[:k] for c in range(k)]) + pseudo
-            log_conf[j, :, :k] = np.log(cnt / cnt.sum(axis=1, keepdims=True))
-        # E-step: posterior over the true label of each vote pattern.
-        log_post = np.repeat(np.log(priors)[:, None], n_pat, axis=1)
-        for j in range(m):
-            for c in range(k):
-                log_post[c] += np.take(log_conf[j, c], pat[j])
-        new = np.exp(log_post - log_post.max(axis=0))
-        new /= new.sum(axis=0)
-        new[:, clamped] = T[:, clamped]
-        delta = np.abs(new - T).max(initial=0.0)
-        T = new
-        if delta < tol:
-            break
-    confusion = np.exp(log_conf[:, :, :k])
-    posterior = np.take(T.T.astype(np.float32), inverse, axis=0)
-    return _result(posterior, votes, clamped=known >= 0, confusion=confusion, priors=priors)
+    return DawidSkene(n_iter, tol, init, smoothing).fit([(P, known)]).predict(P, known)
 
 
 def dawid_skene_apply(P: np.ndarray, confusion: np.ndarray, priors: np.ndarray) -> VoteResult:
     """The Dawid-Skene posterior of rows under already-fitted confusion matrices and priors (of a
     `dawid_skene` result on other rows): for rows the EM must not see, e.g. held-out ones."""
-    P = _check(P)
-    n, m, k = P.shape
-    votes = hard_votes(P)
-    log_post = np.repeat(np.log(np.asarray(priors, dtype=np.float64))[None, :], n, axis=0)
-    log_conf = np.log(np.asarray(confusion, dtype=np.float64))  # [j, c, l]
-    for j in range(m):
-        has = votes[:, j] >= 0
-        log_post[has] += log_conf[j][:, votes[has, j]].T
-    post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
-    return _result(post / post.sum(axis=1, keepdims=True), votes, confusion=confusion, priors=priors)
+    return DawidSkene.from_params(confusion, priors).predict(P)
+
+
+def label_model(method: Method, weights: np.ndarray | None = None) -> LabelModel:
+    """The label model of the task's `voting` name (`weights` for `soft`), unfitted."""
+    if method == "majority":
+        return MajorityVote()
+    if method == "soft":
+        return SoftVote(weights)
+    if method == "dawid-skene":
+        return DawidSkene()
+    raise ValueError(f"unknown voting method {method!r}; use one of ['dawid-skene', 'majority', 'soft']")
 
 
 def aggregate(P: np.ndarray, method: Method, **kw: Any) -> VoteResult:

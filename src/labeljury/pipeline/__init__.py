@@ -177,7 +177,7 @@ class Annotator:
             if not desk.ask(sorted(first), first) and not finish:
                 return self._report(store, "waiting", None, desk)
             validate(store, registry, trainer, scorer, task.label_names, progress)
-            fit_first_versions(store, registry, trainer)
+            fit_first_versions(store, registry, trainer, (task.continual or ContinualSpec()).max_train_rows, task.seed)
             stages = StageLoop(store=store, plan=plan, registry=registry, scorer=scorer, trainer=trainer,
                                desk=desk, strategy=HardestFirst(task.review.policy, task.review.threshold),
                                settings=task.continual, labels=task.label_names, seed=task.seed,
@@ -302,7 +302,7 @@ class Annotator:
         return RunReport(
             status=status, run_dir=self.run_dir, output=output, rows=n_rows, texts=store.n_texts,
             sources=store.source_counts() if status == "complete" else {},
-            reviews=len(store.reviews()), budget=budget_rows(self.task.review, n_rows),
+            reviews=store.count_reviews(), budget=budget_rows(self.task.review, n_rows),
             pending=desk.pending(),
             queue=next((r.path for r in _members(self.reviewer) if isinstance(r, Queued)), None),
             waiting_for="human" if any(r.kind == "human" for r in _members(self.reviewer)) else "file",

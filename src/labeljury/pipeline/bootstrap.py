@@ -25,7 +25,7 @@ from ..scoring import Features, Scorer
 from ..specialists import MappedSpecialist, Specialist, Updatable
 from ..stats import wilson_interval
 from ..store import CHUNK, RunStore
-from ..training import Trainer, hard_labels, reviewed
+from ..training import Trainer, bounded_rows, hard_labels, reviewed
 from .encode import encode_ids
 
 ROUTE_STEP = "route:bootstrap"
@@ -95,11 +95,14 @@ def validate(store: RunStore, registry: Registry, trainer: Trainer, scorer: Scor
     store.mark_done(VALIDATE_STEP)
 
 
-def fit_first_versions(store: RunStore, registry: Registry, trainer: Trainer) -> None:
-    """Version 1 of each trainable specialist not fitted yet, on every reviewed row."""
+def fit_first_versions(store: RunStore, registry: Registry, trainer: Trainer, max_train_rows: int | None = None,
+                       seed: int = 0) -> None:
+    """Version 1 of each trainable specialist not fitted yet, on every reviewed row (at most
+    `max_train_rows` of them, a uniform sample)."""
     ids, _ = reviewed(store)
     if not ids.size:
         return
+    ids = bounded_rows(ids, np.zeros(0, np.int64), max_train_rows, seed)
     for name in registry.trainable():
         if registry.versions[name] == 0:
             model = trainer.fit(trainer.new(name), ids)

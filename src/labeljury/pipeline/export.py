@@ -26,14 +26,15 @@ def export(store: RunStore, input_path: str | Path, output: str | Path, details:
     data.check_output(output, input_path)
     expected = (store.get_meta("fingerprint") or {}).get("input", {}).get("sha256")
     digest = hashlib.sha256()
-    verdicts = store.verdicts()  # reviewed rows only: small
-    reviews = store.reviews() if details else {}
     with data.ChunkWriter(output) as writer, progress.bar("writing output", store.n_rows) as bar:
         for chunk in data.iter_chunks(input_path, digest=digest):
             start = int(chunk.index.start)  # iter_chunks numbers rows with a RangeIndex
             stop = start + len(chunk)
             ids, skips = store.row_text_ids(start, stop)
             fin = store.final_for(ids)
+            # the reviewed rows of this chunk's texts only: memory holds a chunk, not every review
+            verdicts = store.verdicts_of(ids)
+            reviews = store.reviews_of(ids) if details else {}
             rows = [fin.get(int(t)) if t >= 0 else None for t in ids]
             chunk = chunk.copy()
             chunk["annotation"] = [r[0] if r else None for r in rows]

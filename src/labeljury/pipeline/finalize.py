@@ -1,75 +1,106 @@
 """Finalize: one label per text — the reviewer's where there is one, else the vote of the final
 specialist versions — with its confidence (a calibrated probability: `pipeline.calibrate`, `trust`)
-and provenance (`annotation_source`); and the estimated accuracy of the whole output."""
+and provenance (`annotation_source`); and the estimated accuracy of the whole output.
+
+The calibrator is fitted first (on the audit rows); then the vote streams a chunk at a time: each
+chunk's labels are written, and its sums added to the estimate's tally, before the next is read, so
+memory holds one chunk whatever the number of rows. The labels and the estimate are committed in one
+transaction: a run killed here leaves the previous final labels, or none, never half of them."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 
+from .. import trust
 from ..registry import Registry
 from ..review.desk import reviewer_of
-from ..scoring import Scorer
+from ..scoring import Scorer, Vote
 from ..store import RunStore
 from ..training import Trainer
-from .calibrate import fit_trust, vote_groups
+from ..voting import hard_votes
+from .calibrate import Calibration, fit_calibration, vote_groups
 
 STEP = "finalize"
+
+Record = tuple[int, str | None, float | None, str, str | None, float | None, str]
 
 
 def finalize(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Registry, labels: list[str],
              seed: int) -> None:
-    reviews = store.reviews(include_pending=True)  # a pending one still says where the row waits
     # answers that arrived after the run finished (people, with --finish) make a new final labeling
     signature = list(store.conn.execute("SELECT COUNT(*), MAX(created_at) FROM reviews WHERE pending=0").fetchone())
-    signature.append(sum(r.pending for r in reviews.values()))
+    signature.append(store.conn.execute("SELECT COUNT(*) FROM reviews WHERE pending=1").fetchone()[0])
     if store.is_done(STEP) and store.get_meta("finalized_reviews") == signature:
         return
     scorer.ensure()
-    vote = scorer.vote(np.arange(store.n_texts))
-    result, P, names = vote.result, vote.P, vote.names
-    n = len(vote.ids)
+    store.index_rows_by_text()
+    calibration = fit_calibration(store, scorer, trainer, registry, labels, seed)
+    tally = trust.Tally()
+
+    def records() -> Iterator[Record]:
+        for vote in scorer.votes("final labels"):
+            yield from _chunk_records(store, vote, labels, calibration, tally)
+
+    store.put_final(records(), meta=lambda: {"trust": calibration.to_meta(tally, labels),
+                                             "finalized_reviews": signature})
+
+
+def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: Calibration,
+                   tally: trust.Tally) -> list[Record]:
+    """The final records of one chunk's texts; their sums go to `tally`."""
+    a, b = int(vote.ids[0]), int(vote.ids[-1]) + 1
+    reviews = store.reviews_between(a, b, include_pending=True)  # a pending one still says where the row waits
+    verdicts = store.verdicts_between(a, b)
+    result = vote.result
     groups = vote_groups(vote)
-    verdicts = store.verdicts()
-    source = np.empty(n, dtype=object)
-    label = np.empty(n, dtype=object)
+    calibrated = calibration.calibrated(vote)
+    votes_json = _votes_json(vote, labels)
+    n = len(vote.ids)
+    source: list[str] = [""] * n
+    label: list[str | None] = [None] * n
     known = np.zeros(n, bool)
     known_right = np.ones(n)  # a weighed reviewer's rows are right with the belief in their label
-    for t in range(n):
+    out: list[Record] = []
+    for i, t in enumerate(range(a, b)):
+        lab = int(result.label[i])
+        voted = None if lab < 0 else labels[lab]
+        vconf = None if lab < 0 else round(float(result.confidence[i]), 6)
         r = reviews.get(t)
-        lab = int(result.label[t])
         if r is not None and r.label is not None and not r.pending:
-            source[t], label[t], known[t] = r.source, r.label, True
+            known[i] = True
             v = verdicts.get(t)
-            if v is not None and v[2] is not None:
-                known_right[t] = v[1]
-                if v[0] != r.label:  # the vote outweighed the answer
-                    source[t], label[t] = f"vote:over-{reviewer_of(r.source)}", v[0]
-        elif lab < 0:
-            source[t], label[t] = (r.source if r is not None else "skipped:no-vote"), None
-        else:
-            source[t], label[t] = (r.source if r is not None else str(groups[t])), labels[lab]
-    fitted = fit_trust(store, scorer, trainer, registry, labels, vote, source, label, known, seed, known_right)
-
-    def records() -> Iterator[tuple[Any, ...]]:
-        for t in range(n):
-            lab = int(result.label[t])
-            voted = None if lab < 0 else labels[lab]
-            vconf = None if lab < 0 else round(float(result.confidence[t]), 6)
-            votes = json.dumps({nm: None if np.isnan(P[t, j]).any() else labels[int(P[t, j].argmax())]
-                                for j, nm in enumerate(names)})
-            r = reviews.get(t)
-            v = verdicts.get(t)
-            if known[t] and v is not None and v[2] is not None:  # a weighed answer: the belief in the decision
-                yield (t, label[t], round(float(v[1]), 6), source[t], voted, vconf, votes)
-            elif known[t]:
-                yield (t, r.label, r.confidence, r.source, voted, vconf, votes)  # type: ignore[union-attr]
-            elif voted is None:
-                yield (t, None, None, source[t], None, None, votes)
+            if v is not None and v[2] is not None:  # a weighed answer: the belief in the decision
+                known_right[i] = v[1]
+                over = v[0] != r.label  # the vote outweighed the answer
+                source[i] = f"vote:over-{reviewer_of(r.source)}" if over else r.source
+                label[i] = v[0] if over else r.label
+                out.append((t, label[i], round(float(v[1]), 6), source[i], voted, vconf, votes_json[i]))
             else:
-                yield (t, voted, round(float(fitted.calibrated[t]), 6), source[t], voted, vconf, votes)
+                source[i], label[i] = r.source, r.label
+                out.append((t, r.label, r.confidence, r.source, voted, vconf, votes_json[i]))
+        elif voted is None:
+            source[i] = r.source if r is not None else "skipped:no-vote"
+            out.append((t, None, None, source[i], None, None, votes_json[i]))
+        else:
+            source[i], label[i] = (r.source if r is not None else str(groups[i])), voted
+            out.append((t, voted, round(float(calibrated[i]), 6), source[i], voted, vconf, votes_json[i]))
+    tally.add(store.row_counts(a, b), known, calibrated, source, label, known_right)
+    return out
 
-    store.put_final(records(), meta={"trust": fitted.to_meta(), "finalized_reviews": signature})
+
+def _votes_json(vote: Vote, labels: list[str]) -> list[str]:
+    """Each row's specialist labels as JSON ({name: label or null}); one string per distinct pattern."""
+    hv = hard_votes(vote.P) if len(vote.names) else np.zeros((len(vote.ids), 0), np.int16)
+    names = vote.names
+    cache: dict[bytes, str] = {}
+    out = []
+    for row in hv:
+        key = row.tobytes()
+        text = cache.get(key)
+        if text is None:
+            text = cache[key] = json.dumps({nm: None if int(x) < 0 else labels[int(x)] for nm, x in zip(names, row)})
+        out.append(text)
+    return out

@@ -17,9 +17,8 @@ def write_plan(task: Task, registry: Registry, scorer: Scorer, progress: Progres
     from ..controller.plan import build_plan, specialist_entry
     from ..controller.plan import write_plan as write_plan_file
 
-    n = scorer.store.n_texts
-    # soft-vote weights do not depend on the rows; Dawid-Skene's parameters come from all of them
-    vote = scorer.vote(np.arange(n if task.voting == "dawid-skene" else min(1, n)))
+    # the label model's parameters (soft-vote weights, Dawid-Skene's fit on every row) come with any vote
+    vote = scorer.vote(np.arange(min(1, scorer.store.n_texts)))
     info = registry.weights_source()
     run_dir = registry.run_dir
     try:

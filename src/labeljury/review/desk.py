@@ -53,7 +53,7 @@ class ReviewDesk:
         cascade, send the rows whose answer was flagged on to the next reviewer (`second_looks`).
         Returns False while some of `ids` wait for an answer (a second look does not hold the run up)."""
         s = self.store
-        done = self._settled()
+        done = self._settled(ids)
         todo = [t for t in ids if t not in done]
         again = self.second_looks()
         if not todo and not again:
@@ -102,10 +102,12 @@ class ReviewDesk:
         kinds = self.reviewer.kinds
         earlier = kinds[:-1]
         s = self.store
-        flagged = {t for t, v in s.verdicts().items() if v[3]}
-        answers = s.answers()
+        flagged = s.flagged_ids()
+        # only the flagged rows, and those sent on before, can need a second look
+        candidates = sorted(flagged | s.answered_by(SENT_ON))
+        answers = s.answers_of(candidates)
         out: list[ReviewResult] = []
-        for t, r in s.reviews().items():
+        for t, r in sorted(s.reviews_of(candidates).items()):
             who = reviewer_of(r.source)
             if r.label is None or who not in earlier:
                 continue
@@ -119,7 +121,7 @@ class ReviewDesk:
         if not out:
             return []
         texts = s.texts_by_id([r.key for r in out])
-        priors = s.priors()
+        priors = s.priors_of([r.key for r in out])
         items = []
         for r in out:
             p = priors.get(r.key)
@@ -148,16 +150,15 @@ class ReviewDesk:
 
             weigh(self.store, self.labels, self.weighed)
 
-    def _settled(self) -> set[int]:
-        """Rows with a review that stands: answered, or failed for a reason that will not pass."""
+    def _settled(self, ids: Sequence[int]) -> set[int]:
+        """Those of rows `ids` with a review that stands: answered, or failed for a reason that will
+        not pass (read for these rows only: a stage's, not every review of the run)."""
         now = time.time()
-        stale = {t for t, src, at in self.store.conn.execute(
-            "SELECT text_id, source, created_at FROM reviews WHERE pending=0 AND label IS NULL")
-            if src.startswith(TRANSIENT) and now - at >= RETRY_AFTER}
-        return set(self.store.reviews()) - stale
+        return {t for t, (label, source, at) in self.store.answered(ids).items()
+                if label is not None or not (source.startswith(TRANSIENT) and now - at >= RETRY_AFTER)}
 
     def pending(self) -> int:
-        return len(self.store.reviews(include_pending=True)) - len(self.store.reviews())
+        return self.store.count_reviews(pending=True)
 
 
 def _unusable_message(kind: str, unusable: list[ReviewResult], asked: int) -> str:

@@ -21,6 +21,7 @@ second look, by cleanlab's label-issue finder (`find_label_issues`) on those out
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,7 +126,7 @@ def answer_noise(store: RunStore, ids: Sequence[int], k: int) -> list[tuple[np.n
     confusion = (store.get_meta("weighing") or {}).get("confusion") or {}
     if not confusion or not len(ids):
         return []
-    reviews = store.reviews()
+    reviews = store.reviews_of(ids)
     kinds = np.array([reviewer_of(reviews[int(t)].source) if int(t) in reviews else "" for t in ids], dtype=object)
     out = []
     for kind in sorted(set(kinds.tolist()) & set(confusion)):
@@ -149,68 +150,112 @@ def weighed_kinds(specs: Sequence[Any], reviewer: Any = None) -> frozenset[str]:
     return frozenset(kinds)
 
 
+@dataclass
+class _Reviewed:
+    """The answered rows with a label of the task, as arrays (text ids ascending): a million reviews
+    are a few arrays, not a million objects."""
+
+    ids: np.ndarray
+    answer: np.ndarray  # label index
+    label: list[str]
+    kind: np.ndarray  # the reviewer that decided each (object array of shared strings)
+    confidence: np.ndarray  # NaN: none stated
+    prior: np.ndarray  # (n, k) the vote's prior, mixed with uniform (uniform where there is none)
+    has_prior: np.ndarray
+
+    def at(self, t: int) -> int | None:
+        i = int(np.searchsorted(self.ids, t))
+        return i if i < len(self.ids) and self.ids[i] == t else None
+
+
+def _reviewed(store: RunStore, labels: list[str]) -> _Reviewed:
+    index = {lab: i for i, lab in enumerate(labels)}
+    k = len(labels)
+    ids, answer, label, kind, conf = [], [], [], [], []
+    kinds: dict[str, str] = {}
+    for t, lab, src, c in store.conn.execute(
+            "SELECT text_id, label, source, confidence FROM reviews WHERE pending=0 ORDER BY text_id"):
+        if lab not in index:
+            continue
+        ids.append(t)
+        answer.append(index[lab])
+        label.append(labels[index[lab]])
+        kind.append(kinds.setdefault(src, reviewer_of(src)))
+        conf.append(np.nan if c is None else c)
+    ids_arr = np.array(ids, dtype=np.int64)
+    uniform = np.full(k, 1.0 / k)
+    prior = np.tile(uniform, (len(ids), 1))
+    has = np.zeros(len(ids), bool)
+    for t, probs in store.conn.execute("SELECT text_id, probs FROM priors ORDER BY text_id"):
+        i = int(np.searchsorted(ids_arr, t))
+        if i >= len(ids) or ids_arr[i] != t:
+            continue
+        has[i] = True
+        p = np.asarray(json.loads(probs), dtype=float)
+        if p.shape == (k,) and np.isfinite(p).all() and p.sum() > 0:
+            prior[i] = p / p.sum()
+    prior = (1 - PRIOR_MIX) * prior + PRIOR_MIX * uniform  # the vote is not calibrated: mixed with uniform
+    return _Reviewed(ids_arr, np.array(answer, dtype=np.int64), label, np.array(kind, dtype=object),
+                     np.array(conf, dtype=np.float64), prior, has)
+
+
 def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> Weighing:
     """Decide every reviewed row's label (see the module doc) and store the verdicts."""
     labels = list(labels)
     k = len(labels)
     index = {lab: i for i, lab in enumerate(labels)}
-    reviews = {t: r for t, r in store.reviews().items() if r.label in index}
-    priors = store.priors()
-    uniform = np.full(k, 1.0 / k)
-
-    def prior_of(t: int) -> np.ndarray:
-        p = np.asarray(priors.get(t, uniform), dtype=float)
-        if p.shape != (k,) or not np.isfinite(p).all() or p.sum() <= 0:
-            p = uniform
-        return (1 - PRIOR_MIX) * p / p.sum() + PRIOR_MIX * uniform
-
-    answers = store.answers() if weighed else {}
+    rv = _reviewed(store, labels)
+    # every reviewer's answer to the rows more than one answered (a cascade's later reviewers, a second look)
+    answers = store.answers_of_rows_answered_twice() if weighed else {}
     out = Weighing()
     verdicts: dict[int, list[Any]] = {}  # text id -> [label, belief, answer, flagged, train, weight]
     for kind in sorted(weighed):
-        ids = [t for t, r in reviews.items() if reviewer_of(r.source) == kind]
-        if not ids:
+        at = np.flatnonzero(rv.kind == kind)
+        if not len(at):
             continue
         # rows it decided, then flagged and sent on to a trusted reviewer who decided them (a second
         # look), are known truth for its confusion: which rows are sent on depends only on what is
         # observed (its answer and the prior), so the estimate stays unbiased. Their label is the
         # trusted one: no verdict is kept for them.
-        checked = [t for t, said in answers.items() if SENT_ON in said and t in reviews
-                   and reviewer_of(reviews[t].source) not in weighed and said.get(kind, {}).get("label") in index]
-        decided_here = len(ids)
-        ids += checked
-        truth = np.full(len(ids), -1)
-        for i, t in enumerate(ids):  # a trusted reviewer's answer to the same row is the truth
-            trusted = [reviews[t].label] if i >= decided_here else [
+        checked = []
+        for t, said in answers.items():
+            i = rv.at(t) if SENT_ON in said else None
+            if i is not None and rv.kind[i] not in weighed and said.get(kind, {}).get("label") in index:
+                checked.append(i)
+        decided_here = len(at)
+        rows = np.concatenate([at, np.array(checked, dtype=np.int64)])
+        truth = np.full(len(rows), -1)
+        for r, i in enumerate(rows.tolist()):  # a trusted reviewer's answer to the same row is the truth
+            t = int(rv.ids[i])
+            trusted = [rv.label[i]] if r >= decided_here else [
                 a["label"] for rev, a in answers.get(t, {}).items()
                 if rev != kind and rev not in weighed and a["label"] in index]
             if trusted:
-                truth[i] = index[trusted[0]]
-        P = np.stack([prior_of(t) for t in ids])
-        ans = np.array([index[reviews[t].label if i < decided_here else answers[t][kind]["label"]]
-                        for i, t in enumerate(ids)])
-        C, q = fit_confusion(P, ans, truth, k)
+                truth[r] = index[trusted[0]]
+        ans = np.array([rv.answer[i] if r < decided_here else index[answers[int(rv.ids[i])][kind]["label"]]
+                        for r, i in enumerate(rows.tolist())], dtype=np.int64)
+        C, q = fit_confusion(rv.prior[rows], ans, truth, k)
         out.confusion[kind] = [[round(float(x), 4) for x in row] for row in C]
         # its accuracy on the rows it answered: the mean posterior that its answer is right
-        out.accuracy[kind] = float(q[np.arange(len(ids)), ans].mean())
-        out.rows[kind], out.checked[kind] = len(ids), int((truth >= 0).sum())
-        for i, t in enumerate(ids[:decided_here]):
-            decided = int(q[i].argmax())
-            belief = float(q[i, decided])
-            trained = ans[i] if TRAIN_ON == "answer" else decided
-            keep = q[i, trained] >= TRAIN_BELIEF
+        out.accuracy[kind] = float(q[np.arange(len(rows)), ans].mean())
+        out.rows[kind], out.checked[kind] = len(rows), int((truth >= 0).sum())
+        for r, i in enumerate(at.tolist()):
+            decided = int(q[r].argmax())
+            belief = float(q[r, decided])
+            trained = ans[r] if TRAIN_ON == "answer" else decided
+            keep = q[r, trained] >= TRAIN_BELIEF
             train = labels[trained] if keep else None
-            weight = float(q[i, trained])  # kept whether or not training uses it
-            verdicts[t] = [labels[decided], belief, reviews[t].label, False, train, weight]
-            out.overruled += int(decided != ans[i])
+            weight = float(q[r, trained])  # kept whether or not training uses it
+            verdicts[int(rv.ids[i])] = [labels[decided], belief, rv.label[i], False, train, weight]
+            out.overruled += int(decided != ans[r])
             out.untrained += int(not keep)
-    for t in _label_issues(reviews, priors, index, prior_of):
-        r = reviews[t]
-        if SENT_ON in answers.get(t, {}) and reviewer_of(r.source) not in weighed:
+    for i in _label_issues(rv):
+        t = int(rv.ids[i])
+        if SENT_ON in answers.get(t, {}) and rv.kind[i] not in weighed:
             continue  # flagged before, and a trusted reviewer has had the second look
         # an obeyed reviewer's row keeps its label (no answer recorded: nothing was weighed)
-        verdicts.setdefault(t, [r.label, 1.0 if r.confidence is None else float(r.confidence), None, False, r.label,
-                                1.0])
+        conf = rv.confidence[i]
+        verdicts.setdefault(t, [rv.label[i], 1.0 if np.isnan(conf) else float(conf), None, False, rv.label[i], 1.0])
         verdicts[t][3] = True
         out.flagged += 1
     store.put_verdicts((t, *v) for t, v in sorted(verdicts.items()))
@@ -218,22 +263,22 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
     return out
 
 
-def _label_issues(reviews: dict[int, Any], priors: dict[int, list[float]], index: dict[str, int],
-                  prior_of: Any) -> list[int]:
-    """Reviewed rows whose label the out-of-sample vote contradicts with confidence (cleanlab)."""
-    ids = [t for t in reviews if t in priors]
-    if len(ids) < FLAG_MIN_ROWS:
+def _label_issues(rv: _Reviewed) -> list[int]:
+    """Positions of the reviewed rows whose label the out-of-sample vote contradicts with confidence
+    (cleanlab)."""
+    at = np.flatnonzero(rv.has_prior)
+    if len(at) < FLAG_MIN_ROWS:
         return []
-    given = np.array([index[reviews[t].label] for t in ids])
+    given = rv.answer[at]
     if len(set(given.tolist())) < 2:
         return []
     from cleanlab.filter import find_label_issues
 
-    P = np.stack([prior_of(t) for t in ids])
+    P = rv.prior[at]
     try:
         issues = find_label_issues(labels=given, pred_probs=P, filter_by="prune_by_noise_rate")
     except (ValueError, IndexError):  # a class nobody gave: too few rows to say
         return []
     # only where the vote is confident: a row that is merely hard is not a suspect
     confident = P.max(axis=1) >= 0.6
-    return [t for t, bad, c in zip(ids, issues, confident, strict=True) if bad and c]
+    return at[np.asarray(issues, bool) & confident].tolist()
