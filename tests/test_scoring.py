@@ -68,3 +68,17 @@ def test_without_a_spill_folder_evicted_blocks_are_computed_again(tmp_path):
         memo.block("b", block)
         memo.block("b", block)
         assert len(computed) == 2 * -(-store.n_texts // CHUNK)
+
+
+def test_the_cache_counts_a_text_chunk_by_what_it_holds():
+    # texts were counted by their characters and a pointer each: half of what short ones hold, so a
+    # cache full of them held twice its bound (and more texts of more chunks as the input grew)
+    import tracemalloc
+
+    from labeljury.scoring import _nbytes
+
+    tracemalloc.start()
+    texts = [f"a short tweet about the market, number {i}" for i in range(2048)]
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert abs(_nbytes(texts) - held) < 0.1 * held

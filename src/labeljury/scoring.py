@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,8 +48,8 @@ def _nbytes(value: Any) -> int:
     if sp.issparse(value):
         m = value.tocsr()
         return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
-    if isinstance(value, list):  # texts: their characters and a pointer each
-        return sum(map(len, value)) + 8 * len(value)
+    if isinstance(value, list):  # texts: each string object (header and characters) and a pointer to it
+        return sys.getsizeof(value) + sum(map(sys.getsizeof, value))
     return 1024
 
 

@@ -229,50 +229,46 @@ class SoftVote(LabelModel):
 
 class _PatternCounts:
     """The distinct rows of (votes, known) codes over every batch, with how often each occurs (and,
-    for a soft start, the summed soft-vote posterior of its rows): all Dawid-Skene's EM reads."""
+    for a soft start, the summed soft-vote posterior of its rows): all Dawid-Skene's EM reads. Memory
+    is the distinct patterns, whatever the number of rows."""
 
     def __init__(self) -> None:
         self.index: dict[bytes, int] = {}
         self.rows: list[np.ndarray] = []
-        self.counts: list[np.ndarray] = []
+        self.counts: list[float] = []
         self.soft: list[np.ndarray] = []
 
     def add(self, codes: np.ndarray, soft_post: np.ndarray | None) -> None:
         if not len(codes):
             return
         uniq, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
-        inverse = inverse.reshape(-1)
-        slots = np.empty(len(uniq), np.int64)
+        sums = None
+        if soft_post is not None:
+            inverse = inverse.reshape(-1)
+            sums = np.stack([np.bincount(inverse, soft_post[:, c].astype(np.float64), len(uniq))
+                             for c in range(soft_post.shape[1])], axis=1)
         for u, row in enumerate(uniq):
             key = row.tobytes()
             slot = self.index.get(key)
             if slot is None:
-                slot = self.index[key] = len(self.index)
+                slot = self.index[key] = len(self.rows)
                 self.rows.append(row)
-            slots[u] = slot
-        self.counts.append(np.c_[slots, counts])
-        if soft_post is not None:
-            k = soft_post.shape[1]
-            sums = np.stack([np.bincount(inverse, soft_post[:, c].astype(np.float64), len(uniq)) for c in range(k)], 1)
-            self.soft.append(np.c_[slots, sums])
+                self.counts.append(0.0)
+                if sums is not None:
+                    self.soft.append(np.zeros(sums.shape[1]))
+            self.counts[slot] += float(counts[u])
+            if sums is not None:
+                self.soft[slot] += sums[u]
 
     def result(self, width: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(patterns (U, width) sorted, their counts (U,), their summed soft posteriors (U, k) or None).
         Sorted so that the order, and so EM's sums, do not depend on how the rows were batched."""
-        n = len(self.rows)
-        if not n:
-            return np.zeros((0, width), np.int16), np.zeros(0), None if not self.soft else np.zeros((0, k))
+        if not self.rows:
+            return np.zeros((0, width), np.int16), np.zeros(0), np.zeros((0, k))
         pats = np.stack(self.rows)
-        counts = np.zeros(n)
-        for part in self.counts:
-            np.add.at(counts, part[:, 0], part[:, 1])
-        soft_sums = None
-        if self.soft:
-            soft_sums = np.zeros((n, k))
-            for part in self.soft:
-                np.add.at(soft_sums, part[:, 0].astype(np.int64), part[:, 1:])
         order = np.lexsort(pats.T[::-1])
-        return pats[order], counts[order], None if soft_sums is None else soft_sums[order]
+        soft_sums = np.stack(self.soft)[order] if self.soft else None
+        return pats[order], np.asarray(self.counts)[order], soft_sums
 
 
 class DawidSkene(LabelModel):

@@ -171,32 +171,38 @@ class _Reviewed:
 def _reviewed(store: RunStore, labels: list[str]) -> _Reviewed:
     index = {lab: i for i, lab in enumerate(labels)}
     k = len(labels)
-    ids, answer, label, kind, conf = [], [], [], [], []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     kinds: dict[str, str] = {}
-    for t, lab, src, c in store.conn.execute(
-            "SELECT text_id, label, source, confidence FROM reviews WHERE pending=0 ORDER BY text_id"):
-        if lab not in index:
-            continue
-        ids.append(t)
-        answer.append(index[lab])
-        label.append(labels[index[lab]])
-        kind.append(kinds.setdefault(src, reviewer_of(src)))
-        conf.append(np.nan if c is None else c)
-    ids_arr = np.array(ids, dtype=np.int64)
+    cursor = store.conn.execute("SELECT text_id, label, source, confidence FROM reviews WHERE pending=0 "
+                                "ORDER BY text_id")
+    while batch := cursor.fetchmany(50_000):  # in batches, kept as arrays
+        batch = [row for row in batch if row[1] in index]
+        parts.append((np.array([row[0] for row in batch], dtype=np.int64),
+                      np.array([index[row[1]] for row in batch], dtype=np.int64),
+                      np.array([kinds.setdefault(row[2], reviewer_of(row[2])) for row in batch], dtype=object),
+                      np.array([np.nan if row[3] is None else row[3] for row in batch], dtype=np.float64)))
+    ids_arr, answer, kind, conf = (np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dt)
+                                   for i, dt in enumerate((np.int64, np.int64, object, np.float64)))
+    label = [labels[a] for a in answer.tolist()]
+    ids = ids_arr
     uniform = np.full(k, 1.0 / k)
     prior = np.tile(uniform, (len(ids), 1))
     has = np.zeros(len(ids), bool)
-    for t, probs in store.conn.execute("SELECT text_id, probs FROM priors ORDER BY text_id"):
-        i = int(np.searchsorted(ids_arr, t))
-        if i >= len(ids) or ids_arr[i] != t:
-            continue
-        has[i] = True
-        p = np.asarray(json.loads(probs), dtype=float)
-        if p.shape == (k,) and np.isfinite(p).all() and p.sum() > 0:
-            prior[i] = p / p.sum()
+    cursor = store.conn.execute("SELECT text_id, probs FROM priors ORDER BY text_id")
+    while stored := cursor.fetchmany(50_000):  # in batches: memory is a batch of JSON, not all of it
+        t = np.array([row[0] for row in stored], dtype=np.int64)
+        at = np.minimum(np.searchsorted(ids_arr, t), max(len(ids) - 1, 0))
+        mine = (ids_arr[at] == t) if len(ids) else np.zeros(len(t), bool)
+        has[at[mine]] = True
+        parsed = [json.loads(stored[j][1]) for j in np.flatnonzero(mine).tolist()]
+        shaped = np.array([isinstance(p, list) and len(p) == k for p in parsed], bool)
+        if shaped.any():
+            p = np.array([x for x, ok in zip(parsed, shaped, strict=True) if ok], dtype=float).reshape(-1, k)
+            ok = np.isfinite(p).all(axis=1) & (p.sum(axis=1) > 0)
+            rows = at[mine][shaped][ok]
+            prior[rows] = p[ok] / p[ok].sum(axis=1, keepdims=True)
     prior = (1 - PRIOR_MIX) * prior + PRIOR_MIX * uniform  # the vote is not calibrated: mixed with uniform
-    return _Reviewed(ids_arr, np.array(answer, dtype=np.int64), label, np.array(kind, dtype=object),
-                     np.array(conf, dtype=np.float64), prior, has)
+    return _Reviewed(ids_arr, answer, label, kind, conf, prior, has)
 
 
 def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> Weighing:
