@@ -19,11 +19,11 @@ Configurations (name: reviewer share, reviewer, weighing, continual learning):
   perfect-weighed 26%, a reviewer that is always right, weighed (what weighing costs a perfect one)
   gold            26%, the gold reviewer (obeyed)
   weigh-uniform-weighted / weigh-hard-weighted  each answer learned from with the weight of the
-                  belief that it is right (review.weigh.TRAIN_WEIGHTS; the default counts each once)
+                  belief that it is right (context.Tuning.train_weights; the default counts each once)
   weigh-uniform-nocorrection  the run's calibration and estimate of itself taking the reviewer's
                   answers to the audit as right (before the correction for its confusion matrix)
   weigh-uniform-cvw / weigh-hard-cvw  the vote weights' accuracies measured allowing for the
-                  reviewer's mistakes (continual.CORRECTED_VOTE_WEIGHTS; not the default)
+                  reviewer's mistakes (context.Tuning.corrected_vote_weights; not the default)
   weigh-uniform-oracle  as weigh-uniform, but the specialists (and the vote's known labels) learn the
                   true label of every answered row: a bound on what any noise-robust training can reach,
                   the reviewed rows' labels still decided from the noisy answers (-8-oracle: at 8%)

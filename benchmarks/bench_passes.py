@@ -34,6 +34,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import yaml
 
     import labeljury
+    from labeljury.sources import FINALIZE, route_hard
     from labeljury.store import RunStore
 
     inp, work = Path(spec["input"]), Path(spec["work"])
@@ -46,7 +47,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         report = labeljury.run(labeljury.load_task(work / "task.yaml"), inp, out, run_dir)
         with RunStore(run_dir) as store:  # undo the last stage's routing and the finalize
             last = len(store.get_meta("budget_plan")["stages"]) - 1
-            store.conn.execute("DELETE FROM meta WHERE key IN (?, 'done:finalize')", (f"done:route:hard:{last}",))
+            store.undo_steps([route_hard(last), FINALIZE])
         return {"rows": report.rows, "reviews": report.reviews, "seconds": round(time.perf_counter() - t0, 1)}
     tracemalloc.start()
     t0 = time.perf_counter()

@@ -195,8 +195,7 @@ def main() -> None:
                               seconds=round(time.perf_counter() - t0, 1))
     print("gold reviewer:", result["gold_run"], file=sys.stderr)
     with RunStore.existing(work / "gold.csv.run") as s:  # the same specialists (with an `llm:` section,
-        specialists = [json.loads(spec) for (spec,) in  # `auto` would let the LLM choose others)
-                       s.conn.execute("SELECT spec FROM specialists ORDER BY position")]
+        specialists = [e["spec"] for e in s.specialists()]  # `auto` would let the LLM choose others)
 
     def decide(text: str) -> tuple[str, float] | None:
         d = _digest(text)

@@ -3,7 +3,7 @@
     python benchmarks/bench_weigh.py [--reviews 400000] [--labels 3]
 
 A run store with `--reviews` answered rows (gold answers, each with the vote's prior, as a run
-stores them) is built in a temporary folder; then `review.weigh.weigh` runs as after every stage of
+stores them) is built in a temporary folder; then `weighing.weigh` runs as after every stage of
 a run with an obeyed reviewer (it decides nothing, and flags the rows the vote contradicts with
 cleanlab): once to warm up (imports), once timed, once under tracemalloc for its peak. The weighing
 grows with the reviews, not with the input: this is the part of a run's memory that a large budget
@@ -26,21 +26,19 @@ def main() -> None:
     ap.add_argument("--reviews", type=int, default=400_000)
     ap.add_argument("--labels", type=int, default=3)
     args = ap.parse_args()
-    from labeljury.review.weigh import weigh
-    from labeljury.store import RunStore
+    from labeljury.store import ReviewResult, RunStore
+    from labeljury.store.reviews import write_review
+    from labeljury.weighing import weigh
 
     n, k = args.reviews, args.labels
     labels = [f"label{i}" for i in range(k)]
     rng = np.random.default_rng(0)
     priors = rng.dirichlet(np.ones(k), n)
     with tempfile.TemporaryDirectory() as tmp, RunStore(tmp) as store:
-        now = time.time()
         with store.transaction() as c:
-            c.executemany("INSERT INTO reviews(text_id, label, source, confidence, reason, pending, cost_usd, "
-                          "created_at) VALUES (?,?,?,?,?,?,?,?)",
-                          [(i, labels[int(rng.integers(k))], "reviewed:gold", None, None, 0, 0.0, now) for i in range(n)])
-            c.executemany("INSERT INTO priors(text_id, probs) VALUES (?,?)",
-                          [(i, json.dumps([round(float(x), 5) for x in p])) for i, p in enumerate(priors)])
+            for i in range(n):
+                write_review(c, ReviewResult(i, labels[int(rng.integers(k))], "reviewed:gold"))
+            store.put_priors(dict(enumerate(priors)))
         weigh(store, labels, frozenset())  # imports, first use
         t0 = time.perf_counter()
         weigh(store, labels, frozenset())

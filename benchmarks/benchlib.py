@@ -227,24 +227,20 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
     out, run_dir = Path(spec["output"]), Path(spec["run_dir"])
     t0 = time.perf_counter()
     reviewer = None
+    from labeljury.context import Tuning
+
+    tuning = Tuning()
     if spec.get("simulated"):  # a reviewer that is often wrong (benchmarks/simulated_reviewer.py)
         from simulated_reviewer import SimulatedReviewer
 
         sim = spec["simulated"]
         reviewer = SimulatedReviewer(spec["input"], spec["gold_column"], task.label_names, sim["accuracy"],
                                      sim.get("variant", "uniform"), sim.get("seed", 0), sim.get("weigh", True))
-        if sim.get("train_weights"):  # each answer learned from with the weight of its belief (not the default)
-            import labeljury.review.weigh as weigh_step
-
-            weigh_step.TRAIN_WEIGHTS = True
-        if not sim.get("trust_correction", True):  # the estimate and calibration as if its answers were right
-            import labeljury.pipeline.calibrate as calibrate_step
-
-            calibrate_step._reference_noise = lambda store, ids, label, answer, agreed, labels, vote: (None, agreed)
-        if sim.get("corrected_vote_weights"):  # vote weights measured allowing for the reviewer's mistakes
-            import labeljury.continual as continual_step
-
-            continual_step.CORRECTED_VOTE_WEIGHTS = True
+        # settings that were measured and lost, passed to the run as typed fields (labeljury.context.Tuning)
+        tuning = Tuning(train_weights=bool(sim.get("train_weights")),
+                        corrected_vote_weights=bool(sim.get("corrected_vote_weights")),
+                        trust_correction=sim.get("trust_correction", True),
+                        second_look=sim.get("second_look", True))
         if sim.get("oracle_training"):  # a bound, not a method: specialists learn the truth of each answer
             truth, learned = reviewer.truth, RunStore.learned_labels
 
@@ -259,11 +255,7 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
             reviewer = CascadeReviewer([(reviewer, None),
                                         (GoldReviewer(spec["input"], spec["gold_column"], task.label_names), None)])
-            if not sim.get("second_look", True):  # the same cascade without sending flagged rows on
-                from labeljury.review.desk import ReviewDesk
-
-                ReviewDesk.second_looks = lambda self: []  # type: ignore[method-assign]
-    report = labeljury.run(task, spec["input"], out, run_dir, details=True, reviewer=reviewer)
+    report = labeljury.run(task, spec["input"], out, run_dir, details=True, reviewer=reviewer, tuning=tuning)
     wall = time.perf_counter() - t0
     rss_after_run = _self_rss_mb()
     result: dict[str, Any] = {"status": report.status, "rows": report.rows, "texts": report.texts,
@@ -339,9 +331,8 @@ def _use_cached_embeddings(input_path: str, text_column: str, npy: str) -> None:
     import pandas as pd
 
     import labeljury.pipeline.encode as encode_step
-    from labeljury.specialists.encoder import Encoder, get_encoder
-
     from labeljury.specialists.base import bounded
+    from labeljury.specialists.encoder import Encoder, get_encoder
 
     # the rows `_encode_worker` encoded: the file's distinct non-empty texts, in order of first appearance
     column = pd.read_csv(input_path, usecols=[text_column])[text_column].tolist()

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labeljury import evaluate, load_task, run
+from labeljury.budget import BudgetPlan
 from labeljury.cli import app
 from labeljury.review.queue import HumanQueue
 from labeljury.status import run_status as status_of
@@ -84,7 +85,7 @@ def test_what_the_llm_cannot_settle_goes_to_people_and_the_audit_goes_to_them_fi
         by_source.setdefault(r.source, set()).add(t)
     # every row the LLM could not answer, or answered unsure, was decided by a person, with the LLM's
     # answer kept beside it
-    passed = {t for t, a in answers.items() if "llm" in a and (a["llm"]["label"] is None or a["llm"]["confidence"] < 0.5)}
+    passed = {t for t, a in answers.items() if "llm" in a and (a["llm"].label is None or a["llm"].confidence < 0.5)}
     assert passed and passed <= by_source["reviewed:human"]
     assert {why[t] for t in passed} <= {"llm-http-500", "llm-unsure"} and "llm-unsure" in {why[t] for t in passed}
     assert evaluate(out, "label").accuracy > 0.9
@@ -131,9 +132,22 @@ def test_raising_the_review_budget_adds_stages(tmp_path, data) -> None:
     path, _ = data
     task = write_task(tmp_path / "t.yaml", budget=0.2)
     first = run(load_task(task), path, tmp_path / "out.csv")
+    with RunStore.existing(first.run_dir) as s:
+        before = BudgetPlan.from_dict(s.get_meta("budget_plan"))
+        stages_before = [m["stage"] for m in s.stages() if not m["final"]]
     task.write_text(task.read_text().replace("budget: 0.2", "budget: 0.3"))
     again = run(load_task(task), path, tmp_path / "out.csv")
     assert again.budget == 108 > first.budget == 72 and again.reviews == 108
+    with RunStore.existing(again.run_dir) as s:
+        after = BudgetPlan.from_dict(s.get_meta("budget_plan"))
+        stages_after = [m["stage"] for m in s.stages() if not m["final"]]
+        hard_by_stage = [len(s.routed("hard", stage=i)) for i in range(len(after.stages))]
+    # the stages run before keep their shares; the 36 new reviews come as stages after them, each run
+    assert after.stages[:len(before.stages)] == before.stages and len(after.stages) > len(before.stages)
+    assert sum(after.stages) - sum(before.stages) == 36
+    assert stages_before == list(range(len(before.stages)))
+    assert stages_after == list(range(len(after.stages)))
+    assert hard_by_stage == list(after.stages)  # every stage, old and new, reviewed its share
 
 
 def test_finish_goes_on_without_people_and_takes_their_answers_later(tmp_path, data) -> None:

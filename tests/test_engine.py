@@ -101,7 +101,7 @@ class StopAfter:
     """An engine that stops the run (as a kill would) after `n` chunks came back and were stored."""
 
     def __init__(self, inner, n: int):
-        self.inner, self.n, self.name = inner, n, inner.name
+        self.inner, self.n, self.name, self.in_process = inner, n, inner.name, inner.in_process
 
     def map(self, worker, jobs):
         if not isinstance(worker, EncodeWorker):  # only the encoder pass is under test here
@@ -118,7 +118,7 @@ class StopAfter:
 
 class Counting:
     def __init__(self, inner):
-        self.inner, self.name, self.encoded = inner, inner.name, []
+        self.inner, self.name, self.encoded, self.in_process = inner, inner.name, [], inner.in_process
 
     def map(self, worker, jobs):
         if not isinstance(worker, EncodeWorker):

@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from labeljury import store as store_module
 from labeljury.store import RunStore
+from labeljury.store import texts as store_module
 
 
 def _texts(n: int, seed: int) -> list[str | None]:

@@ -48,11 +48,14 @@ def check_complete(results: list[Any], items: list[Any]) -> None:
             assert r.label in LABELS and r.source == "reviewed:llm" and 0 <= r.confidence <= 1 and r.reason
 
 
-def test_is_a_reviewer():
+def test_is_a_reviewer_that_answers_each_item_once_with_a_task_label():
+    items = make_items(12)
     with FakeLLMServer() as server:
-        client = LLMClient(make_spec(server.base_url))
-        assert isinstance(LLMReviewer(make_task(client.spec), client), Reviewer)
-        client.close()
+        results, reviewer = review(server, items)
+    assert isinstance(reviewer, Reviewer) and reviewer.kind == "llm"
+    check_complete(results, items)
+    assert len(results) == len(items) and all(r.label is not None and not r.pending for r in results)
+    assert server.counts["ok"] >= len(items)  # every row was asked of the server, none made up
 
 
 def test_review_survives_faults(tmp_path):

@@ -128,13 +128,32 @@ def test_run_dir_of_another_task_is_refused(tmp_path: Path, toy_csv: Path, toy_t
     assert run(load_task(write_task(tmp_path / "more.yaml", budget=0.25)), toy_csv, out).status == "complete"
 
 
-@pytest.mark.parametrize("voting", ["majority", "soft", "dawid-skene"])
-def test_voting_methods_and_policies(tmp_path: Path, toy_csv: Path, voting: str) -> None:
-    task = load_task(write_task(tmp_path / "t.yaml", voting=voting, budget=0.15))
+@pytest.mark.parametrize("voting,policy", [("majority", "disagreement"), ("soft", "margin"),
+                                           ("dawid-skene", "confidence")])
+def test_each_voting_method_and_policy_runs_within_budget(tmp_path: Path, toy_csv: Path, voting: str,
+                                                          policy: str) -> None:
+    path = write_task(tmp_path / "t.yaml", voting=voting, budget=0.15)
+    path.write_text(path.read_text().replace("policy: margin", f"policy: {policy}"))
     out = tmp_path / f"{voting}.csv"
-    report = run(task, toy_csv, out)
+    report = run(load_task(path), toy_csv, out)
     assert report.reviews <= report.budget
     assert evaluate(out, "label").accuracy > 0.75
+    plan = json.loads((report.run_dir / "plan.json").read_text())
+    assert plan["voting"]["method"] == voting and plan["routing"]["policy"] == policy
+    with RunStore.existing(report.run_dir) as s:
+        assert s.routed("hard") and (s.get_meta("task") or {})["review"]["policy"] == policy
+
+
+def test_the_policy_decides_which_rows_are_hard(tmp_path: Path, toy_csv: Path) -> None:
+    hard = {}
+    for policy in ("margin", "confidence", "disagreement"):
+        path = write_task(tmp_path / f"{policy}.yaml", budget=0.15)
+        path.write_text(path.read_text().replace("policy: margin", f"policy: {policy}"))
+        report = run(load_task(path), toy_csv, tmp_path / f"{policy}.csv")
+        with RunStore.existing(report.run_dir) as s:
+            hard[policy] = set(s.routed("hard"))
+    assert all(hard.values())
+    assert hard["margin"] != hard["disagreement"] and hard["confidence"] != hard["disagreement"]
 
 
 def test_disagreement_policy_reviews_only_disagreements(tmp_path: Path, toy_csv: Path) -> None:
@@ -251,7 +270,7 @@ def test_continual_stages_are_gated_and_recorded(tmp_path, toy_csv):
         for name, m in st["specialists"].items():
             if "promoted" in m and m["accuracy_before"] is not None:
                 # the gate: a version that is not worse on the audit rows is always promoted (one that is
-                # worse only by noise is too: McNemar's test, see test_continual)
+                # worse only by noise is too: McNemar's test, see test_learning_signal's NotWorse tests)
                 if m["accuracy_after"] >= m["accuracy_before"]:
                     assert m["promoted"]
     promoted = sum(m.get("promoted", False) for st in stages for m in st["specialists"].values())
@@ -292,10 +311,9 @@ def test_finetuned_transformer_continues_training_stage_by_stage(tmp_path, toy_c
     """The `finetune` specialist (a tiny random BERT here) is fine-tuned in the stages through
     `update`: each version continues from the last promoted checkpoint (an HF folder) on the new
     reviewed rows plus a replay sample, and `export-model` can ship it."""
+    from labeljury.model_export import export_model
     from tests.test_progress import RecordingProgress
     from tests.tiny_models import make_tiny_bert
-
-    from labeljury.model_export import export_model
 
     tiny = make_tiny_bert(tmp_path / "tiny")
     task = write_task(tmp_path / "t.yaml", budget=0.2, specialists=(

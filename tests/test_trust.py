@@ -191,7 +191,7 @@ def test_audit_rows_are_reviewed_never_trained_on_nor_picked(audited_run: Path) 
         hard = set(s.routed("hard"))
         picked = s.audit_hard()
         trained = set().union(*(set(s.train_ids(v["specialist"], v["version"]).tolist()) for v in s.versions()))
-        reviews = s.labeled_reviews()
+        reviews = {t: r.label for t, r in s.reviews().items() if r.label is not None}
     assert len(audit) == 150 and audit <= set(reviews)
     assert not audit & hard and not audit & trained
     assert set(picked) <= audit  # audit rows a stage found hard are recorded, not asked again

@@ -14,9 +14,9 @@ import pytest
 from labeljury import load_task, run
 from labeljury.review.base import ReviewItem, ReviewResult
 from labeljury.review.gold import GoldReviewer
-from labeljury.review.weigh import fit_confusion
 from labeljury.status import run_status
-from labeljury.store import RunStore
+from labeljury.store import RunStore, Verdict
+from labeljury.weighing import fit_confusion
 
 from .conftest import make_rows, write_task
 
@@ -93,7 +93,7 @@ def test_the_vote_outweighs_answers_it_strongly_contradicts(noisy_run) -> None:
         answers = s.answers()
         texts = {t: text for t, (text, _) in s.texts_by_id(list(answers)).items()}
     by_text = dict(zip(df.text, df.annotation_review))
-    assert all(a["noisy"]["label"] == by_text[texts[t]] for t, a in answers.items())
+    assert all(a["noisy"].label == by_text[texts[t]] for t, a in answers.items())
 
 
 def test_status_reports_the_reviewers_estimated_accuracy_and_flags(noisy_run) -> None:
@@ -114,12 +114,13 @@ def test_the_specialists_learn_from_its_answers_not_from_the_vote(noisy_run) -> 
     it (measured: BENCHMARKS.md); the specialists learn from the reviewer's own answers."""
     out, run_dir, reviewer = noisy_run
     with RunStore.existing(run_dir) as s:
-        reviews = s.labeled_reviews()
-        decided = s.decided_reviews()
+        reviews = {t: r.label for t, r in s.reviews().items()}
+        ids, labels = s.learned_labels()
+        learned = dict(zip(ids.tolist(), labels))
         verdicts = s.verdicts()
-    overruled = [t for t, v in verdicts.items() if v[2] is not None and v[0] != v[2]]
+    overruled = [t for t, v in verdicts.items() if v.answer is not None and v.label != v.answer and t in learned]
     assert overruled
-    assert all(decided[t] == reviews[t] != verdicts[t][0] for t in overruled)
+    assert all(learned[t] == reviews[t] != verdicts[t].label for t in overruled)
 
 
 def test_its_answers_count_as_much_as_they_are_believed(noisy_run) -> None:
@@ -129,24 +130,24 @@ def test_its_answers_count_as_much_as_they_are_believed(noisy_run) -> None:
     with RunStore.existing(run_dir) as s:
         weights = s.train_weights()
         verdicts = s.verdicts()
-        decided = s.decided_reviews()
-    answered = [t for t, v in verdicts.items() if v[2] is not None]
-    assert set(weights) <= set(decided) and len(weights) >= 0.9 * len(answered)
+    answered = [t for t, v in verdicts.items() if v.answer is not None]
+    assert set(weights) <= {t for t, v in verdicts.items() if v.train is not None}
+    assert len(weights) >= 0.9 * len(answered)
     assert all(0 < w < 1 for w in weights.values())
     for t, w in weights.items():  # the belief in the answer: the decided label's own when they agree
-        label, belief, answer, _, train = verdicts[t]
-        assert train == answer
-        if label == answer:
-            assert w == pytest.approx(belief)
+        v = verdicts[t]
+        assert v.train == v.answer
+        if v.label == v.answer:
+            assert w == pytest.approx(v.belief)
         else:
-            assert w < belief
+            assert w < v.belief
     wrong = np.array([weights[t] for t in weights if t in reviewer.wrong])
     right = np.array([weights[t] for t in weights if t not in reviewer.wrong])
     assert wrong.mean() < right.mean() - 0.05
 
 
 def test_with_training_weights_the_heads_learn_each_answer_by_its_belief(tmp_path: Path, monkeypatch) -> None:
-    import labeljury.review.weigh as weigh_step
+    from labeljury.context import Tuning
     from labeljury.specialists.heads import TfidfHead
 
     seen: list[list[float] | None] = []
@@ -161,9 +162,9 @@ def test_with_training_weights_the_heads_learn_each_answer_by_its_belief(tmp_pat
     make_rows(400, seed=5).to_csv(data, index=False)
     task = load_task(write_task(tmp_path / "t.yaml", budget=0.3))
     for on in (False, True):
-        monkeypatch.setattr(weigh_step, "TRAIN_WEIGHTS", on)
         seen.clear()
-        run(task, data, tmp_path / f"out-{on}.csv", reviewer=NoisyReviewer(data, task.label_names))
+        run(task, data, tmp_path / f"out-{on}.csv", reviewer=NoisyReviewer(data, task.label_names),
+            tuning=Tuning(train_weights=on))
         weighted = [w for w in seen if w is not None]
         if on:  # every stage after the first weighing: some rows count less than once
             assert weighted and all(0 < min(w) and max(w) <= 1 for w in weighted)
@@ -214,14 +215,15 @@ def test_a_run_store_made_before_training_weights_gets_the_column(tmp_path: Path
     import sqlite3
 
     with RunStore(tmp_path / "r") as s:
-        s.put_verdicts([(1, "a", 0.9, "a", False, "a", 0.8)])
+        s.put_verdicts({1: Verdict("a", 0.9, "a", False, "a", 0.8)})
     with sqlite3.connect(tmp_path / "r" / "run.db") as c:  # as an older labeljury made it
         c.execute("ALTER TABLE verdicts DROP COLUMN weight")
     with RunStore.existing(tmp_path / "r") as s:
-        assert s.train_weights() == {} and s.decided_reviews() == {}
+        assert s.train_weights() == {}
+        assert s.verdicts()[1] == Verdict("a", 0.9, "a", False, "a", None)  # read without the column
     with RunStore(tmp_path / "r") as s:
-        assert s.verdicts()[1] == ("a", 0.9, "a", False, "a") and s.train_weights() == {}
-        s.put_verdicts([(1, "a", 0.9, "a", False, "a", 0.8)])
+        assert s.verdicts()[1] == Verdict("a", 0.9, "a", False, "a", None) and s.train_weights() == {}
+        s.put_verdicts({1: Verdict("a", 0.9, "a", False, "a", 0.8)})
         assert s.train_weights() == {1: 0.8}
 
 
@@ -233,7 +235,7 @@ def test_an_obeyed_reviewer_decides_its_rows(tmp_path: Path, toy_csv: Path) -> N
     assert (reviewed.annotation_source == "reviewed:gold").all()
     assert (reviewed.annotation == reviewed.annotation_review).all()
     with RunStore.existing(tmp_path / "out.csv.run") as s:
-        assert all(answer is None for _, _, answer, _, _ in s.verdicts().values())  # nothing weighed
+        assert all(v.answer is None for v in s.verdicts().values())  # nothing weighed
         assert s.train_weights() == {}  # every row learned from once
 
 

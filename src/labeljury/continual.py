@@ -10,6 +10,7 @@ Each stage is a `query` then an `update` (the roles of small-text's pool-based a
   Promotions, the held-out measurements and the stage record are committed in one transaction by the
   registry. The slice joins the training rows of the next stage.
 After the last stage a final refit on every reviewed row (`continual.rescore`) re-labels the rest.
+A stopping criterion (small-text's role of the same name) may end the stages early; by default none does.
 
 Stages pick their rows from the whole input, not from their own slice of the stream: on
 financial-sentiment at 20% reviewed, 89.3% accuracy against 84.8% for slices, because rows scored by
@@ -20,22 +21,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from . import trust
-from .budget import BudgetPlan
-from .progress import Progress, SilentProgress
-from .registry import Measurement, Promotion, Registry
-from .review.desk import ReviewDesk
-from .review.weigh import answer_noise
+from .registry import Measurement, Promotion
 from .routing import HardestFirst
-from .scoring import Scorer
+from .sources import AUDIT, FINAL_UPDATE, HARD, route_hard
+from .sources import update as update_step
 from .specialists import Specialist, Updatable
-from .store import RunStore
-from .task import ContinualSpec
-from .training import Trainer, audited, bounded_rows, reviewed
+from .training import audited, bounded_rows, reviewed
+from .voting import hard_labels
+from .weighing import answer_noise
+
+if TYPE_CHECKING:
+    from .context import RunContext
 
 
 def holdout_split(stage_ids: np.ndarray, fraction: float, seed: int, stage: int) -> np.ndarray:
@@ -48,9 +49,36 @@ def holdout_split(stage_ids: np.ndarray, fraction: float, seed: int, stage: int)
     return np.sort(rng.choice(stage_ids, n_hold, replace=False))
 
 
-# Whether the vote weights' accuracies on a stage's new rows allow for a weighed reviewer's mistakes
-# in their labels, as the audit accuracies shown do (measured: BENCHMARKS.md section 7).
-CORRECTED_VOTE_WEIGHTS = False
+class StoppingCriterion(Protocol):
+    """Decides, after each stage, whether the stages that remain are worth their reviews."""
+
+    def stop(self, stages: list[dict[str, Any]]) -> bool:
+        """`stages`: the metrics of every stage so far (the run store's `stages`), oldest first."""
+        ...
+
+
+@dataclass(frozen=True)
+class NeverStop:
+    """Every stage of the budget plan runs (the default)."""
+
+    def stop(self, stages: list[dict[str, Any]]) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class NoImprovement:
+    """Stop when the vote's accuracy on the audit rows has not risen by more than `min_delta` over its
+    best before the last `patience` stages (small-text's `DeltaFScore` in spirit). Needs an audit."""
+
+    patience: int = 2
+    min_delta: float = 0.0
+
+    def stop(self, stages: list[dict[str, Any]]) -> bool:
+        acc = [m["audit_vote_accuracy"] for m in stages
+               if not m.get("final") and m.get("audit_vote_accuracy") is not None]
+        if len(acc) <= self.patience:
+            return False
+        return max(acc[-self.patience:]) <= max(acc[:-self.patience]) + self.min_delta
 
 
 @dataclass(frozen=True)
@@ -71,24 +99,42 @@ class NotWorse:
         return bool(lost - won <= self.z * np.sqrt(lost + won))
 
 
+@dataclass(frozen=True)
+class UpdateRows:
+    """The rows of one update: what trains the candidates, what gates them, what measures the vote weights."""
+
+    train: np.ndarray
+    reviewed: int  # reviewed rows that could train (before `continual.max_train_rows`)
+    basis: str  # "audit" (the gate's rows are the audit sample) or "holdout" (a slice of the stage's)
+    gate_ids: np.ndarray
+    y_gate: np.ndarray
+    weight_ids: np.ndarray
+    y_weight: np.ndarray
+
+
+@dataclass(frozen=True)
+class CurrentVersions:
+    """The current versions, measured before any candidate: row by row on the gate's rows, their accuracy
+    as shown, and on the vote weights' rows; `noisy`: a weighed reviewer's confusion over the gate's rows."""
+
+    noisy: list[tuple[np.ndarray, np.ndarray]]
+    right: dict[str, np.ndarray]
+    shown: dict[str, float]
+    weight_acc: dict[str, float | None]
+
+
 class StageLoop:
     """Runs the stages of a run's budget plan, each a `query` and an `update`; see the module doc."""
 
-    def __init__(self, *, store: RunStore, plan: BudgetPlan, registry: Registry, scorer: Scorer,
-                 trainer: Trainer, desk: ReviewDesk, strategy: HardestFirst, settings: ContinualSpec | None,
-                 labels: list[str], seed: int = 0, gate: NotWorse | None = None, progress: Progress | None = None):
-        self.store = store
-        self.plan = plan
-        self.registry = registry
-        self.scorer = scorer
-        self.trainer = trainer
-        self.desk = desk
-        self.strategy = strategy
-        self.settings = settings or ContinualSpec()
-        self.labels = labels
-        self.seed = seed
-        self.gate = gate or NotWorse()
-        self.progress = progress or SilentProgress()
+    def __init__(self, ctx: RunContext, strategy: HardestFirst, gate: NotWorse | None = None,
+                 stopping: StoppingCriterion | None = None):
+        self.ctx = ctx
+        self.store, self.plan, self.registry = ctx.store, ctx.plan, ctx.registry
+        self.scorer, self.trainer, self.progress = ctx.scorer, ctx.trainer, ctx.progress
+        self.settings, self.labels, self.seed = ctx.continual, ctx.labels, ctx.seed
+        self.strategy = strategy  # the query strategy: which rows are hardest
+        self.gate = gate or NotWorse()  # promote a candidate or roll it back
+        self.stopping = stopping or NeverStop()  # whether the stages left are worth their reviews
         self._told_bounded = False
 
     @property
@@ -102,56 +148,25 @@ class StageLoop:
             if not self.query(stage, budget) and wait:
                 return False
             self.update(stage)
-        self.cross_fit_priors()
+            if stage + 1 < len(self.plan.stages) and self.stopping.stop(self.store.stages()):
+                if self.store.get_meta("stopped_after_stage") is None:
+                    self.store.set_meta("stopped_after_stage", stage)
+                    self.progress.log(f"stopped after stage {stage + 1} of {len(self.plan.stages)}: "
+                                      "the stages no longer help (the stopping criterion); the rest of the budget is unspent")
+                break
+        self.ctx.weigher.cross_fit_priors(self.scorer, self.trainer, self.progress)
         if self.settings.rescore:
             self.update(len(self.plan.stages), final=True)
         return True
-
-    def cross_fit_priors(self) -> None:
-        """Before the final refit, when some reviewer's answers are weighed: a better prior for every
-        reviewed row than the vote it had when it was picked: the fixed voters' predictions and the
-        out-of-fold probabilities of fresh copies of each refitted head (trained on the other reviewed
-        rows), averaged. The answers are weighed again against it, so the final refit learns from the
-        decided labels. (Fine-tuned transformers are left out: five fits each would cost too much.)"""
-        s = self.store
-        step = "cross-fit priors"
-        if not self.desk.weighed or s.is_done(step):
-            return
-        audit = set(s.routed("audit"))
-        answers = {t: lab for t, lab in s.labeled_reviews().items() if t not in audit}
-        ids = np.array(sorted(answers), np.int64)
-        if len(ids):
-            y = [answers[int(t)] for t in ids]
-            P, names = self.scorer.tensor(ids)
-            columns = []
-            with self.progress.bar("weighing the reviewers: cross-fitted priors", len(names)) as bar:
-                for j, name in enumerate(names):
-                    model = self.registry.models[name]
-                    if not model.trainable:
-                        columns.append(P[:, j])
-                    elif not isinstance(model, Updatable):
-                        oof = self.trainer.cross_val_proba(name, ids, y)
-                        if oof is not None:
-                            columns.append(oof)
-                    bar.advance()
-            if columns:
-                stacked = np.stack(columns, axis=1)
-                has = ~np.isnan(stacked).any(axis=2)
-                mean = np.where(has[..., None], np.nan_to_num(stacked), 0).sum(axis=1)
-                mean /= np.maximum(has.sum(axis=1, keepdims=True), 1)
-                ok = has.any(axis=1)
-                s.put_priors({int(t): mean[i] for i, t in enumerate(ids) if ok[i]}, replace=True)
-                self.desk.weigh()
-        s.mark_done(step)
 
     # -- query -------------------------------------------------------------------------------------------
     def query(self, stage: int, budget: int) -> bool:
         """Route this stage's hardest rows (once) and review them. False while answers are pending."""
         s = self.store
-        step = f"route:hard:{stage}"
+        step = route_hard(stage)
         if not s.is_done(step):
             left = min(budget, max(0, self.plan.total - s.n_routed))
-            audit = np.array(s.routed("audit"), np.int64)
+            audit = np.array(s.routed(AUDIT), np.int64)
             waiting_audit = np.setdiff1d(audit, np.array(list(s.audit_hard()), np.int64))
             # audit rows compete for hardness like any row (so the audit rows never picked are a
             # uniform sample of the rows never reviewed as hard), but are not asked again
@@ -161,9 +176,9 @@ class StageLoop:
             is_audit = np.isin(sel, waiting_audit)
             n_take = int(np.searchsorted(np.cumsum(~is_audit), left, side="left")) + 1 if left else 0
             sel, h, is_audit = sel[:n_take], h[:n_take], is_audit[:n_take]
-            s.add_routing(sel[~is_audit].tolist(), "hard", h[~is_audit].tolist(), stage, done_step=step,
+            s.add_routing(sel[~is_audit].tolist(), HARD, h[~is_audit].tolist(), stage, done_step=step,
                           audit_hard=(sel[is_audit].tolist(), h[is_audit].tolist()))
-        return self.desk.ask(s.routed("hard", stage), "hard", opinions=self.scorer.opinions)
+        return self.ctx.review(s.routed(HARD, stage), HARD, opinions=self.scorer.opinions)
 
     # -- update ------------------------------------------------------------------------------------------
     def update(self, stage: int, final: bool = False) -> None:
@@ -174,12 +189,36 @@ class StageLoop:
         out for both. The `final` refit is promoted as is: it sees a superset of the rows of the version
         it replaces (with an audit it is still measured on it)."""
         s, reg = self.store, self.registry
-        step = "update:final" if final else f"update:{stage}"
+        step = FINAL_UPDATE if final else update_step(stage)
         if s.is_done(step) or not self.learning:
             return
         t0 = time.perf_counter()
+        rows = self._split(stage, final)
+        before = self._measure_current(rows)
+        metrics: dict[str, Any] = {"stage": stage, "final": final, "gate": rows.basis, "train_rows": int(len(rows.train)),
+                                   "reviewed_rows": int(rows.reviewed),
+                                   "holdout_rows": int(len(rows.gate_ids)) if rows.basis == "holdout" else 0,
+                                   "audit_rows": int(len(rows.gate_ids)) if rows.basis == "audit" else 0,
+                                   "specialists": {}}
+        if rows.basis == "audit":
+            metrics["audit_vote_accuracy"] = self._vote_accuracy(rows.gate_ids, rows.y_gate, before.noisy)
+            if before.noisy:
+                metrics["audit_corrected_rows"] = int(sum(m.sum() for m, _ in before.noisy))
+        promotions: list[Promotion] = []
+        measurements: list[Measurement] = []
+        for name, model in reg.models.items():
+            entry, promotion, measured = self._refit(name, model, stage, final, rows, before)
+            promotions += [promotion] if promotion is not None else []
+            measurements += measured
+            metrics["specialists"][name] = entry
+        metrics["seconds"] = round(time.perf_counter() - t0, 3)
+        reg.commit(promotions, measurements, stage=stage, stage_metrics=metrics, done_step=step)
+
+    def _split(self, stage: int, final: bool) -> UpdateRows:
+        """Which reviewed rows train the candidates, which gate them, which measure the vote weights."""
+        s = self.store
         all_ids, _ = reviewed(s)
-        stage_ids, stage_y = (np.zeros(0, np.int64), []) if final else reviewed(s, s.routed("hard", stage))
+        stage_ids, stage_y = (np.zeros(0, np.int64), []) if final else reviewed(s, s.routed(HARD, stage))
         audit_ids, audit_y = audited(s)
         # the decided labels of the stage's rows; the audit's own answers (it measures)
         labels = {**dict(zip(stage_ids.tolist(), stage_y)), **dict(zip(audit_ids.tolist(), audit_y))}
@@ -196,76 +235,73 @@ class StageLoop:
             self._told_bounded = True
             self.progress.log(f"refits learn from {len(train):,} of the {reviewed_rows:,} reviewed rows (this stage's "
                               "first, then a uniform sample; continual.max_train_rows bounds their memory)")
-        y_gate = np.array([self.labels.index(labels[int(t)]) for t in gate_ids], dtype=np.int64)
-        y_weight = np.array([self.labels.index(labels[int(t)]) for t in weight_ids], dtype=np.int64)
-        # what is shown as an audit accuracy allows for a weighed reviewer's mistakes in the audit's
-        # answers (trust.accuracy_against); the gate compares agreement, row by row, which a reviewer
-        # wrong at random leaves in the same order; by default the vote weights are left as measured
-        noisy = answer_noise(s, gate_ids.tolist(), len(self.labels)) if basis == "audit" else []
-        before_pred = self._current_pred(gate_ids)
-        before_right = {n: p == y_gate for n, p in before_pred.items()}
-        before_acc = {n: float(r.mean()) for n, r in before_right.items()}
-        shown = {n: trust.accuracy_against(p, y_gate, noisy) for n, p in before_pred.items()} if noisy else before_acc
-        if basis == "holdout":
-            weight_acc = before_acc
+        index = self.labels.index
+        return UpdateRows(train, reviewed_rows, basis, gate_ids,
+                          np.array([index(labels[int(t)]) for t in gate_ids], dtype=np.int64), weight_ids,
+                          np.array([index(labels[int(t)]) for t in weight_ids], dtype=np.int64))
+
+    def _measure_current(self, rows: UpdateRows) -> CurrentVersions:
+        """The current versions on the gate's rows and on the vote weights' rows. What is shown as an
+        audit accuracy allows for a weighed reviewer's mistakes in the audit's answers
+        (trust.accuracy_against); the gate compares agreement, row by row, which a reviewer wrong at
+        random leaves in the same order; by default the vote weights are left as measured."""
+        noisy = answer_noise(self.store, rows.gate_ids.tolist(), len(self.labels)) if rows.basis == "audit" else []
+        before_pred = self._current_pred(rows.gate_ids)
+        right = {n: p == rows.y_gate for n, p in before_pred.items()}
+        acc = {n: float(r.mean()) for n, r in right.items()}
+        shown = ({n: trust.accuracy_against(p, rows.y_gate, noisy) for n, p in before_pred.items()}
+                 if noisy else acc)
+        if rows.basis == "holdout":
+            weight_acc = acc
         else:
-            w_noisy = answer_noise(s, weight_ids.tolist(), len(self.labels)) if CORRECTED_VOTE_WEIGHTS else []
-            weight_acc = {n: trust.accuracy_against(p, y_weight, w_noisy)
-                          for n, p in self._current_pred(weight_ids).items()}
-        metrics: dict[str, Any] = {"stage": stage, "final": final, "gate": basis, "train_rows": int(len(train)),
-                                   "reviewed_rows": int(reviewed_rows),
-                                   "holdout_rows": int(len(gate_ids)) if basis == "holdout" else 0,
-                                   "audit_rows": int(len(gate_ids)) if basis == "audit" else 0,
-                                   "specialists": {}}
-        if basis == "audit":
-            metrics["audit_vote_accuracy"] = self._vote_accuracy(gate_ids, y_gate, noisy)
-            if noisy:
-                metrics["audit_corrected_rows"] = int(sum(m.sum() for m, _ in noisy))
-        promotions: list[Promotion] = []
-        measurements: list[Measurement] = []
-        for name, model in reg.models.items():
-            entry: dict[str, Any] = {}
-            before = shown.get(name)
-            gated, version = before, reg.versions[name]
-            if model.trainable and len(train) and not reg.same_rows(name, train):
-                t1 = time.perf_counter()
-                new_version = reg.versions[name] + 1
-                cand = self.candidate(name, model, train, stage)
-                reg.save_checkpoint(cand, new_version)  # type: ignore[arg-type]
-                after_pred = self.trainer.predict(cand, gate_ids)
-                after_right = None if after_pred is None else after_pred == y_gate
-                after = None if after_pred is None else trust.accuracy_against(after_pred, y_gate, noisy)
-                promote = final or self.gate.promote(before_right.get(name), after_right)
-                entry.update(version_before=reg.versions[name], accuracy_after=after, promoted=promote,
-                             fit_seconds=round(time.perf_counter() - t1, 3))
-                if promote:
-                    promotions.append(Promotion(name, cand, new_version, train,
-                                                {"accuracy_after": after, "fit_seconds": entry["fit_seconds"]}))
-                    gated, version = after, new_version
-                else:
-                    reg.discard(name, new_version)
-            entry["accuracy_before"] = before
-            if gated is not None and len(gate_ids):
-                measurements.append(Measurement(name, version, gated, int(len(gate_ids)), stage, on=basis))
-            if basis == "audit" and weight_acc.get(name) is not None and len(weight_ids):
-                # the current version, on rows it had not seen (the stage's new ones): its vote weight
-                measurements.append(Measurement(name, reg.versions[name], weight_acc[name], int(len(weight_ids)),
-                                                stage, on="stage"))
-            metrics["specialists"][name] = entry
-        metrics["seconds"] = round(time.perf_counter() - t0, 3)
-        reg.commit(promotions, measurements, stage=stage, stage_metrics=metrics, done_step=step)
+            w_noisy = (answer_noise(self.store, rows.weight_ids.tolist(), len(self.labels))
+                       if self.ctx.tuning.corrected_vote_weights else [])
+            weight_acc = {n: trust.accuracy_against(p, rows.y_weight, w_noisy)
+                          for n, p in self._current_pred(rows.weight_ids).items()}
+        return CurrentVersions(noisy, right, shown, weight_acc)
+
+    def _refit(self, name: str, model: Specialist, stage: int, final: bool, rows: UpdateRows,
+               before: CurrentVersions) -> tuple[dict[str, Any], Promotion | None, list[Measurement]]:
+        """One specialist's candidate (when it is trainable and has new rows), gated against its current
+        version: (its stage record, the promotion or None, its measurements)."""
+        reg = self.registry
+        entry: dict[str, Any] = {}
+        promotion = None
+        shown = before.shown.get(name)
+        gated, version = shown, reg.versions[name]
+        if model.trainable and len(rows.train) and not reg.same_rows(name, rows.train):
+            t1 = time.perf_counter()
+            new_version = reg.versions[name] + 1
+            cand = self.candidate(name, model, rows.train, stage)
+            reg.save_checkpoint(cand, new_version)  # type: ignore[arg-type]
+            after_pred = self.trainer.predict(cand, rows.gate_ids)
+            after_right = None if after_pred is None else after_pred == rows.y_gate
+            after = None if after_pred is None else trust.accuracy_against(after_pred, rows.y_gate, before.noisy)
+            promote = final or self.gate.promote(before.right.get(name), after_right)
+            entry.update(version_before=reg.versions[name], accuracy_after=after, promoted=promote,
+                         fit_seconds=round(time.perf_counter() - t1, 3))
+            if promote:
+                promotion = Promotion(name, cand, new_version, rows.train,
+                                      {"accuracy_after": after, "fit_seconds": entry["fit_seconds"]})
+                gated, version = after, new_version
+            else:
+                reg.discard(name, new_version)
+        entry["accuracy_before"] = shown
+        measured = []
+        if gated is not None and len(rows.gate_ids):
+            measured.append(Measurement(name, version, gated, int(len(rows.gate_ids)), stage, on=rows.basis))
+        if rows.basis == "audit" and before.weight_acc.get(name) is not None and len(rows.weight_ids):
+            # the current version, on rows it had not seen (the stage's new ones): its vote weight
+            measured.append(Measurement(name, reg.versions[name], before.weight_acc[name], int(len(rows.weight_ids)),
+                                        stage, on="stage"))
+        return entry, promotion, measured
 
     def _current_pred(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Each current voter's label index for rows `ids` (-1: abstained), from its stored predictions."""
         if not len(ids):
             return {}
         P, names = self.scorer.tensor(ids)
-        return {name: np.where(np.isnan(P[:, j]).any(axis=1), -1, np.nan_to_num(P[:, j]).argmax(axis=1))
-                for j, name in enumerate(names)}
-
-    def _current_right(self, ids: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        """Which of rows `ids` (labels `y`) each current voter gets right, from its stored predictions."""
-        return {name: pred == y for name, pred in self._current_pred(ids).items()}
+        return {name: hard_labels(P[:, j]) for j, name in enumerate(names)}
 
     def _vote_accuracy(self, ids: np.ndarray, y: np.ndarray, noisy: list[tuple[np.ndarray, np.ndarray]]) -> float | None:
         """The current vote's accuracy on rows `ids` (the audit: for the per-stage plot)."""

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import TaskError
+from .specialists.base import RunsOnDevice, model_input
 
 log = logging.getLogger("labeljury")
 Key = tuple[Any, ...]
@@ -37,6 +38,7 @@ class ChunkJob:
     key: Key
     texts: Sequence[str] | None = None
     embeddings: np.ndarray | None = None
+    rows: Any = None  # what the model reads, built where the run is (only for an engine whose workers run there)
 
 
 class Worker(Protocol):
@@ -77,27 +79,27 @@ class ScoreWorker:
 
     def __init__(self, models: dict[str, Any]):
         self.models = models
-        self.gpu = any(getattr(m, "gpu", False) for m in models.values())
+        self.gpu = any(isinstance(m, RunsOnDevice) and m.gpu for m in models.values())
 
     def setup(self) -> None:
         from .specialists.encoder import device_plan
 
         device = device_plan("engine worker").device
         for m in self.models.values():
-            move = getattr(m, "to_device", None)
-            if move is not None and device != "cpu":
-                move(device)
+            if isinstance(m, RunsOnDevice) and device != "cpu":
+                m.to_device(device)
 
     def __call__(self, job: ChunkJob) -> np.ndarray:
-        from .specialists.base import Rows
-
         model = self.models[job.key[0]]
-        X = job.embeddings if model.input_kind == "embedding" else Rows(list(job.texts or []), job.embeddings)
+        X = job.rows if job.rows is not None else model_input(model, list(job.texts or []), job.embeddings)
         return np.asarray(model.predict_proba(X), dtype=np.float32)
 
 
 class Engine(Protocol):
     name: str
+    # whether its workers run in the run's own process: jobs may then carry the rows as the run's
+    # features give them (`ChunkJob.rows`, sharing their memoised blocks) instead of texts and embeddings
+    in_process: bool
 
     def map(self, worker: Worker, jobs: Iterable[ChunkJob]) -> Iterator[tuple[Key, np.ndarray]]:
         """(key, result) of each job, in any order, each as soon as it is done."""
@@ -108,6 +110,7 @@ class Engine(Protocol):
 
 class LocalEngine:
     name = "local"
+    in_process = True
 
     def map(self, worker: Worker, jobs: Iterable[ChunkJob]) -> Iterator[tuple[Key, np.ndarray]]:
         for job in jobs:
@@ -124,6 +127,7 @@ class RayEngine:
     `window`: chunks per Ray Data job, which bounds what the driver holds at once."""
 
     name = "ray"
+    in_process = False
 
     def __init__(self, address: str | None = None, actors: int | None = None, num_gpus: float | None = None,
                  window: int = 64, min_chunks: int = 2):

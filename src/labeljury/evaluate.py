@@ -28,10 +28,10 @@ from .errors import InputError
 from .labels import canonical, key
 from .llm.usage import LLMUsage, read_llm_usage
 from .routing import in_sorted
+from .sources import AUDIT, OUTWEIGHED, QUEUED, REVIEWED, UNREVIEWED
 from .trust import CalibrationBins
 
 ECE_BINS = 15
-UNREVIEWED = ("consensus", "vote")
 
 
 @dataclass
@@ -89,7 +89,7 @@ class _Run:
         self.store = store
         self.labels = list((store.get_meta("task") or {}).get("labels") or [])
         self.trust = store.get_meta("trust") or {}
-        self.audit_rows = len(store.routed("audit"))
+        self.audit_rows = len(store.routed(AUDIT))
         self.trained = {r.name: store.train_ids(r.name, r.version) for r in read_registry(store)
                         if r.versions and r.version > 0}
 
@@ -142,13 +142,13 @@ def _evaluate(output: Path, gold_column: str, want: list[str], n_rows: int, run:
         covered += int((has_gold & has_label).sum())
         labeled += int((has_gold & has_label).sum())
         labeled_right += int((ok & has_label).sum())
-        reviewed += sum(1 for s, h in zip(source, has_gold) if h and s.startswith(("reviewed:", "vote:over-")))
+        reviewed += sum(1 for s, h in zip(source, has_gold) if h and s.startswith((f"{REVIEWED}:", OUTWEIGHED)))
         for g, p, s, h in zip(gold, pred, source, has_gold):
             if h:
                 confusion[(str(g), p)] += 1
                 by_source[s][0] += 1
                 by_source[s][1] += int(g == p)
-        unrev = np.array([s in UNREVIEWED or s.startswith("queued:") for s in source], bool) & has_gold
+        unrev = np.array([s in UNREVIEWED or s.startswith(f"{QUEUED}:") for s in source], bool) & has_gold
         if "annotation_confidence" in chunk:
             conf = pd.to_numeric(chunk["annotation_confidence"], errors="coerce").to_numpy(dtype=np.float64)
             m = unrev & ~np.isnan(conf)
@@ -213,7 +213,8 @@ def _votes(chunk: Any, run: _Run, start: int) -> tuple[list[dict[str, Any]] | No
     ids, _ = run.store.row_text_ids(start, start + len(chunk))
     fin = run.store.final_for(ids)
     recs = [fin.get(int(t)) if t >= 0 else None for t in ids]
-    return ([json.loads(r[5]) if r and r[5] else {} for r in recs], [(r[3] or "") if r else "" for r in recs])
+    return ([json.loads(r.specialist_votes) if r and r.specialist_votes else {} for r in recs],
+            [(r.vote or "") if r else "" for r in recs])
 
 
 def _per_class(confusion: Counter[tuple[str, str]], labels: list[str]) -> tuple[dict[str, dict[str, float]], float,

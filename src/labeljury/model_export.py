@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from .errors import ExportError, RunStoreError
 from .registry import SpecialistRecord, read_registry
+from .sources import AUDIT
 from .store import RunStore
 
 Kind = Literal["transformers", "scikit-learn"]
@@ -100,7 +101,7 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
         task = store.get_meta("task") or {}
         stages = store.stages()
         record, ckpt = _pick(run_dir, read_registry(store), specialist)
-        reviewed = len(set(store.labeled_reviews()) - set(store.routed("audit")))
+        reviewed = len({t for t, r in store.reviews().items() if r.label is not None} - set(store.routed(AUDIT)))
     entry = {**record.to_dict(), "validation_accuracy": record.latest_accuracy}
     kind = _kind(ckpt)
     assert kind is not None  # checkpoint_dir only returns folders of a known kind

@@ -19,6 +19,7 @@ import numpy as np
 from . import data
 from .errors import InputError, RunStoreError
 from .labels import LabelMatcher
+from .sources import AUDIT, UNREVIEWED
 from .status import run_status, weighing_lines
 from .store import RunStore
 
@@ -206,8 +207,8 @@ def _flagged(store: RunStore) -> list[list[str]]:
         return []
     texts = store.texts_by_id(flagged)
     final = store.final_for(np.asarray(flagged, dtype=np.int64))
-    reviews = store.reviews_of(flagged)
-    priors = store.priors_of(flagged)
+    reviews = store.reviews(flagged)
+    priors = store.priors(flagged)
     labels = list((store.get_meta("task") or {}).get("labels") or [])
     rows = []
     for t in flagged:
@@ -216,7 +217,7 @@ def _flagged(store: RunStore) -> list[list[str]]:
         prior = priors.get(t)
         belief = (f"{prior[labels.index(answer)]:.0%}" if prior and answer in labels and len(prior) == len(labels)
                   else "")
-        rows.append([text[:300] + ("…" if len(text) > 300 else ""), (final.get(t) or [""])[0] or "", answer or "", belief])
+        rows.append([text[:300] + ("…" if len(text) > 300 else ""), (final[t].label or "") if t in final else "", answer or "", belief])
     return rows
 
 
@@ -225,14 +226,14 @@ def _audit_confusion(store: RunStore, labels: list[str]) -> dict[str, Any]:
     index = {lab: i for i, lab in enumerate(labels)}
     audit_ids, audit_labels = store.audited_labels()
     reviews = dict(zip(audit_ids.tolist(), audit_labels, strict=True))
-    audit = [t for t in store.routed("audit") if t in reviews]
+    audit = [t for t in store.routed(AUDIT) if t in reviews]
     fin = store.final_for(np.array(audit, np.int64))
     matrix = [[0] * len(labels) for _ in labels]
     for t in audit:
-        vote = fin.get(t, (None,) * 6)[3]
+        vote = fin[t].vote if t in fin else None
         if vote in index and reviews[t] in index:
             matrix[index[reviews[t]]][index[vote]] += 1
-    routed = [why for (why,) in store.conn.execute("SELECT why FROM routing")]
+    routed = store.routing_reasons()
     return {"matrix": matrix, "rows": len(audit), "routed": routed}
 
 
@@ -258,14 +259,14 @@ def _truth(store: RunStore, labels: list[str], gold_column: str) -> dict[str, An
         for t, g in zip(ids.tolist(), chunk[gold_column].tolist()):
             rec = fin.get(t) if t >= 0 else None
             gold = matcher.match(g)
-            if rec is None or rec[0] is None or gold is None:
+            if rec is None or rec.label is None or gold is None:
                 continue
-            ok = rec[0] == gold
-            for group in ("all rows", f"source {rec[2]}"):
+            ok = rec.label == gold
+            for group in ("all rows", f"source {rec.source}"):
                 seen[group] += 1
                 right[group] += ok
-            if rec[2] in ("consensus", "vote") and rec[1] is not None:
-                conf.append(rec[1])
+            if rec.source in UNREVIEWED and rec.confidence is not None:
+                conf.append(rec.confidence)
                 corr.append(float(ok))
         bins.add(np.array(conf, dtype=np.float64), np.array(corr, dtype=np.float64))
     return {"accuracy": right["all rows"] / max(1, seen["all rows"]),

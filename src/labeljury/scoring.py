@@ -32,8 +32,7 @@ from . import voting
 from .engine import ChunkJob, Engine, LocalEngine, ScoreWorker
 from .progress import Progress, SilentProgress
 from .registry import Registry
-from .specialists import Rows
-from .specialists.base import bounded
+from .specialists.base import bounded, model_input, reads
 from .store import CHUNK, RunStore, ids_hash
 
 CACHE_BYTES = 256 << 20  # feature chunks kept in memory (embeddings, n-grams, lexicon scores, texts)
@@ -204,11 +203,9 @@ class Features:
         """The input `model` reads for text ids `ids`: an embedding array, or `Rows` (texts, and
         embeddings for a text+embedding model) whose feature blocks are memoised per chunk."""
         ids = np.asarray(ids, dtype=np.int64)
-        kind = model.input_kind
-        if kind == "embedding":
-            return self.embeddings(model.encoder, ids)
-        emb = self.embeddings(model.encoder, ids) if kind == "text+embedding" else None
-        return Rows(LazyTexts(self, ids), emb, ChunkMemo(self, ids))
+        texts, embeddings = reads(model)
+        emb = self.embeddings(model.encoder, ids) if embeddings else None
+        return model_input(model, LazyTexts(self, ids) if texts else None, emb, ChunkMemo(self, ids))
 
 
 class LazyTexts(Sequence[str]):
@@ -307,23 +304,20 @@ class Scorer:
             return
         todo.sort(key=lambda job: job[1])  # chunk by chunk: specialists that read the same block share it
         with self.progress.bar("specialists voting", sum(len(range(*self.features.span(c))) for _, c in todo)) as bar:
-            if isinstance(self.engine, LocalEngine):  # here: through the feature memo
-                for name, c in todo:
-                    a, b = self.features.span(c)
-                    s.put_predictions(name, reg.versions[name], c, self.proba(reg.models[name], np.arange(a, b)))
-                    bar.advance(b - a)
-                return
             worker = ScoreWorker({name: reg.models[name] for name in {n for n, _ in todo}})
             for (name, c), proba in self.engine.map(worker, (self._job(name, c) for name, c in todo)):
                 s.put_predictions(name, reg.versions[name], c, proba)
                 bar.advance(len(range(*self.features.span(c))))
 
     def _job(self, name: str, chunk: int) -> ChunkJob:
-        """What specialist `name` reads of `chunk`, for an engine's worker."""
+        """What specialist `name` reads of `chunk`, for an engine's worker: in this process, the rows as the
+        features give them (their feature blocks shared through the memo); elsewhere, texts and embeddings."""
         model = self.registry.models[name]
-        kind = model.input_kind
-        emb = self.features.chunk_embeddings(model.encoder, chunk) if kind in ("embedding", "text+embedding") else None
-        return ChunkJob((name, chunk), None if kind == "embedding" else self.features.chunk_texts(chunk), emb)
+        if self.engine.in_process:
+            return ChunkJob((name, chunk), rows=self.features.rows(model, np.arange(*self.features.span(chunk))))
+        texts, embeddings = reads(model)
+        emb = self.features.chunk_embeddings(model.encoder, chunk) if embeddings else None
+        return ChunkJob((name, chunk), self.features.chunk_texts(chunk) if texts else None, emb)
 
     @property
     def n_chunks(self) -> int:
@@ -399,26 +393,18 @@ class Scorer:
                 self._fitted = (key, voting.DawidSkene().fit(batches()))
         return self._fitted[1]
 
-    def votes(self, what: str | None = None) -> Iterator[Vote]:
-        """The vote of every row, a chunk at a time, in text id order (with a progress bar when
-        `what` names the pass)."""
+    def votes(self, what: str) -> Iterator[Vote]:
+        """The vote of every row, a chunk at a time, in text id order, under a progress bar for the
+        pass `what` is."""
         self.ensure()
         model = self.label_model()
-        n = self.store.n_texts
-        if what is None:
-            yield from self._votes(model)
-            return
-        with self.progress.bar(f"voting: {what}", n) as bar:
-            for v in self._votes(model):
-                yield v
-                bar.advance(len(v.ids))
-
-    def _votes(self, model: voting.LabelModel) -> Iterator[Vote]:
-        for c in range(self.n_chunks):
-            a, b = self.features.span(c)
-            P, names = self.chunk_tensor(c)
-            known = self._known_chunk(a, b) if self._uses_known else None
-            yield Vote(np.arange(a, b, dtype=np.int64), model.predict(P, known), P, names)
+        with self.progress.bar(f"voting: {what}", self.store.n_texts) as bar:
+            for c in range(self.n_chunks):
+                a, b = self.features.span(c)
+                P, names = self.chunk_tensor(c)
+                known = self._known_chunk(a, b) if self._uses_known else None
+                yield Vote(np.arange(a, b, dtype=np.int64), model.predict(P, known), P, names)
+                bar.advance(b - a)
 
     def vote(self, ids: np.ndarray) -> Vote:
         """The vote of rows `ids`, by the label model fitted on every row."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from .llm.usage import LLMUsage, read_llm_usage
 from .registry import read_registry
-from .review.desk import SENT_ON, reviewer_of
+from .sources import AUDIT, SENT_ON, reviewed, reviewer_of
 from .store import RunStore
 
 
@@ -21,15 +20,11 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         task = s.get_meta("task") or {}
         rows = s.n_rows
         # sums over the reviews, not the reviews: a run of millions of rows has hundreds of thousands
-        by_source = {src: (n, cost) for src, n, cost in s.conn.execute(
-            "SELECT source, COUNT(*), TOTAL(cost_usd) FROM reviews WHERE pending=0 GROUP BY source "
-            "ORDER BY MIN(rowid)")}
+        by_source = s.review_totals()
         review_cost = sum(cost for _, cost in by_source.values())
-        audit_sources = s.conn.execute(
-            "SELECT r.source, COUNT(*) FROM reviews r JOIN routing g ON g.text_id = r.text_id AND g.why = 'audit' "
-            "WHERE r.pending=0 GROUP BY r.source ORDER BY MIN(r.rowid)").fetchall()
+        audit_sources = s.audit_review_sources()
         pending = s.count_reviews(pending=True)
-        skipped = s.conn.execute("SELECT COUNT(*) FROM rows WHERE text_id IS NULL").fetchone()[0]
+        skipped = s.n_skipped
         budget = task.get("review", {}).get("budget")
         done = s.is_done("finalize")
         state = "complete" if done else ("waiting for reviews" if pending else
@@ -46,7 +41,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "pending_reviews": pending,
             "budget": budget,
             "cost_usd": round(review_cost, 6),
-            "llm": _llm_cost(usage, rows, llm_reviewed=by_source.get("reviewed:llm", (0, 0))[0],
+            "llm": _llm_cost(usage, rows, llm_reviewed=by_source.get(reviewed("llm"), (0, 0))[0],
                              review_cost=review_cost),
             "specialists": _specialists(read_registry(s), len(task.get("labels") or {}) or 2),
             "stages": s.stages(),
@@ -54,22 +49,17 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "sources": s.source_counts() if done else {},
             "budget_plan": s.get_meta("budget_plan"),
             "weighing": s.get_meta("weighing"),
-            "flagged": _flagged(s),
+            "flagged": len(s.flagged_ids()),
             "second_looks": _second_looks(s),
             "audit_reviewers": _count_by(((reviewer_of(src), n) for src, n in audit_sources)),
-            **_estimate(s.get_meta("trust") if done else None, len(s.routed("audit"))),
+            **_estimate(s.get_meta("trust") if done else None, len(s.routed(AUDIT))),
         }
 
 
 def _second_looks(s: RunStore) -> dict[str, int]:
     """Flagged rows sent on to the next reviewer of a cascade, and how many it has decided."""
-    try:
-        sent, decided = s.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(r.created_at >= a.created_at), 0) FROM answers a JOIN reviews r "
-            "USING (text_id) WHERE a.reviewer=? AND r.pending=0", (SENT_ON,)).fetchone()
-    except sqlite3.OperationalError:  # a run made before answers were kept
-        return {"sent": 0, "decided": 0}
-    return {"sent": int(sent), "decided": int(decided)}
+    sent, decided = s.marked_and_decided(SENT_ON)
+    return {"sent": sent, "decided": decided}
 
 
 def _estimate(trust: dict[str, Any] | None, audit_rows: int) -> dict[str, Any]:
@@ -107,13 +97,6 @@ def _count_by(pairs: Any) -> dict[str, int]:
     for v, n in pairs:
         out[v] = out.get(v, 0) + n
     return out
-
-
-def _flagged(s: RunStore) -> int:
-    try:
-        return s.conn.execute("SELECT COUNT(*) FROM verdicts WHERE flagged=1").fetchone()[0]
-    except sqlite3.OperationalError:  # a run made before verdicts existed
-        return 0
 
 
 def _llm_cost(usage: LLMUsage | None, rows: int, *, llm_reviewed: int = 0, review_cost: float = 0.0) -> dict[str, Any] | None:
@@ -189,8 +172,7 @@ def weighing_lines(info: dict[str, Any]) -> list[tuple[str, str]]:
         checked = (w.get("checked") or {}).get(kind, 0)
         basis = f"{checked} checked by a trusted reviewer" if checked else "from its agreement with the vote"
         out.append((f"reviewer {kind}", f"about {acc:.0%} right on its {w['rows'][kind]} rows ({basis}); "
-                                        f"{w.get('overruled', 0)} answers outweighed by the vote, "
-                                        f"{w.get('untrained', 0)} too doubtful to train on"))
+                                        f"{w.get('overruled', 0)} answers outweighed by the vote"))
     sent = info.get("second_looks") or {}
     if info.get("flagged") or sent.get("sent"):
         line = f"{info.get('flagged', 0)} reviewed rows the vote contradicts (annotation_flag)"

@@ -7,8 +7,8 @@ Used by the bootstrap (version 1 of each head, cross-validated accuracy) and by 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,18 +16,20 @@ import numpy as np
 from .progress import Progress, SilentProgress
 from .registry import Registry
 from .routing import in_sorted
-from .review import weigh as weigh_step
 from .scoring import Features
 from .specialists import LearnsFromUnlabeled, Specialist, Updatable
+from .specialists.base import TrainsInBatches
 from .store import RunStore
+from .voting import hard_labels
 
 POOL_SAMPLE = 50_000  # n-gram vocabularies are fitted on at most this many unlabeled texts
+FOLDS = 5  # cross-fitting: folds of the reviewed rows
 
 
 def reviewed(store: RunStore, ids: Sequence[int] | None = None) -> tuple[np.ndarray, list[str]]:
     """(sorted text ids, their labels) of the reviewed rows a specialist may learn from, among `ids`
-    (default all): every row that got a label, except the audit sample, which only measures, and a
-    weighed reviewer's rows too doubtful to learn from; the labels are the decided ones (`review.weigh`)."""
+    (default all): every row that got a label, except the audit sample, which only measures; where a
+    reviewer's answers are weighed, the label to learn from is the weighing's verdict (`weighing`)."""
     keys, labels = store.learned_labels()
     if ids is None:
         return keys, labels
@@ -67,32 +69,16 @@ def bounded_rows(train: np.ndarray, newest: np.ndarray, cap: int | None, seed: i
     return np.union1d(newest, rng.choice(rest, cap - len(newest), replace=False))
 
 
-def accepts_weights(model: Any, method: str = "fit") -> bool:
-    """Whether `model.<method>` takes a `sample_weight` argument."""
-    import inspect
-
-    try:
-        return "sample_weight" in inspect.signature(getattr(model, method)).parameters
-    except (TypeError, ValueError, AttributeError):
-        return False
-
-
-def hard_labels(proba: np.ndarray) -> np.ndarray:
-    """Argmax per row, -1 where the specialist abstained (NaN row)."""
-    proba = np.asarray(proba)
-    voted = ~np.isnan(proba).any(axis=1)
-    return np.where(voted, np.nan_to_num(proba).argmax(axis=1), -1)
-
-
 class Trainer:
     def __init__(self, store: RunStore, registry: Registry, features: Features, labels: Sequence[str],
-                 seed: int = 0, progress: Progress | None = None):
+                 seed: int = 0, progress: Progress | None = None, train_weights: bool = False):
         self.store = store
         self.registry = registry
         self.features = features
         self.labels = list(labels)
         self.seed = seed
         self.progress = progress or SilentProgress()
+        self.train_weights = train_weights  # learn a weighed reviewer's answers by the belief in each (measured, lost)
         self._pool: np.ndarray | None = None
 
     def pool(self) -> np.ndarray:
@@ -118,26 +104,26 @@ class Trainer:
     def fit(self, model: Specialist, ids: np.ndarray, *, update: bool = False) -> Specialist:
         """Fit `model` on the reviewed labels of `ids` (with `update`, continue training it on them)."""
         X, y = self.features.rows(model, ids), labels_of(self.store, ids)
-        weights = self.store.train_weights() if weigh_step.TRAIN_WEIGHTS else {}
+        weights = self.store.train_weights() if self.train_weights else {}
         w = [weights.get(int(i), 1.0) for i in ids] if weights else None
-        if hasattr(model, "on_rows"):  # a long fit (fine-tuning) reports each batch: a bar with an ETA
-            epochs = int(getattr(model, "epochs", 1))
+        if isinstance(model, TrainsInBatches):  # a long fit (fine-tuning) reports each batch: a bar with an ETA
+            epochs = int(model.epochs)
             what = "updating" if update else "fine-tuning"
             with self.progress.bar(f"{model.name}: {what} on {len(ids):,} rows x {epochs} epochs", len(ids) * epochs) as bar:
-                model.on_rows = bar.advance  # type: ignore[attr-defined]
+                model.on_rows = bar.advance
                 try:
                     self._fit(model, X, y, update, w)
                 finally:
-                    model.on_rows = None  # type: ignore[attr-defined]
+                    model.on_rows = None
             return model
         self._fit(model, X, y, update, w)
         return model
 
     @staticmethod
     def _fit(model: Specialist, X: Any, y: list[str], update: bool, w: list[float] | None) -> None:
-        # with review.weigh.TRAIN_WEIGHTS, rows of a weighed reviewer count as much as they are believed,
+        # with `train_weights`, rows of a weighed reviewer count as much as they are believed,
         # for specialists that take weights (every built-in trainable one); others learn from each once
-        extra = {"sample_weight": w} if w is not None and accepts_weights(model, "update" if update else "fit") else {}
+        extra = {"sample_weight": w} if w is not None and model.accepts_sample_weight else {}
         if update:
             assert isinstance(model, Updatable)
             model.update(X, y, **extra)
@@ -155,35 +141,49 @@ class Trainer:
         pred = self.predict(model, ids)
         return None if pred is None else pred == y
 
-    def cross_val_proba(self, name: str, ids: np.ndarray, y: list[str], folds: int = 5) -> np.ndarray | None:
-        """(len(ids), k) out-of-fold probabilities of fresh copies of `name`, each fitted on the other
-        folds; None where a class is too rare to fold."""
-        from sklearn.model_selection import StratifiedKFold
+    def cross_fit(self, name: str, ids: np.ndarray, y: Sequence[str], *, stratified: bool = True,
+                  folds: int = FOLDS) -> Iterator[OutOfFold]:
+        """The one cross-fitting path: for each of `folds` folds of rows `ids` (labels `y`), a fresh copy of
+        `name` fitted on the other folds. Stratified folds shrink to the rarest label's count (none when
+        it is under 2); plain ones are `folds` random slices."""
+        from sklearn.model_selection import KFold, StratifiedKFold
 
         y_arr = np.array(y)
-        counts = np.unique(y_arr, return_counts=True)[1]
-        folds = int(min(folds, counts.min())) if len(counts) > 1 else 0
-        if folds < 2:
-            return None
-        out = np.full((len(ids), len(self.labels)), np.nan, np.float32)
-        for train, test in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(ids, y_arr):
+        if stratified:
+            counts = np.unique(y_arr, return_counts=True)[1]
+            folds = int(min(folds, counts.min())) if len(counts) > 1 else 0
+            if folds < 2:
+                return
+            splits = StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(ids, y_arr)
+        else:
+            splits = KFold(folds, shuffle=True, random_state=self.seed).split(ids)
+        for train, test in splits:
             clone = self.new(name)
-            clone.fit(self.features.rows(clone, ids[train]), y_arr[train].tolist())  # type: ignore[attr-defined]
-            out[test] = clone.predict_proba(self.features.rows(clone, ids[test]))
+            self._fit(clone, self.features.rows(clone, ids[train]), y_arr[train].tolist(), False, None)
+            yield OutOfFold(clone, train, test)
+
+    def cross_val_proba(self, name: str, ids: np.ndarray, y: list[str], folds: int = FOLDS) -> np.ndarray | None:
+        """(len(ids), k) out-of-fold probabilities of fresh copies of `name`, each fitted on the other
+        folds; None where a class is too rare to fold."""
+        out = None
+        for oof in self.cross_fit(name, ids, y, folds=folds):
+            if out is None:
+                out = np.full((len(ids), len(self.labels)), np.nan, np.float32)
+            out[oof.test] = oof.model.predict_proba(self.features.rows(oof.model, ids[oof.test]))
         return out
 
     def cross_val_predict(self, name: str, ids: np.ndarray, y: list[str]) -> np.ndarray:
         """Out-of-fold label indices of fresh copies of `name` (-1 where a class is too rare to fold)."""
-        from sklearn.model_selection import StratifiedKFold
-
-        y_arr = np.array(y)
-        counts = np.unique(y_arr, return_counts=True)[1]
-        folds = int(min(5, counts.min())) if len(counts) > 1 else 0
         pred = np.full(len(ids), -1)
-        if folds < 2:
-            return pred
-        for train, test in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(ids, y_arr):
-            clone = self.new(name)
-            clone.fit(self.features.rows(clone, ids[train]), y_arr[train].tolist())  # type: ignore[attr-defined]
-            pred[test] = hard_labels(clone.predict_proba(self.features.rows(clone, ids[test])))
+        for oof in self.cross_fit(name, ids, y):
+            pred[oof.test] = hard_labels(oof.model.predict_proba(self.features.rows(oof.model, ids[oof.test])))
         return pred
+
+
+@dataclass(frozen=True)
+class OutOfFold:
+    """One fold of a cross-fit: a copy fitted without rows `test` (positions in the ids cross-fitted)."""
+
+    model: Specialist
+    train: np.ndarray
+    test: np.ndarray

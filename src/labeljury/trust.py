@@ -26,7 +26,7 @@ standard error. The calibrated confidences only narrow the interval: biased ones
 Reviewed rows count as right: the estimate is against the reviewer that answered the audit, except
 where that reviewer's answers are weighed (an LLM, often wrong). Then "the vote agreed with its
 answer" is not "the vote was right", and both steps correct for its confusion matrix C[true, answer]
-(`review.weigh`): the calibrator is fitted by EM on the agreement, P(agree) = p C[l, l] + (1 - p) b_l
+(`weighing`): the calibrator is fitted by EM on the agreement, P(agree) = p C[l, l] + (1 - p) b_l
 (b_l: how often it answers l when l is wrong), and the estimate's correction uses C^-1[answer, l],
 whose expectation over the reviewer's noise is exactly "l is right" (Natarajan et al., 2013), so the
 estimate stays unbiased given C. The rows such a reviewer decided count as right with their belief.
@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .sources import CONSENSUS, UNREVIEWED
 from .stats import wilson_interval
 
 MIN_POINTS = 30  # an audit with fewer unpicked rows calibrates on the cross-fitted reviewed rows
@@ -48,7 +49,7 @@ Z95 = 1.959963984540054
 
 
 # -- calibration -------------------------------------------------------------------------------------
-GROUPS = ("consensus", "vote")
+GROUPS = UNREVIEWED
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -69,7 +70,7 @@ class Calibrator:
     points: int = 0
 
     def __call__(self, confidence: np.ndarray, group: np.ndarray) -> np.ndarray:
-        z = self.a * _logit(confidence) + self.b * (np.asarray(group) == "consensus") + self.c
+        z = self.a * _logit(confidence) + self.b * (np.asarray(group) == CONSENSUS) + self.c
         return 1.0 / (1.0 + np.exp(-z))
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,7 +116,7 @@ def fit_calibrator(confidence: np.ndarray, correct: np.ndarray, group: np.ndarra
     if len(y) < 2 or y.min() == y.max():
         p = (y.sum() + 0.5) / (len(y) + 1)  # all right (or all wrong): a constant, short of certainty
         return Calibrator(0.0, 0.0, float(np.log(p / (1 - p))), len(y))
-    X = np.c_[_logit(confidence), np.asarray(group) == "consensus"]
+    X = np.c_[_logit(confidence), np.asarray(group) == CONSENSUS]
     cal = _platt(X, y)
     if noise is None:
         return cal

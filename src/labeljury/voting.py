@@ -49,6 +49,13 @@ def _check(P: Any) -> np.ndarray:
     return P if np.issubdtype(P.dtype, np.floating) else P.astype(np.float32)
 
 
+def hard_labels(proba: np.ndarray) -> np.ndarray:
+    """One specialist's (n, k) probabilities -> (n,) argmax per row, -1 where it abstained (a NaN row)."""
+    proba = np.asarray(proba)
+    voted = ~np.isnan(proba).any(axis=1)
+    return np.where(voted, np.nan_to_num(proba).argmax(axis=1), -1)
+
+
 def hard_votes(P: np.ndarray) -> np.ndarray:
     """(n, m) int16 argmax of each specialist's row (first label on ties), -1 where it abstains.
 

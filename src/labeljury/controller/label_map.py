@@ -19,6 +19,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ..errors import SpecialistError
 from ..specialists.base import LabelMap
+from ..voting import hard_labels
 
 
 def _task_indices(y_task: Sequence[str] | np.ndarray, task_labels: Sequence[str]) -> np.ndarray:
@@ -98,9 +99,7 @@ def agreement(
     if not len(y) or not mapping:
         return 0.0
     mapped = LabelMap.build(model_labels, task_labels, dict(mapping)).apply(p)
-    voted = ~np.isnan(mapped).any(axis=1)
-    pred = np.where(voted, np.nan_to_num(mapped).argmax(axis=1), -1)
-    return float((pred == y).mean())
+    return float((hard_labels(mapped) == y).mean())
 
 
 @dataclass(frozen=True)

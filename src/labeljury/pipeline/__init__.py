@@ -9,9 +9,12 @@ starts, marking itself done; rerunning the same command skips what is done, so a
 moment resumes to the same output. A reviewer that must wait for a person stops the run with
 status "waiting"; rerunning resumes it.
 
-Below the steps, each in one module: `scoring` (features and the vote tensor), `registry`
+The steps share one `context.RunContext`, built once in `Annotator._run`: the store, the features, the
+registry, the vote (`scoring`), the trainer, the review desk and the weighing (`weighing`), the budget
+plan. Below the steps, each in one module: `scoring` (features and the vote tensor), `registry`
 (specialist versions), `budget` (the review budget plan), `review.desk` (asking the reviewer),
-`training` (fitting), `continual` (the stage loop) — all on top of `store`.
+`weighing` (a reviewer's answers against the vote), `training` (fitting), `continual` (the stage
+loop) — all on top of `store`.
 """
 
 from __future__ import annotations
@@ -21,25 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import data
 from ..budget import BudgetPlan, budget_rows, plan_budget, resize_plan
-from ..continual import StageLoop
+from ..context import RunContext, Tuning
+from ..continual import StageLoop, StoppingCriterion
 from ..engine import Engine, make_engine
 from ..errors import InputError, RunStoreError, SpecialistError
 from ..progress import Progress, SilentProgress
 from ..registry import Registry, read_registry
 from ..review.base import Checked, Closeable, Queued, Reviewer
 from ..review.desk import ReviewDesk
-from ..review.weigh import weighed_kinds
 from ..routing import HardestFirst
-from ..scoring import Features, Scorer
+from ..scoring import Features
+from ..sources import AUDIT, BOOTSTRAP, FINAL_UPDATE, FINALIZE, route_hard
 from ..specialists import Specialist, build_specialist
 from ..specialists.catalog import auto_specialists, specialist_names
 from ..store import RunStore, storage_errors
 from ..task import ContinualSpec, ReviewerSpec, SpecialistSpec, Task
-from ..training import Trainer
 from .bootstrap import fit_first_versions, route_audit, route_bootstrap, validate
 from .encode import bootstrap_encoder, encode, encoders_needed
 from .export import DETAIL_COLUMNS, OUTPUT_COLUMNS, export
@@ -125,8 +126,11 @@ class Annotator:
     """One run of a task over one input, backed by one run directory."""
 
     def __init__(self, task: Task, input_path: str | Path, run_dir: str | Path,
-                 reviewer: Reviewer | None = None, progress: Progress | None = None, engine: Engine | None = None):
+                 reviewer: Reviewer | None = None, progress: Progress | None = None, engine: Engine | None = None,
+                 tuning: Tuning | None = None, stopping: StoppingCriterion | None = None):
         self.task = task
+        self.tuning = tuning or Tuning()
+        self.stopping = stopping  # None: every stage of the budget plan runs
         self.engine = engine
         self.input_path = Path(input_path)
         self.run_dir = Path(run_dir)
@@ -164,37 +168,31 @@ class Annotator:
             registry = Registry(store, self._fresh, (task.continual or ContinualSpec()).keep_checkpoints)
             registry.open(built, self._unbuilt)
             features = Features(store, spill_dir=self.run_dir / SPILL_DIR)
-            scorer = Scorer(store, features, registry, task.label_names, task.voting, progress, engine)
-            trainer = Trainer(store, registry, features, task.label_names, task.seed, progress)
-            desk = ReviewDesk(store, reviewer, progress, task.label_names, weighed_kinds(task.reviewer, reviewer))
+            ctx = RunContext.open(task=task, store=store, features=features, registry=registry, reviewer=reviewer,
+                                  plan=plan, progress=progress, engine=engine, tuning=self.tuning)
+            desk = ctx.desk
 
             encoders = encoders_needed(registry.models.values())
             encode(store, encoders, progress, engine)
             store.set_meta("run_started_at", time.time())  # answers given before now may have been used
             route_audit(store, plan.audit, task.seed)
             route_bootstrap(store, plan.bootstrap, features, bootstrap_encoder(encoders), task.seed, progress, engine)
-            first = {t: "bootstrap" for t in store.routed("bootstrap")} | {t: "audit" for t in store.routed("audit")}
-            if not desk.ask(sorted(first), first) and not finish:
+            first = {t: BOOTSTRAP for t in store.routed(BOOTSTRAP)} | {t: AUDIT for t in store.routed(AUDIT)}
+            if not ctx.review(sorted(first), first) and not finish:
                 return self._report(store, "waiting", None, desk)
-            validate(store, registry, trainer, scorer, task.label_names, progress)
-            fit_first_versions(store, registry, trainer, (task.continual or ContinualSpec()).max_train_rows, task.seed)
-            stages = StageLoop(store=store, plan=plan, registry=registry, scorer=scorer, trainer=trainer,
-                               desk=desk, strategy=HardestFirst(task.review.policy, task.review.threshold),
-                               settings=task.continual, labels=task.label_names, seed=task.seed,
-                               progress=progress)
+            validate(ctx)
+            fit_first_versions(ctx)
+            stages = StageLoop(ctx, strategy=HardestFirst(task.review.policy, task.review.threshold),
+                               stopping=self.stopping)
             if not stages.run(wait=not finish):
                 return self._report(store, "waiting", None, desk)
             # the audit rows, which no version learns from, get the final vote as their prior; then
             # every answer is weighed again (answers people gave since the last stage count too)
-            audit = np.asarray(store.routed("audit"), dtype=np.int64)
-            if len(audit):
-                v = scorer.vote(audit)
-                store.put_priors({int(t): v.result.posterior[i] for i, t in enumerate(v.ids)
-                                  if v.result.label[i] >= 0}, replace=True)
-            desk.weigh()
-            desk.second_look()  # the rows flagged by that last weighing go on to the next reviewer
-            finalize(store, scorer, trainer, registry, task.label_names, task.seed)
-            write_plan(task, registry, scorer, progress)
+            ctx.weigher.audit_priors(ctx.scorer)
+            ctx.weigher.weigh()
+            ctx.second_look()  # the rows flagged by that last weighing go on to the next reviewer
+            finalize(ctx)
+            write_plan(task, registry, ctx.scorer, progress)
             if output is not None:
                 export(store, self.input_path, output, details=details, progress=progress)
             return self._report(store, "complete", None if output is None else Path(output), desk)
@@ -280,7 +278,7 @@ class Annotator:
             total = budget_rows(self.task.review, store.n_rows)
             if total == plan.total:
                 return plan
-            routed = sum(1 for i in range(len(plan.stages)) if store.is_done(f"route:hard:{i}"))
+            routed = sum(1 for i in range(len(plan.stages)) if store.is_done(route_hard(i)))
             try:
                 resized = resize_plan(plan, total, routed)
             except ValueError as err:
@@ -288,7 +286,7 @@ class Annotator:
                                     "raise it, or pass a new --run-dir") from None
             with store.transaction() as c:
                 store.set_meta("budget_plan", resized.to_dict(), c)
-                c.execute("DELETE FROM meta WHERE key IN ('done:update:final', 'done:finalize')")
+                store.undo_steps([FINAL_UPDATE, FINALIZE], c)
             self.progress.log(f"review budget {plan.total} -> {total} rows: {len(resized.stages) - routed} stage(s) "
                               "still to come")
             return resized
@@ -319,10 +317,13 @@ def _members(reviewer: Reviewer | None) -> list[Reviewer]:
 
 def run(task: Task, input_path: str | Path, output: str | Path, run_dir: str | Path | None = None, *,
         reviewer: Reviewer | None = None, progress: Progress | None = None, details: bool = False,
-        finish: bool = False, engine: Engine | None = None) -> RunReport:
+        finish: bool = False, engine: Engine | None = None, tuning: Tuning | None = None,
+        stopping: StoppingCriterion | None = None) -> RunReport:
     """Label `input_path` with `task` and write `output`. Resumes the run in `run_dir` if it exists.
     With `finish`, goes on without the answers people have not given yet (see `Annotator.run`).
-    `engine` overrides the task's (`labeljury.engine`)."""
+    `engine` overrides the task's (`labeljury.engine`); `tuning` (`context.Tuning`) switches on settings
+    that were measured and lost, for benchmarks; `stopping` (`continual.StoppingCriterion`) may end the
+    stages before the budget is spent (default: none does)."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(output)
-    return Annotator(task, input_path, run_dir, reviewer=reviewer, progress=progress, engine=engine).run(
-        output, details=details, finish=finish)
+    return Annotator(task, input_path, run_dir, reviewer=reviewer, progress=progress, engine=engine,
+                     tuning=tuning, stopping=stopping).run(output, details=details, finish=finish)

@@ -15,6 +15,8 @@ diverse sample that starts the specialists — then every specialist judged on t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..engine import Engine
@@ -22,15 +24,20 @@ from ..progress import Progress
 from ..registry import Promotion, Registry
 from ..routing import select_bootstrap
 from ..scoring import Features, Scorer
+from ..sources import AUDIT, BOOTSTRAP, ROUTE_AUDIT, ROUTE_BOOTSTRAP, VALIDATE
 from ..specialists import MappedSpecialist, Specialist, Updatable
 from ..stats import wilson_interval
 from ..store import CHUNK, RunStore
-from ..training import Trainer, bounded_rows, hard_labels, reviewed
+from ..training import Trainer, bounded_rows, reviewed
+from ..voting import hard_labels
 from .encode import encode_ids
 
-ROUTE_STEP = "route:bootstrap"
-AUDIT_STEP = "route:audit"
-VALIDATE_STEP = "validate"
+if TYPE_CHECKING:
+    from ..context import RunContext
+
+ROUTE_STEP = ROUTE_BOOTSTRAP
+AUDIT_STEP = ROUTE_AUDIT
+VALIDATE_STEP = VALIDATE
 BOOTSTRAP_POOL = 50_000  # k-means for the bootstrap runs on at most this many embeddings
 
 
@@ -40,7 +47,7 @@ def route_audit(store: RunStore, n: int, seed: int) -> None:
         return
     rng = np.random.default_rng(seed * 1_000_003 + 104_729)
     ids = np.sort(rng.choice(store.n_texts, min(n, store.n_texts), replace=False)) if n else np.zeros(0, np.int64)
-    store.add_routing(ids.tolist(), "audit", None, stage=0, done_step=AUDIT_STEP)
+    store.add_routing(ids.tolist(), AUDIT, None, stage=0, done_step=AUDIT_STEP)
 
 
 def route_bootstrap(store: RunStore, n: int, features: Features, encoder: str, seed: int, progress: Progress,
@@ -54,7 +61,7 @@ def route_bootstrap(store: RunStore, n: int, features: Features, encoder: str, s
     ids = np.zeros(0, np.int64)
     if n:
         rng = np.random.default_rng(seed)
-        pool = np.setdiff1d(np.arange(store.n_texts), np.array(store.routed("audit"), np.int64))
+        pool = np.setdiff1d(np.arange(store.n_texts), np.array(store.routed(AUDIT), np.int64))
         if len(pool) > BOOTSTRAP_POOL:
             pool = np.sort(rng.choice(pool, BOOTSTRAP_POOL, replace=False))
 
@@ -65,14 +72,15 @@ def route_bootstrap(store: RunStore, n: int, features: Features, encoder: str, s
             return encode_ids(store, encoder, wanted, progress, engine)
 
         ids = pool[select_bootstrap(embed, n, seed=seed, n_rows=len(pool))]
-    store.add_routing(ids.tolist(), "bootstrap", None, stage=0, done_step=ROUTE_STEP)
+    store.add_routing(ids.tolist(), BOOTSTRAP, None, stage=0, done_step=ROUTE_STEP)
 
 
-def validate(store: RunStore, registry: Registry, trainer: Trainer, scorer: Scorer, labels: list[str],
-             progress: Progress) -> None:
+def validate(ctx: RunContext) -> None:
+    store, registry, trainer, scorer, labels, progress = (ctx.store, ctx.registry, ctx.trainer, ctx.scorer,
+                                                          ctx.labels, ctx.progress)
     if store.is_done(VALIDATE_STEP):
         return
-    ids, y = reviewed(store, store.routed("bootstrap"))
+    ids, y = reviewed(store, store.routed(BOOTSTRAP))
     k = len(labels)
     chance = 1.0 / k
     for name, model in list(registry.models.items()):
@@ -95,14 +103,14 @@ def validate(store: RunStore, registry: Registry, trainer: Trainer, scorer: Scor
     store.mark_done(VALIDATE_STEP)
 
 
-def fit_first_versions(store: RunStore, registry: Registry, trainer: Trainer, max_train_rows: int | None = None,
-                       seed: int = 0) -> None:
+def fit_first_versions(ctx: RunContext) -> None:
     """Version 1 of each trainable specialist not fitted yet, on every reviewed row (at most
-    `max_train_rows` of them, a uniform sample)."""
-    ids, _ = reviewed(store)
+    `continual.max_train_rows` of them, a uniform sample)."""
+    registry, trainer = ctx.registry, ctx.trainer
+    ids, _ = reviewed(ctx.store)
     if not ids.size:
         return
-    ids = bounded_rows(ids, np.zeros(0, np.int64), max_train_rows, seed)
+    ids = bounded_rows(ids, np.zeros(0, np.int64), ctx.continual.max_train_rows, ctx.seed)
     for name in registry.trainable():
         if registry.versions[name] == 0:
             model = trainer.fit(trainer.new(name), ids)

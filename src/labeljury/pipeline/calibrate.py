@@ -12,20 +12,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import trust
-from ..registry import Registry
-from ..review.weigh import answer_noise
 from ..scoring import Scorer, Vote
+from ..sources import CONSENSUS, VOTE
 from ..specialists import Updatable
 from ..store import RunStore
-from ..training import Trainer, audited, reviewed
+from ..training import FOLDS, audited, reviewed
+from ..weighing import answer_noise
 
-FOLDS = 5
-UNREVIEWED = ("consensus", "vote")
+if TYPE_CHECKING:
+    from ..context import RunContext
 
 
 @dataclass
@@ -57,13 +57,13 @@ class Calibration:
 def vote_groups(vote: Vote) -> np.ndarray:
     """`consensus` where every specialist voted and agreed, else `vote`: the two calibrated sources."""
     full = vote.result.unanimous & (vote.result.n_votes == len(vote.names))
-    return np.where(full, "consensus", "vote")
+    return np.where(full, CONSENSUS, VOTE)
 
 
-def fit_calibration(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Registry, labels: list[str],
-                    seed: int) -> Calibration:
+def fit_calibration(ctx: RunContext) -> Calibration:
     """The calibrator, on the audit rows no stage picked (a uniform sample of the rows the vote labels,
     voted by the final versions), and those rows as the estimate reads them."""
+    store, scorer, labels, seed = ctx.store, ctx.scorer, ctx.labels, ctx.seed
     k_index = {lab: i for i, lab in enumerate(labels)}
     audit_ids, audit_y = audited(store)
     picked = store.audit_hard()
@@ -74,11 +74,12 @@ def fit_calibration(store: RunStore, scorer: Scorer, trainer: Trainer, registry:
     u_conf, u_group = u_vote.result.confidence.astype(np.float64), vote_groups(u_vote)
     u_label = u_vote.result.label
     u_correct = (u_label == u_y).astype(np.float64)
-    noise, u_value = _reference_noise(store, u_ids, u_label, u_y, u_correct, labels, scorer)
+    noise, u_value = (_reference_noise(store, u_ids, u_label, u_y, u_correct, labels, scorer)
+                      if ctx.tuning.trust_correction else (None, u_correct))
     if len(u_ids) >= trust.MIN_POINTS:
         calibrator, on = trust.fit_calibrator(u_conf, u_correct, u_group, noise), "audit"
     else:
-        o_conf, o_correct, o_group = _cross_fitted_votes(store, scorer, trainer, registry, labels, seed)
+        o_conf, o_correct, o_group = _cross_fitted_votes(ctx)
         if len(o_conf) >= trust.MIN_POINTS:
             calibrator, on = trust.fit_calibrator(o_conf, o_correct, o_group), "reviewed"
         else:
@@ -119,11 +120,9 @@ def _reference_noise(store: RunStore, ids: np.ndarray, label: np.ndarray, answer
     return trust.ReferenceNoise(a, b), value
 
 
-def _cross_fitted_votes(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Registry, labels: list[str],
-                        seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cross_fitted_votes(ctx: RunContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(confidence, right or not, group) of the reviewed rows' votes by versions that never saw them."""
-    from sklearn.model_selection import KFold
-
+    store, scorer, trainer, registry, labels = ctx.store, ctx.scorer, ctx.trainer, ctx.registry, ctx.labels
     ids, y = reviewed(store)
     empty = (np.zeros(0), np.zeros(0), np.zeros(0, dtype="<U9"))
     names = registry.voters()
@@ -134,10 +133,9 @@ def _cross_fitted_votes(store: RunStore, scorer: Scorer, trainer: Trainer, regis
     for j, name in enumerate(names):
         if not registry.models[name].trainable:
             continue  # a fixed specialist never trained on anything: its stored votes are out of sample
-        for train, test in KFold(FOLDS, shuffle=True, random_state=seed).split(ids):
-            clone = trainer.fit(trainer.new(name), ids[train])
-            P[test, j] = scorer.proba(clone, ids[test])
+        for oof in trainer.cross_fit(name, ids, y, stratified=False):
+            P[oof.test, j] = scorer.proba(oof.model, ids[oof.test])
     result = scorer.predict(P)
     full = result.unanimous & (result.n_votes == len(names))
     return (result.confidence.astype(np.float64), (result.label == y_idx).astype(np.float64),
-            np.where(full, "consensus", "vote"))
+            np.where(full, CONSENSUS, VOTE))

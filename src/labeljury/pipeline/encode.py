@@ -12,14 +12,13 @@ import numpy as np
 from ..engine import ChunkJob, EncodeWorker, Engine, LocalEngine
 from ..progress import Progress
 from ..specialists import DEFAULT_ENCODER
-from ..specialists.base import bounded
+from ..specialists.base import bounded, reads
 from ..store import CHUNK, RunStore
 
 
 def encoders_needed(models: Iterable[object]) -> list[str]:
     """The encoders the specialists read (each encodes every row)."""
-    encs = {m.encoder for m in models  # type: ignore[attr-defined]
-            if m.input_kind in ("embedding", "text+embedding") and m.encoder}  # type: ignore[attr-defined]
+    encs = {m.encoder for m in models if reads(m)[1] and m.encoder}  # type: ignore[attr-defined]
     return sorted(encs)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from .. import data
 from ..errors import InputError, RunStoreError
 from ..progress import Progress, SilentProgress
+from ..sources import skipped
 from ..store import RunStore
 
 OUTPUT_COLUMNS = ("annotation", "annotation_confidence", "annotation_source", "annotation_flag")
@@ -33,21 +34,21 @@ def export(store: RunStore, input_path: str | Path, output: str | Path, details:
             ids, skips = store.row_text_ids(start, stop)
             fin = store.final_for(ids)
             # the reviewed rows of this chunk's texts only: memory holds a chunk, not every review
-            verdicts = store.verdicts_of(ids)
-            reviews = store.reviews_of(ids) if details else {}
+            verdicts = store.verdicts(ids)
+            reviews = store.reviews(ids) if details else {}
             rows = [fin.get(int(t)) if t >= 0 else None for t in ids]
             chunk = chunk.copy()
-            chunk["annotation"] = [r[0] if r else None for r in rows]
-            chunk["annotation_confidence"] = np.array([r[1] if r and r[1] is not None else np.nan for r in rows],
+            chunk["annotation"] = [r.label if r else None for r in rows]
+            chunk["annotation_confidence"] = np.array([r.confidence if r and r.confidence is not None else np.nan for r in rows],
                                                      dtype=np.float64)
-            chunk["annotation_source"] = [r[2] if r else f"skipped:{why}" for r, why in zip(rows, skips)]
-            chunk["annotation_flag"] = [FLAG if t >= 0 and verdicts.get(int(t), (0, 0, 0, False))[3] else ""
+            chunk["annotation_source"] = [r.source if r else skipped(why) for r, why in zip(rows, skips)]
+            chunk["annotation_flag"] = [FLAG if t >= 0 and (int(t) in verdicts and verdicts[int(t)].flagged) else ""
                                         for t in ids]
             if details:
-                chunk["annotation_vote"] = [r[3] if r else None for r in rows]
+                chunk["annotation_vote"] = [r.vote if r else None for r in rows]
                 chunk["annotation_vote_confidence"] = np.array(
-                    [r[4] if r and r[4] is not None else np.nan for r in rows], dtype=np.float64)
-                chunk["annotation_votes"] = [r[5] if r else None for r in rows]
+                    [r.vote_confidence if r and r.vote_confidence is not None else np.nan for r in rows], dtype=np.float64)
+                chunk["annotation_votes"] = [r.specialist_votes if r else None for r in rows]
                 # the reviewer's own answer, whatever decided the row
                 chunk["annotation_review"] = [reviews[int(t)].label if t >= 0 and int(t) in reviews else None
                                               for t in ids]

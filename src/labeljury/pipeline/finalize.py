@@ -11,33 +11,34 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import trust
-from ..registry import Registry
-from ..review.desk import reviewer_of
-from ..scoring import Scorer, Vote
+from ..scoring import Vote
+from ..sources import FINALIZE, outweighed, reviewer_of, skipped
 from ..store import RunStore
-from ..training import Trainer
 from ..voting import hard_votes
 from .calibrate import Calibration, fit_calibration, vote_groups
 
-STEP = "finalize"
+if TYPE_CHECKING:
+    from ..context import RunContext
+
+STEP = FINALIZE
 
 Record = tuple[int, str | None, float | None, str, str | None, float | None, str]
 
 
-def finalize(store: RunStore, scorer: Scorer, trainer: Trainer, registry: Registry, labels: list[str],
-             seed: int) -> None:
+def finalize(ctx: RunContext) -> None:
+    store, scorer, labels = ctx.store, ctx.scorer, ctx.labels
     # answers that arrived after the run finished (people, with --finish) make a new final labeling
-    signature = list(store.conn.execute("SELECT COUNT(*), MAX(created_at) FROM reviews WHERE pending=0").fetchone())
-    signature.append(store.conn.execute("SELECT COUNT(*) FROM reviews WHERE pending=1").fetchone()[0])
+    signature = store.reviews_signature()
     if store.is_done(STEP) and store.get_meta("finalized_reviews") == signature:
         return
     scorer.ensure()
     store.index_rows_by_text()
-    calibration = fit_calibration(store, scorer, trainer, registry, labels, seed)
+    calibration = fit_calibration(ctx)
     tally = trust.Tally()
 
     def records() -> Iterator[Record]:
@@ -52,8 +53,8 @@ def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: 
                    tally: trust.Tally) -> list[Record]:
     """The final records of one chunk's texts; their sums go to `tally`."""
     a, b = int(vote.ids[0]), int(vote.ids[-1]) + 1
-    reviews = store.reviews_between(a, b, include_pending=True)  # a pending one still says where the row waits
-    verdicts = store.verdicts_between(a, b)
+    reviews = store.reviews(range(a, b), include_pending=True)  # a pending one still says where the row waits
+    verdicts = store.verdicts(range(a, b))
     result = vote.result
     groups = vote_groups(vote)
     calibrated = calibration.calibrated(vote)
@@ -72,17 +73,17 @@ def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: 
         if r is not None and r.label is not None and not r.pending:
             known[i] = True
             v = verdicts.get(t)
-            if v is not None and v[2] is not None:  # a weighed answer: the belief in the decision
-                known_right[i] = v[1]
-                over = v[0] != r.label  # the vote outweighed the answer
-                source[i] = f"vote:over-{reviewer_of(r.source)}" if over else r.source
-                label[i] = v[0] if over else r.label
-                out.append((t, label[i], round(float(v[1]), 6), source[i], voted, vconf, votes_json[i]))
+            if v is not None and v.answer is not None:  # a weighed answer: the belief in the decision
+                known_right[i] = v.belief
+                over = v.label != r.label  # the vote outweighed the answer
+                source[i] = outweighed(reviewer_of(r.source)) if over else r.source
+                label[i] = v.label if over else r.label
+                out.append((t, label[i], round(float(v.belief), 6), source[i], voted, vconf, votes_json[i]))
             else:
                 source[i], label[i] = r.source, r.label
                 out.append((t, r.label, r.confidence, r.source, voted, vconf, votes_json[i]))
         elif voted is None:
-            source[i] = r.source if r is not None else "skipped:no-vote"
+            source[i] = r.source if r is not None else skipped("no-vote")
             out.append((t, None, None, source[i], None, None, votes_json[i]))
         else:
             source[i], label[i] = (r.source if r is not None else str(groups[i])), voted

@@ -3,7 +3,8 @@
 The pipeline hands a reviewer `ReviewItem`s (the text plus everything the specialists said) and
 stores each `ReviewResult` as soon as it is yielded, so a killed run never asks for a review twice.
 A reviewer that cannot answer a row yields a result with `label=None` and a `source` saying why
-(e.g. `queued:llm-invalid-answer`); such rows keep the specialists' vote and go to the human queue.
+(e.g. `queued:llm-invalid-answer`); such a row keeps the specialists' vote, goes on to the next reviewer
+of a cascade, and is asked again on a later run.
 A reviewer that must wait for a person (the file reviewer) yields `pending=True` results; the run
 stops and resumes when rerun.
 """
@@ -14,6 +15,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from ..sources import reviewer_of  # noqa: F401 - re-exported: the reviewer a source names
+from ..store.records import ReviewResult  # noqa: F401 - re-exported: what a reviewer yields
 
 
 @dataclass(frozen=True)
@@ -27,21 +31,9 @@ class ReviewItem:
     confidence: float | None = None  # the aggregate confidence of `vote`
     votes: dict[str, str | None] = field(default_factory=dict)  # specialist -> its label (None: abstained)
     probabilities: dict[str, list[float]] = field(default_factory=dict)  # specialist -> task-ordered probs
-    reason: str = "hard"  # why it is reviewed: "bootstrap", "audit" or "hard"
+    reason: str = "hard"  # why it is reviewed: `sources.BOOTSTRAP`, `AUDIT`, `HARD`, or `SECOND_LOOK`
     prior: list[float] | None = None  # the vote's distribution over the task's labels, before review
     previous: ReviewResult | None = None  # in a cascade, what the reviewer before said (could not settle)
-
-
-@dataclass(frozen=True)
-class ReviewResult:
-    key: int
-    label: str | None  # None: the reviewer could not answer (see `source`)
-    source: str  # "reviewed:gold", "reviewed:file", "reviewed:llm", or "queued:<why>"
-    confidence: float | None = None
-    reason: str | None = None  # the reviewer's one-sentence justification, when it gives one
-    pending: bool = False  # waiting for a person; ask again on the next run
-    cost_usd: float = 0.0
-    trail: tuple[ReviewResult, ...] = ()  # the answers of the reviewers before, in a cascade
 
 
 @runtime_checkable
@@ -73,8 +65,3 @@ class Queued(Protocol):
 
     path: Path
 
-
-def reviewer_of(source: str) -> str:
-    """The reviewer a source names: reviewed:llm -> llm, queued:gold-label-missing -> gold."""
-    kind, _, rest = source.partition(":")
-    return rest if kind == "reviewed" else rest.split("-")[0]

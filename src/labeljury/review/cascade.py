@@ -4,7 +4,7 @@ A row the first reviewer cannot settle goes to the next: no answer (an invalid o
 server failure after retries, the LLM budget spent) or one below that reviewer's `min_confidence`.
 The next reviewer sees what the one before said (`ReviewItem.previous`). The last reviewer is the
 most trusted: the audit sample goes to it directly. A row an earlier reviewer answered but whose
-answer was flagged as doubtful afterwards (`review.weigh`) comes back with reason "flagged" and that
+answer was flagged as doubtful afterwards (`weighing`) comes back with reason "flagged" and that
 answer as `previous`, and goes to the reviewers after the one that gave it. Every reviewer's own
 answer is kept (`ReviewResult.trail`); the row's source names the one that decided it.
 """
@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
-from .base import Checked, Closeable, Reviewer, ReviewItem, ReviewResult, reviewer_of
-
-SECOND_LOOK = "flagged"  # the reason of a row sent on for a second look
+from ..sources import SECOND_LOOK, reviewer_of
+from .base import Checked, Closeable, Reviewer, ReviewItem, ReviewResult
 
 
 class CascadeReviewer:

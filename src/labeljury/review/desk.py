@@ -1,7 +1,9 @@
 """The review desk: hands the routed rows that have no answer yet to the reviewer and stores each answer
 in the run store the moment it is given, so a killed run never asks for a review twice.
 
-It is where every row sent for review passes: the bootstrap sample and each stage's hard rows.
+It is where every row sent for review passes: the bootstrap sample and each stage's hard rows. It asks
+and stores, nothing more: weighing the answers is the next step (`weighing.Weigher`, run by
+`RunContext.review` after every round that asked something).
 A reviewer that cannot answer a row returns it with `label=None` and a `queued:<why>` source (the
 row keeps the specialists' vote); one that must wait for a person returns it `pending`, and the run
 stops with status "waiting" until it is rerun.
@@ -12,14 +14,15 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ReviewError
 from ..progress import Progress, SilentProgress
+from ..sources import SECOND_LOOK, SENT_ON, queued, reviewer_of
 from ..store import RunStore
-from .base import Reviewer, ReviewItem, ReviewResult, reviewer_of
-from .cascade import SECOND_LOOK, CascadeReviewer
+from .base import Reviewer, ReviewItem, ReviewResult
+from .cascade import CascadeReviewer
 
 Opinions = Callable[[list[int]], dict[int, dict[str, Any]]]
 # A reviewer whose answers are mostly unusable is misconfigured (a wrong gold column, labels that do
@@ -32,32 +35,39 @@ EXPECTED = ("queued:llm-budget",)  # the LLM budget ran out: by design, not a fa
 TRANSIENT = ("queued:llm-budget", "queued:llm-timeout", "queued:llm-connection", "queued:llm-http-",
              "queued:llm-bad-response")
 RETRY_AFTER = 30.0
-SENT_ON = "second-look"  # the answers-table mark of a flagged row sent on to the next reviewer
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What one round of review did: how many rows were put to the reviewer (second looks included), and
+    whether every row asked for has an answer that stands (a second look does not hold the run up)."""
+
+    asked: int
+    settled: bool
 
 
 class ReviewDesk:
-    """Asks the reviewer, stores what it says (and the vote's prior of each row asked), then weighs
-    the answers of the reviewers in `weighed` against the vote (`review.weigh`)."""
+    """Asks the reviewer and stores what it says (and the vote's prior of each row asked)."""
 
     def __init__(self, store: RunStore, reviewer: Reviewer, progress: Progress | None = None,
-                 labels: Sequence[str] = (), weighed: frozenset[str] = frozenset()):
+                 labels: Sequence[str] = (), second_look: bool = True):
         self.store = store
+        self.second_look_on = second_look
         self.reviewer = reviewer
         self.progress = progress or SilentProgress()
         self.labels = list(labels)
-        self.weighed = weighed
 
-    def ask(self, ids: Sequence[int], why: str | Mapping[int, str], opinions: Opinions | None = None) -> bool:
+    def ask(self, ids: Sequence[int], why: str | Mapping[int, str], opinions: Opinions | None = None) -> Asked:
         """Ask about the rows `ids` that have no answer yet, saying why each is asked (one reason for
         all, or one a row), with what the specialists said of them (`opinions`) when given; and, in a
         cascade, send the rows whose answer was flagged on to the next reviewer (`second_looks`).
-        Returns False while some of `ids` wait for an answer (a second look does not hold the run up)."""
+        Says how many rows it asked, and whether none of `ids` waits for an answer."""
         s = self.store
         done = self._settled(ids)
         todo = [t for t in ids if t not in done]
         again = self.second_looks()
         if not todo and not again:
-            return True
+            return Asked(0, True)
         reason = (lambda t: why) if isinstance(why, str) else why.__getitem__
         texts = s.texts_by_id(todo)
         said = opinions(todo) if opinions is not None else {}
@@ -86,18 +96,17 @@ class ReviewDesk:
                 bar.advance()
         if len(unusable) >= UNUSABLE_MIN and len(unusable) > UNUSABLE_SHARE * len(items):
             raise ReviewError(_unusable_message(self.reviewer.kind, unusable, len(items)))
-        self.weigh()
-        return pending == 0
+        return Asked(len(items) + len(again), pending == 0)
 
-    def second_look(self) -> None:
+    def second_look(self) -> Asked:
         """Send the rows flagged since the last ask to the next reviewer (at the end of a run)."""
-        self.ask([], SECOND_LOOK)
+        return self.ask([], SECOND_LOOK)
 
     def second_looks(self) -> list[ReviewItem]:
         """In a cascade, the rows an earlier reviewer decided whose answer was flagged as doubtful
-        (`review.weigh`), or that were sent on before and are still waiting, that no later reviewer
+        (`weighing`), or that were sent on before and are still waiting, that no later reviewer
         has answered: each as a ReviewItem with reason "flagged" and the earlier answer as `previous`."""
-        if not isinstance(self.reviewer, CascadeReviewer) or len(self.reviewer.reviewers) < 2:
+        if not self.second_look_on or not isinstance(self.reviewer, CascadeReviewer) or len(self.reviewer.reviewers) < 2:
             return []
         kinds = self.reviewer.kinds
         earlier = kinds[:-1]
@@ -105,9 +114,9 @@ class ReviewDesk:
         flagged = s.flagged_ids()
         # only the flagged rows, and those sent on before, can need a second look
         candidates = sorted(flagged | s.answered_by(SENT_ON))
-        answers = s.answers_of(candidates)
+        answers = s.answers(candidates)
         out: list[ReviewResult] = []
-        for t, r in sorted(s.reviews_of(candidates).items()):
+        for t, r in sorted(s.reviews(candidates).items()):
             who = reviewer_of(r.source)
             if r.label is None or who not in earlier:
                 continue
@@ -121,7 +130,7 @@ class ReviewDesk:
         if not out:
             return []
         texts = s.texts_by_id([r.key for r in out])
-        priors = s.priors_of([r.key for r in out])
+        priors = s.priors([r.key for r in out])
         items = []
         for r in out:
             p = priors.get(r.key)
@@ -136,19 +145,12 @@ class ReviewDesk:
         """A later reviewer's answer to a flagged row decides it; while it waits (or when it fails),
         the earlier answer stands, and the row is marked as sent on so that it stays in that queue."""
         s = self.store
-        s.put_answer(SENT_ON, ReviewResult(res.key, None, f"queued:{SECOND_LOOK}"))
+        s.put_answer(SENT_ON, ReviewResult(res.key, None, queued(SECOND_LOOK)))
         if res.pending:
             return
         if res.label is not None:
             s.put_review(replace(res, trail=()))
         s.put_answer(reviewer_of(res.source), res)
-
-    def weigh(self) -> None:
-        """Decide the reviewed rows' labels anew from every answer so far (cheap: reviewed rows only)."""
-        if self.labels:
-            from .weigh import weigh
-
-            weigh(self.store, self.labels, self.weighed)
 
     def _settled(self, ids: Sequence[int]) -> set[int]:
         """Those of rows `ids` with a review that stands: answered, or failed for a reason that will

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import ReviewError
 from ..labels import LabelMatcher
+from ..sources import queued, reviewed
 from .base import ReviewItem, ReviewResult
 
 QUEUE_KEYS = {"id", "text", "why", "label"}  # every line labeljury writes has these
@@ -108,14 +109,14 @@ class FileReviewer:
             if it.key in answered:
                 label, note = answered[it.key]
                 # yielded (and so stored by the caller) before the queue drops the line
-                yield ReviewResult(it.key, label, "reviewed:file", 1.0, note)
+                yield ReviewResult(it.key, label, reviewed("file"), 1.0, note)
             else:
                 pending.append({"id": it.key, "row": it.row, "text": it.text, "why": it.reason,
                                 "suggestion": it.vote, "confidence": None if it.confidence is None
                                 else round(float(it.confidence), 4), "votes": it.votes, "label": None})
         self._write_queue(pending)
         for rec in pending:
-            yield ReviewResult(rec["id"], None, "queued:human", pending=True)
+            yield ReviewResult(rec["id"], None, queued("human"), pending=True)
 
     def _write_queue(self, pending: list[dict[str, Any]]) -> None:
         # Atomic: a person may have the old file open; never leave it half-written.

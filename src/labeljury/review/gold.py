@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import data
 from ..errors import ReviewError
 from ..labels import LabelMatcher
+from ..sources import queued, reviewed
 from .base import ReviewItem, ReviewResult
 
 
@@ -45,11 +46,11 @@ class GoldReviewer:
                 label = matcher.match(value)
                 if label is None:
                     missing = matcher.missing(value)
-                    yield ReviewResult(item.key, None, "queued:gold-label-missing" if missing
-                                       else "queued:gold-label-unknown",
+                    yield ReviewResult(item.key, None, queued("gold-label-missing") if missing
+                                       else queued("gold-label-unknown"),
                                        reason=None if missing else f"gold value {value!r} is not a task label")
                 else:
-                    yield ReviewResult(item.key, label, "reviewed:gold", 1.0)
+                    yield ReviewResult(item.key, label, reviewed("gold"), 1.0)
             if hi >= last or not wanted:
                 break
         for item in wanted.values():  # rows past the end: the input shrank since ingest

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ..sources import queued, reviewed
 from .base import ReviewItem, ReviewResult
 from .queue import HumanQueue
 
@@ -34,9 +35,9 @@ class HumanReviewer:
         for it in items:
             if it.key in answered:
                 label, via = answered[it.key]
-                yield ReviewResult(it.key, label, f"reviewed:{via}", 1.0)
+                yield ReviewResult(it.key, label, reviewed(via), 1.0)
         for it in waiting:
-            yield ReviewResult(it.key, None, "queued:human", pending=True)
+            yield ReviewResult(it.key, None, queued("human"), pending=True)
 
     def close(self) -> None:
         if self._queue is not None:

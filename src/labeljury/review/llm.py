@@ -23,8 +23,6 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from ..errors import LLMError
 from ..llm.cache import CallCache, SQLiteCallCache
-from ..llm.journal import SQLiteSpendJournal
-from ..specialists.base import bounded
 from ..llm.client import LLMClient
 from ..llm.cost import (
     MESSAGE_OVERHEAD_TOKENS,
@@ -33,8 +31,11 @@ from ..llm.cost import (
     estimate_tokens,
     price_for,
 )
+from ..llm.journal import SQLiteSpendJournal
 from ..llm.prompt import Embed, ExampleSelector, answer_model, format_examples, quote, task_header
 from ..llm.structured import Answer, ask, extract_json
+from ..sources import queued, reviewed
+from ..specialists.base import bounded
 from ..task import Example, Task
 from .base import ReviewItem, ReviewResult
 
@@ -83,11 +84,11 @@ def batch_block(task: Task, items: Sequence[ReviewItem]) -> str:
 
 
 def _reviewed(item: ReviewItem, value: Any, cost: float) -> ReviewResult:
-    return ReviewResult(item.key, value.label, "reviewed:llm", value.confidence, value.reason.strip(), cost_usd=cost)
+    return ReviewResult(item.key, value.label, reviewed("llm"), value.confidence, value.reason.strip(), cost_usd=cost)
 
 
 def _queued(item: ReviewItem, reason: str, cost: float) -> ReviewResult:
-    return ReviewResult(item.key, None, f"queued:llm-{reason}", cost_usd=cost)
+    return ReviewResult(item.key, None, queued(f"llm-{reason}"), cost_usd=cost)
 
 
 class LLMReviewer:

@@ -24,9 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ReviewError
-from ..store import check_store_file
+from ..sources import SECOND_LOOK, queued
+from ..sources import reviewed as reviewed_by
+from ..store import Answer, check_store_file, transaction
+from ..store.db import connect_shared
+from ..store.meta import read_meta
+from ..store.reviews import withdraw_review, write_answer, write_person_review
 from .base import ReviewItem
-from .cascade import SECOND_LOOK
 
 LEASE_SECONDS = 300.0
 
@@ -62,9 +66,7 @@ class HumanQueue:
         self.db_path = Path(run_dir) / "run.db"
         check_store_file(self.db_path, fresh_ok=False)
         try:
-            self.conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA busy_timeout=30000")
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn = connect_shared(self.db_path)
             self.conn.execute("SELECT 1 FROM human_queue LIMIT 1")
         except sqlite3.Error as err:
             raise ReviewError(f"the review queue in {str(self.db_path)!r} cannot be opened ({err})") from None
@@ -78,14 +80,8 @@ class HumanQueue:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), holding the connection's lock: the review
         server answers from several threads, and one SQLite connection is not for two at once."""
-        with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+        with transaction(self.conn, self._lock) as c:
+            yield c
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -165,11 +161,7 @@ class HumanQueue:
                 "WHERE text_id=? AND label IS NULL", (label, owner, now, via, text_id))
             if cur.rowcount != 1:
                 return False
-            self.conn.execute(
-                "INSERT INTO reviews(text_id, label, source, confidence, reason, pending, cost_usd, created_at) "
-                "VALUES (?,?,?,?,?,0,0,?) ON CONFLICT(text_id) DO UPDATE SET label=excluded.label, "
-                "source=excluded.source, confidence=excluded.confidence, reason=excluded.reason, pending=0, "
-                "created_at=excluded.created_at", (text_id, label, f"reviewed:{via}", 1.0, note, now))
+            write_person_review(self.conn, text_id, label, reviewed_by(via), note, now)
         return True
 
     def flag(self, text_id: int, why: str) -> None:
@@ -177,9 +169,7 @@ class HumanQueue:
         with self._tx():
             self.conn.execute("UPDATE human_queue SET why='flagged', lease=NULL, lease_until=NULL WHERE text_id=?",
                               (text_id,))
-            self.conn.execute("INSERT OR REPLACE INTO answers(text_id, reviewer, label, confidence, reason, source, "
-                              "created_at) VALUES (?, 'human', NULL, NULL, ?, 'queued:flagged', ?)",
-                              (text_id, why, time.time()))
+            write_answer(self.conn, text_id, "human", Answer(None, None, why, queued(SECOND_LOOK)))
 
     def undo(self, text_id: int, owner: str) -> bool:
         """Take back `owner`'s answer to the row, while no run has used it (started since). False when
@@ -187,13 +177,12 @@ class HumanQueue:
         with self._tx():
             row = self.conn.execute("SELECT answered_by, answered_at FROM human_queue WHERE text_id=?",
                                     (text_id,)).fetchone()
-            used = self.conn.execute("SELECT value FROM meta WHERE key='run_started_at'").fetchone()
-            if row is None or row[0] != owner or (used is not None and json.loads(used[0]) >= row[1]):
+            used = read_meta(self.conn, "run_started_at")
+            if row is None or row[0] != owner or (used is not None and used >= row[1]):
                 return False
             self.conn.execute("UPDATE human_queue SET label=NULL, answered_by=NULL, answered_at=NULL, via=NULL, "
                               "lease=?, lease_until=? WHERE text_id=?", (owner, time.time() + LEASE_SECONDS, text_id))
-            self.conn.execute("UPDATE reviews SET label=NULL, source='queued:human', pending=1, confidence=NULL "
-                              "WHERE text_id=?", (text_id,))
+            withdraw_review(self.conn, text_id, queued("human"))
         return True
 
     def waiting(self) -> list[Waiting]:

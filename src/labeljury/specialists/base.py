@@ -11,7 +11,10 @@ What else a specialist can do is declared by the small protocols below, never di
 attributes: `Trainable` (`fit`; an unfitted trainable specialist abstains), `Updatable` (`update`:
 continue training from the current weights), `Persistent` (`save` / `load` a checkpoint folder) and
 `LearnsFromUnlabeled` (`fit_unsupervised`: fit features, such as an n-gram vocabulary, on unlabeled
-rows). The class attribute `trainable` says whether the pipeline may train it.
+rows), `TrainsInBatches` (a long fit that reports its progress) and `RunsOnDevice` (moves to a GPU). The
+class attributes `trainable` (whether the pipeline may train it) and `accepts_sample_weight` (whether
+its `fit` / `update` take `sample_weight`) declare the rest. `reads(model)` and `model_input` are the one
+place that turns `input_kind` into what the model is given.
 
 A model usually has labels of its own (VADER: negative/neutral/positive; a hub model: LABEL_0...).
 `LabelMap` turns its probability columns into the task's label order: the mass of each model label
@@ -77,6 +80,40 @@ class LearnsFromUnlabeled(Protocol):
     """Fits features (e.g. an n-gram vocabulary) on unlabeled rows before `fit`."""
 
     def fit_unsupervised(self, X: Any) -> Any: ...
+
+
+@runtime_checkable
+class TrainsInBatches(Protocol):
+    """A long fit (fine-tuning): `epochs` passes over the rows, each batch's row count reported to
+    `on_rows` (a progress bar) while it trains."""
+
+    epochs: int
+    on_rows: Callable[[int], None] | None
+
+
+@runtime_checkable
+class RunsOnDevice(Protocol):
+    """A model an engine should give a GPU (`gpu`) and move there (`to_device`) when there is one."""
+
+    gpu: bool
+
+    def to_device(self, device: str) -> None: ...
+
+
+def reads(model: Any) -> tuple[bool, bool]:
+    """(texts, embeddings): what a specialist reads, from its `input_kind`."""
+    kind = model.input_kind
+    if kind not in ("text", "embedding", "text+embedding"):
+        raise SpecialistError(f"specialist {getattr(model, 'name', model)!r} has an unknown input_kind {kind!r}")
+    return kind != "embedding", kind != "text"
+
+
+def model_input(model: Any, texts: Sequence[str] | None, embeddings: np.ndarray | None,
+                memo: FeatureMemo | None = None) -> Any:
+    """What `model` is given for some rows, from their texts and their embeddings by its encoder (each
+    None when the model does not read it: see `reads`): the embedding array itself, or `Rows`."""
+    wants_texts, _ = reads(model)
+    return embeddings if not wants_texts else Rows(texts, embeddings, memo)
 
 
 class FeatureMemo(Protocol):
@@ -163,6 +200,7 @@ class BaseSpecialist:
 
     input_kind: ClassVar[InputKind] = "text"
     trainable: ClassVar[bool] = False
+    accepts_sample_weight: ClassVar[bool] = False
     encoder: str | None = None
     name: str = "specialist"
 
@@ -248,6 +286,7 @@ class MappedSpecialist:
     the task's labels. Trainable specialists predict the task's labels themselves and are never wrapped."""
 
     trainable: ClassVar[bool] = False
+    accepts_sample_weight: ClassVar[bool] = False
 
     def __init__(self, inner: Any, label_map: LabelMap, name: str | None = None):
         if inner.trainable:

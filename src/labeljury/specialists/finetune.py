@@ -69,6 +69,7 @@ class FineTunedClassifier(BaseSpecialist):
     name = "finetune"
     input_kind: ClassVar[InputKind] = "text"
     trainable: ClassVar[bool] = True
+    accepts_sample_weight: ClassVar[bool] = True
 
     def __init__(self, labels: Sequence[str], model: str = DEFAULT_MODEL, epochs: int = 3, lr: float = 5e-5,
                  batch_size: int = 16, max_length: int = 128, weight_decay: float = 0.01, warmup: float = 0.1,

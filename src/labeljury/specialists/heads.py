@@ -39,6 +39,7 @@ class Head(BaseSpecialist):
     """Shared fit/predict/persist logic; subclasses name their feature blocks and classifier."""
 
     trainable = True
+    accepts_sample_weight: ClassVar[bool] = True
     uses_embeddings: ClassVar[bool] = False
     uses_ngrams: ClassVar[bool] = False
 

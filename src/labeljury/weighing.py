@@ -8,12 +8,19 @@ decided label of a row it answered is the posterior
     P(y | answer, vote) ~ prior(y) * C[y, answer]
 
 where `prior` is the vote's distribution taken before the row was reviewed (by specialists that had not
-learned from it: `RunStore.priors`) and C the reviewer's confusion matrix, P(answer | true label). C is
+learned from it: `RunStore.priors`, written by `record_priors`, `cross_fit_priors` and `audit_priors`
+below) and C the reviewer's confusion matrix, P(answer | true label). C is
 estimated by expectation-maximisation over every row the reviewer answered (Dawid-Skene with the vote
 as the other annotator), with the rows a trusted reviewer also answered (a cascade's people, the audit)
 entering as known truth, and a Dirichlet prior toward DEFAULT_ACCURACY so that a few rows cannot make
-it perfect or useless. What the specialists learn from is set by TRAIN_ON / TRAIN_BELIEF (see there:
-pruning and relabeling were measured, and lost).
+it perfect or useless. The specialists learn from the reviewer's own answers, each once: learning from
+the decided labels instead, leaving out the doubtful ones, or weighting each answer by the belief in it
+were measured, and lost (BENCHMARKS.md, section 7; `Trainer(train_weights=True)` keeps the last one for
+benchmarks). Uniform noise leaves the most likely label of a logistic regression where it was;
+relabeling by the vote feeds the vote's own mistakes back into it.
+
+The pipeline calls `Weigher.weigh` as a step after every round of review (`RunContext.review`); it is
+the only writer of verdicts and of the weighing's summary (`weighing` in the run's meta).
 
 Separately, every reviewed row whose label the prior contradicts with confidence is flagged for a
 second look, by cleanlab's label-issue finder (`find_label_issues`) on those out-of-sample priors.
@@ -23,32 +30,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ..store import RunStore
-from .desk import SENT_ON, reviewer_of
+from .scoring import Scorer
+from .sources import AUDIT, CROSS_FIT_PRIORS, SENT_ON, reviewer_of
+from .store import RunStore, Verdict
 
 WEIGHED_BY_DEFAULT = frozenset({"llm"})
 DEFAULT_ACCURACY = 0.7  # the prior belief in a weighed reviewer before its answers say otherwise
 PRIOR_STRENGTH = 10.0  # ... worth this many rows per class
 PRIOR_MIX = 0.1  # the vote is not calibrated: its distribution is mixed with uniform before use
-# What the specialists learn from a weighed reviewer's rows: its own answer ("answer"), or the decided
-# label ("decided"); rows whose label to learn from is believed less than TRAIN_BELIEF are left out.
-# Measured (BENCHMARKS.md, section 7), financial-sentiment, 26% to a 73%-right reviewer: learning from
-# the decided labels and leaving out those under 0.5 gave 77.9% overall, the answers without those
-# under 0.2 78.4%, the answers, all of them, 79.8%. Uniform noise leaves the most likely label of a
-# logistic regression where it was; relabeling by the vote feeds the vote's own mistakes back into it.
-TRAIN_ON = "answer"
-TRAIN_BELIEF = 0.0
-# With TRAIN_WEIGHTS each row learned from a weighed reviewer counts as much as it is believed (its
-# stored weight: the posterior that the label trained on is right). Measured (BENCHMARKS.md, section
-# 7), 26% to a reviewer at GPT-3.5's accuracy, against every answer counted once: financial +0.12
-# (uniform noise) / -0.19 (hard), tweets -0.68 / -0.29 points. Down-weighting the answers the vote
-# doubts is again a way of feeding the vote's own mistakes back into it: off by default.
-TRAIN_WEIGHTS = False
 FLAG_MIN_ROWS = 30  # fewer reviewed rows with a prior than this: no flags (cleanlab needs counts)
 EM_ITERATIONS = 50
 TEMPERATURES = tuple(np.round(np.arange(0.25, 2.01, 0.125), 3))
@@ -63,13 +57,12 @@ class Weighing:
     rows: dict[str, int] = field(default_factory=dict)  # reviewer -> rows it answered
     checked: dict[str, int] = field(default_factory=dict)  # ... of which a trusted reviewer answered too
     overruled: int = 0
-    untrained: int = 0
     flagged: int = 0
 
     def to_meta(self) -> dict[str, Any]:
         return {"accuracy": {k: round(v, 4) for k, v in self.accuracy.items()}, "confusion": self.confusion,
                 "rows": self.rows, "checked": self.checked, "overruled": int(self.overruled),
-                "untrained": int(self.untrained), "flagged": int(self.flagged)}
+                "untrained": 0, "flagged": int(self.flagged)}  # untrained: kept for the readers of older runs
 
 
 def _em(prior: np.ndarray, answer: np.ndarray, truth: np.ndarray, k: int, C0: np.ndarray, strength: float,
@@ -126,7 +119,7 @@ def answer_noise(store: RunStore, ids: Sequence[int], k: int) -> list[tuple[np.n
     confusion = (store.get_meta("weighing") or {}).get("confusion") or {}
     if not confusion or not len(ids):
         return []
-    reviews = store.reviews_of(ids)
+    reviews = store.reviews(ids)
     kinds = np.array([reviewer_of(reviews[int(t)].source) if int(t) in reviews else "" for t in ids], dtype=object)
     out = []
     for kind in sorted(set(kinds.tolist()) & set(confusion)):
@@ -173,9 +166,7 @@ def _reviewed(store: RunStore, labels: list[str]) -> _Reviewed:
     k = len(labels)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     kinds: dict[str, str] = {}
-    cursor = store.conn.execute("SELECT text_id, label, source, confidence FROM reviews WHERE pending=0 "
-                                "ORDER BY text_id")
-    while batch := cursor.fetchmany(50_000):  # in batches, kept as arrays
+    for batch in store.review_batches():  # in batches, kept as arrays
         batch = [row for row in batch if row[1] in index]
         parts.append((np.array([row[0] for row in batch], dtype=np.int64),
                       np.array([index[row[1]] for row in batch], dtype=np.int64),
@@ -188,8 +179,7 @@ def _reviewed(store: RunStore, labels: list[str]) -> _Reviewed:
     uniform = np.full(k, 1.0 / k)
     prior = np.tile(uniform, (len(ids), 1))
     has = np.zeros(len(ids), bool)
-    cursor = store.conn.execute("SELECT text_id, probs FROM priors ORDER BY text_id")
-    while stored := cursor.fetchmany(50_000):  # in batches: memory is a batch of JSON, not all of it
+    for stored in store.prior_batches():  # in batches: memory is a batch of JSON, not all of it
         t = np.array([row[0] for row in stored], dtype=np.int64)
         at = np.minimum(np.searchsorted(ids_arr, t), max(len(ids) - 1, 0))
         mine = (ids_arr[at] == t) if len(ids) else np.zeros(len(t), bool)
@@ -212,9 +202,9 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
     index = {lab: i for i, lab in enumerate(labels)}
     rv = _reviewed(store, labels)
     # every reviewer's answer to the rows more than one answered (a cascade's later reviewers, a second look)
-    answers = store.answers_of_rows_answered_twice() if weighed else {}
+    answers = store.answers(answered_twice=True) if weighed else {}
     out = Weighing()
-    verdicts: dict[int, list[Any]] = {}  # text id -> [label, belief, answer, flagged, train, weight]
+    verdicts: dict[int, Verdict] = {}
     for kind in sorted(weighed):
         at = np.flatnonzero(rv.kind == kind)
         if not len(at):
@@ -226,7 +216,7 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
         checked = []
         for t, said in answers.items():
             i = rv.at(t) if SENT_ON in said else None
-            if i is not None and rv.kind[i] not in weighed and said.get(kind, {}).get("label") in index:
+            if i is not None and rv.kind[i] not in weighed and kind in said and said[kind].label in index:
                 checked.append(i)
         decided_here = len(at)
         rows = np.concatenate([at, np.array(checked, dtype=np.int64)])
@@ -234,11 +224,11 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
         for r, i in enumerate(rows.tolist()):  # a trusted reviewer's answer to the same row is the truth
             t = int(rv.ids[i])
             trusted = [rv.label[i]] if r >= decided_here else [
-                a["label"] for rev, a in answers.get(t, {}).items()
-                if rev != kind and rev not in weighed and a["label"] in index]
+                a.label for rev, a in answers.get(t, {}).items()
+                if rev != kind and rev not in weighed and a.label in index]
             if trusted:
                 truth[r] = index[trusted[0]]
-        ans = np.array([rv.answer[i] if r < decided_here else index[answers[int(rv.ids[i])][kind]["label"]]
+        ans = np.array([rv.answer[i] if r < decided_here else index[answers[int(rv.ids[i])][kind].label]
                         for r, i in enumerate(rows.tolist())], dtype=np.int64)
         C, q = fit_confusion(rv.prior[rows], ans, truth, k)
         out.confusion[kind] = [[round(float(x), 4) for x in row] for row in C]
@@ -247,24 +237,21 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
         out.rows[kind], out.checked[kind] = len(rows), int((truth >= 0).sum())
         for r, i in enumerate(at.tolist()):
             decided = int(q[r].argmax())
-            belief = float(q[r, decided])
-            trained = ans[r] if TRAIN_ON == "answer" else decided
-            keep = q[r, trained] >= TRAIN_BELIEF
-            train = labels[trained] if keep else None
-            weight = float(q[r, trained])  # kept whether or not training uses it
-            verdicts[int(rv.ids[i])] = [labels[decided], belief, rv.label[i], False, train, weight]
+            # the specialists learn from its own answer (see the module doc), weighted, when weights are
+            # used, by the belief that the answer is right
+            verdicts[int(rv.ids[i])] = Verdict(labels[decided], float(q[r, decided]), rv.label[i], False, rv.label[i],
+                                               float(q[r, ans[r]]))
             out.overruled += int(decided != ans[r])
-            out.untrained += int(not keep)
     for i in _label_issues(rv):
         t = int(rv.ids[i])
         if SENT_ON in answers.get(t, {}) and rv.kind[i] not in weighed:
             continue  # flagged before, and a trusted reviewer has had the second look
         # an obeyed reviewer's row keeps its label (no answer recorded: nothing was weighed)
         conf = rv.confidence[i]
-        verdicts.setdefault(t, [rv.label[i], 1.0 if np.isnan(conf) else float(conf), None, False, rv.label[i], 1.0])
-        verdicts[t][3] = True
+        v = verdicts.get(t) or Verdict(rv.label[i], 1.0 if np.isnan(conf) else float(conf), None, False, rv.label[i], 1.0)
+        verdicts[t] = replace(v, flagged=True)
         out.flagged += 1
-    store.put_verdicts((t, *v) for t, v in sorted(verdicts.items()))
+    store.put_verdicts(verdicts)
     store.set_meta("weighing", out.to_meta())
     return out
 
@@ -288,3 +275,64 @@ def _label_issues(rv: _Reviewed) -> list[int]:
     # only where the vote is confident: a row that is merely hard is not a suspect
     confident = P.max(axis=1) >= 0.6
     return at[np.asarray(issues, bool) & confident].tolist()
+
+
+class Weigher:
+    """The weighing step of a run: `weigh` after each round of review, and the better priors it weighs
+    against before the final refit (`cross_fit_priors`) and at the end (`audit_priors`). `weighed` names
+    the reviewers whose answers are weighed (`weighed_kinds`); the others are obeyed."""
+
+    def __init__(self, store: RunStore, labels: Sequence[str], weighed: frozenset[str]):
+        self.store = store
+        self.labels = list(labels)
+        self.weighed = weighed
+
+    def weigh(self) -> Weighing | None:
+        """Decide the reviewed rows' labels anew from every answer so far (cheap: reviewed rows only)."""
+        return weigh(self.store, self.labels, self.weighed) if self.labels else None
+
+    def cross_fit_priors(self, scorer: Scorer, trainer: Any, progress: Any) -> None:
+        """Before the final refit, when some reviewer's answers are weighed: a better prior for every
+        reviewed row than the vote it had when it was picked: the fixed voters' predictions and the
+        out-of-fold probabilities of fresh copies of each refitted head (trained on the other reviewed
+        rows), averaged. The answers are weighed again against it, so the final refit learns from the
+        decided labels. (Fine-tuned transformers are left out: five fits each would cost too much.)"""
+        from .specialists import Updatable
+
+        s = self.store
+        if not self.weighed or s.is_done(CROSS_FIT_PRIORS):
+            return
+        audit = set(s.routed(AUDIT))
+        answers = {t: r.label for t, r in s.reviews().items() if r.label is not None and t not in audit}
+        ids = np.array(sorted(answers), np.int64)
+        if len(ids):
+            y = [answers[int(t)] for t in ids]
+            P, names = scorer.tensor(ids)
+            columns = []
+            with progress.bar("weighing the reviewers: cross-fitted priors", len(names)) as bar:
+                for j, name in enumerate(names):
+                    model = scorer.registry.models[name]
+                    if not model.trainable:
+                        columns.append(P[:, j])
+                    elif not isinstance(model, Updatable):
+                        oof = trainer.cross_val_proba(name, ids, y)
+                        if oof is not None:
+                            columns.append(oof)
+                    bar.advance()
+            if columns:
+                stacked = np.stack(columns, axis=1)
+                has = ~np.isnan(stacked).any(axis=2)
+                mean = np.where(has[..., None], np.nan_to_num(stacked), 0).sum(axis=1)
+                mean /= np.maximum(has.sum(axis=1, keepdims=True), 1)
+                ok = has.any(axis=1)
+                s.put_priors({int(t): mean[i] for i, t in enumerate(ids) if ok[i]}, replace=True)
+                self.weigh()
+        s.mark_done(CROSS_FIT_PRIORS)
+
+    def audit_priors(self, scorer: Scorer) -> None:
+        """The audit rows, which no version learns from, get the final vote as their prior."""
+        audit = np.asarray(self.store.routed(AUDIT), dtype=np.int64)
+        if len(audit):
+            v = scorer.vote(audit)
+            self.store.put_priors({int(t): v.result.posterior[i] for i, t in enumerate(v.ids)
+                                   if v.result.label[i] >= 0}, replace=True)
