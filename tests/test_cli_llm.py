@@ -30,8 +30,10 @@ def _invoke(*args: object):  # noqa: ANN202
 def _one_line_error(result, *needles: str) -> str:  # noqa: ANN001
     """A non-zero exit with one error line (after any progress bar already drawn) and no traceback."""
     assert result.exit_code != 0, result.output
-    text = "\n".join(line for line in result.stderr.strip().splitlines() if " eta " not in line)
-    assert "Traceback" not in text + result.stdout and len(text.splitlines()) == 1, text
+    output = result.stderr.strip()
+    errors = [line for line in output.splitlines() if line.startswith("error:")]  # progress lines are no error
+    assert "Traceback" not in output + result.stdout and len(errors) == 1, output
+    text = errors[0]
     for n in needles:
         assert n in text, text
     return text

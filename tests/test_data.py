@@ -387,3 +387,22 @@ def test_check_output_refuses_missing_folder_and_bad_extension(tmp_path):
     assert ".csv" in _raises(OutputError, check_output, tmp_path / "out.txt", src)
     (tmp_path / "dir.csv").mkdir()
     assert "folder" in _raises(OutputError, check_output, tmp_path / "dir.csv", src)
+
+
+def test_bad_utf8_deep_in_a_file_is_reported_at_its_line_and_file_offset(tmp_path: Path) -> None:
+    """pandas decodes in blocks: the decoder's own position ("at byte 3") named nothing in the file."""
+    rows = ["text,label"] + [f"row number {i} é,positive" for i in range(3000)]
+    raw = ("\n".join(rows) + "\n").encode()
+    at = raw.index(b"row number 1499 ")
+    path = tmp_path / "bad.csv"
+    path.write_bytes(raw[:at] + b"\xff" + raw[at:])
+    with pytest.raises(InputError, match=f"at line 1501, byte {at} of the file"):
+        for _ in iter_chunks(path, columns=["text"]):
+            pass
+
+
+def test_a_tab_separated_file_named_csv_is_called_tab_separated(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("text\tlabel\nhello, world\tpositive\nfine\tnegative\n")
+    with pytest.raises(InputError, match="looks tab-separated"):
+        check_input(path, "text")

@@ -30,8 +30,11 @@ runner = CliRunner()
 
 def one_line_error(result, *needles: str) -> str:
     assert result.exit_code != 0, result.output
-    text = "\n".join(line for line in (result.stderr or result.output).strip().splitlines() if " eta " not in line)
-    assert "Traceback" not in text and len(text.splitlines()) == 1, text
+    # the progress lines before it (a bar on a terminal, a line a step in a pipe) are not the error
+    output = (result.stderr or result.output).strip()
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in output and len(errors) == 1, output
+    text = errors[0]
     for n in needles:
         assert n in text, text
     return text
@@ -348,3 +351,104 @@ def test_no_pickle_in_a_run_directory_is_ever_loaded(tmp_path: Path, small, monk
     assert not marker.exists()
     with np.load(next((run_dir / "checkpoints").glob("*/arrays.npz")), allow_pickle=False) as arrays:
         assert arrays.files  # the real checkpoint: arrays, no pickle
+
+
+def test_a_run_dir_that_is_a_users_folder_is_refused_and_left_untouched(tmp_path: Path, small) -> None:
+    """--run-dir naming an existing folder that is not a run directory: one line, non-zero exit, and the
+    user's plan.json, annotate.py, report.html and feature-cache/ are as they were."""
+    data, task = small
+    mine = tmp_path / "my-project"
+    (mine / "feature-cache").mkdir(parents=True)
+    files = {"plan.json": '{"mine": true}', "annotate.py": "print('mine')\n", "report.html": "<p>mine</p>",
+             "feature-cache/notes.txt": "keep me"}
+    for name, text in files.items():
+        (mine / name).write_text(text)
+    result = invoke("run", task, "--input", data, "--output", tmp_path / "out.csv", "--run-dir", mine)
+    assert result.exit_code != 0 and "is not a run directory" in result.output and "Traceback" not in result.output
+    assert {name: (mine / name).read_text() for name in files} == files
+    assert not (mine / "run.db").exists() and not (tmp_path / "out.csv").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()  # an empty folder is fine: it becomes the run directory
+    assert invoke("run", task, "--input", data, "--output", tmp_path / "out.csv", "--run-dir", empty).exit_code == 0
+    assert (empty / "run.db").exists()
+
+
+def test_a_users_folder_is_refused_before_an_llm_reviewer_writes_its_cache_there(tmp_path: Path, small) -> None:
+    data, task = small
+    text = task.read_text().replace("reviewer: {kind: gold, column: label}", "reviewer: {kind: llm}")
+    task.write_text(text + "llm: {model: gpt-4o-mini, base_url: 'http://127.0.0.1:9/v1', api_key_env: null}\n")
+    mine = tmp_path / "my-project"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    result = invoke("run", task, "--input", data, "--output", tmp_path / "out.csv", "--run-dir", mine)
+    assert result.exit_code != 0 and "is not a run directory" in result.output
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]  # no run.db, no cache, nothing
+
+
+class _Logs:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def bar(self, description, total, unit="rows"):  # noqa: ANN001, ANN201 - the Progress protocol
+        from labeljury.progress import SilentProgress
+
+        return SilentProgress().bar(description, total, unit)
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+@pytest.mark.parametrize("case", ["no budget", "finish before people"])
+def test_a_run_whose_specialists_cannot_vote_yet_finishes_and_says_why(tmp_path: Path, case: str) -> None:
+    """Only trainable specialists and no reviewed row (a budget of 0; --finish before anyone answered):
+    nothing can vote. The run finishes, every unreviewed row says it has no vote, and one line says why
+    (it used to end in a traceback: "the vote tensor needs at least one specialist")."""
+    data = tmp_path / "in.csv"
+    make_rows(120, seed=1).to_csv(data, index=False)
+    path = write_task(tmp_path / "t.yaml", specialists="[tfidf-head]", budget=0.2)
+    if case == "no budget":
+        path.write_text(path.read_text().replace("budget: 0.2", "budget: 0"))
+    else:
+        path.write_text(path.read_text().replace("reviewer: {kind: gold, column: label}", "reviewer: {kind: human}"))
+    task, logs = load_task(path), _Logs()
+    out = tmp_path / "out.csv"
+    if case == "finish before people":
+        assert run(task, data, out).status == "waiting"
+    report = run(task, data, out, progress=logs, finish=case == "finish before people")
+    assert report.status == "complete"
+    df = pd.read_csv(out, keep_default_na=False)
+    assert set(df.annotation_source) <= {"skipped:no-vote", "queued:human"} and (df.annotation == "").all()
+    assert "skipped:no-vote" in set(df.annotation_source)
+    assert any(line.startswith("no specialist could vote") for line in logs.lines)
+
+
+def test_a_gold_column_with_empty_and_unknown_values_is_blamed_for_both(tmp_path: Path) -> None:
+    rows = make_rows(200, seed=3)
+    labels = rows["label"].astype(object)
+    labels[rows.index % 2 == 0] = ""  # half empty ...
+    labels[rows.index % 4 == 1] = "meh"  # ... and a quarter not a label at all
+    rows["label"] = labels
+    data = tmp_path / "in.csv"
+    rows.to_csv(data, index=False)
+    text = one_line_error(invoke("run", write_task(tmp_path / "t.yaml"), "--input", data, "--output",
+                                 tmp_path / "out.csv"), "came back without a label")
+    assert "queued:gold-label-missing" in text and "queued:gold-label-unknown" in text and "'meh'" in text
+    assert "is empty for these rows" in text and "must be the task's labels" in text
+
+
+def test_a_small_run_without_an_audit_says_why_and_what_to_set(tmp_path: Path) -> None:
+    """300 rows at 20%: the default audit (a third of 60 reviews) is under its 30-row floor and is off.
+    The run, `status` and the report say so, with the setting that gives one."""
+    from labeljury.report import build_report
+    from labeljury.status import _estimate_line, run_status
+
+    data = tmp_path / "in.csv"
+    make_rows(300, seed=8).to_csv(data, index=False)
+    logs = _Logs()
+    out = tmp_path / "out.csv"
+    assert run(load_task(write_task(tmp_path / "t.yaml", budget=0.2)), data, out, progress=logs).status == "complete"
+    said = [line for line in logs.lines if line.startswith("no audit sample")]
+    assert said and "20 of its 60" in said[0] and "review.audit: 30" in said[0]
+    info = run_status(out.with_name("out.csv.run"))
+    assert info["audit_rows"] == 0 and "review.audit: 30" in _estimate_line(info)
+    assert "review.audit: 30" in build_report(out.with_name("out.csv.run"))

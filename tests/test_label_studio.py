@@ -153,3 +153,38 @@ def test_round_trip_through_files(tmp_path: Path, label_studio: str) -> None:
     bad.write_text(json.dumps([{"data": {"text": "x", "labeljury_id": 99999}, "annotations": []}]))
     res = runner.invoke(app, ["import-reviews", str(run_dir), str(bad)])
     assert res.exit_code == 2 and "not a row of this run" in res.stderr
+
+
+def _annotated(task: dict, label: str) -> dict:
+    """A task as Label Studio exports it, annotated with `label`."""
+    return {**task, "annotations": [{"was_cancelled": False, "result": [
+        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]}]}
+
+
+@pytest.mark.parametrize("break_it", ["annotations is text", "result is text", "value is text", "huge id",
+                                      "another run's text", "not an object"])
+def test_a_malformed_or_foreign_export_is_one_line_and_changes_nothing(tmp_path: Path, break_it: str) -> None:
+    """Untrusted JSON is validated (a pydantic model of the export), checked against the run (row id and
+    text) before anything is stored: a bad task, even the last one, leaves every row waiting."""
+    data, task, gold = _waiting_run(tmp_path)
+    run_dir = tmp_path / "out.csv.run"
+    assert runner.invoke(app, ["export-queue", str(run_dir), "--output", str(tmp_path / "tasks.json")]).exit_code == 0
+    tasks = [_annotated(t, gold[t["data"]["text"]]) for t in json.loads((tmp_path / "tasks.json").read_text())]
+    last = tasks[-1]
+    if break_it == "annotations is text":
+        last["annotations"] = "yes"
+    elif break_it == "result is text":
+        last["annotations"][0]["result"] = "positive"
+    elif break_it == "value is text":
+        last["annotations"][0]["result"][0]["value"] = "positive"
+    elif break_it == "huge id":
+        last["data"]["labeljury_id"] = 2**70
+    elif break_it == "another run's text":
+        last["data"]["text"] = "a text of another run"
+    else:
+        tasks[-1] = ["not", "a", "task"]
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+    res = runner.invoke(app, ["import-reviews", str(run_dir), str(tmp_path / "export.json")])
+    assert res.exit_code != 0 and "Traceback" not in res.output and len(res.stderr.strip().splitlines()) == 1
+    with RunStore.existing(run_dir) as s:
+        assert not any(r.source == "reviewed:label-studio" for r in s.reviews().values())

@@ -72,10 +72,27 @@ def test_the_cli_shows_a_total_and_an_eta_while_reading(tmp_path):
 
     path = tmp_path / "in.csv"
     _frame(5_000).to_csv(path, index=False)
-    console = Console(record=True, width=160, force_terminal=False)
+    console = Console(record=True, width=160, force_terminal=True)
     with RunStore(tmp_path / "run") as store:
         ingest(store, path, "text", RichProgress(console))
     shown = console.export_text()
     size_kb = path.stat().st_size / 1000
     assert "reading rows" in shown and "/?" not in shown and "100%" in shown
     assert f"{size_kb:.1f}/{size_kb:.1f} kB" in shown
+
+
+def test_off_a_terminal_each_step_is_one_line_with_its_total_and_time(tmp_path):
+    """In a pipe or a CI log a live bar repeats and is cut at 80 columns: one full line a step instead."""
+    from rich.console import Console
+
+    from labeljury.progress import RichProgress
+
+    console = Console(record=True, width=80, force_terminal=False)
+    progress = RichProgress(console)
+    with progress.bar("specialists voting: a step whose name is longer than eighty columns, every word of it", 3) as b:
+        b.advance(3)
+    progress.log("a message longer than eighty columns stays on one line, unbroken, for grep and for people " * 2)
+    lines = console.export_text().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("specialists voting: a step whose name") and lines[0].endswith(" s")
+    assert "every word of it: 3 rows in " in lines[0] and "━" not in lines[0]

@@ -121,6 +121,20 @@ def test_answers_through_the_api_and_the_run_goes_on(server, waiting_run) -> Non
     assert report.status in ("waiting", "complete") and report.reviews >= answered
 
 
+def test_ids_from_outside_get_a_client_error_never_a_500(server) -> None:
+    """Untrusted JSON: an id no row can have is 404 (a huge one used to overflow SQLite: HTTP 500), one of
+    the wrong type 400; skipping a row that does not exist is 404, not 200."""
+    for path in ("/api/answer", "/api/skip", "/api/undo"):
+        for row_id in (2**70, -1, 10**9):
+            status, _ = call(server, path, "POST", {"id": row_id, "label": "neutral"})
+            # undo of a possible but unknown id: 409 ("cannot be taken back"); of an impossible one: 404
+            assert status == (409 if path == "/api/undo" and 0 <= row_id < 2**63 else 404), (path, row_id, status)
+        for row_id in ("7", None, True, 1.5):
+            assert call(server, path, "POST", {"id": row_id, "label": "neutral"})[0] == 400, (path, row_id)
+        for bad in ([1, 2], "x", {"label": "neutral"}):
+            assert call(server, path, "POST", bad)[0] == 400, (path, bad)
+
+
 def test_state_changes_are_not_forgeable_from_another_origin(server) -> None:
     _, row = call(server, "/api/next")
     forged = call(server, "/api/answer", "POST", {"id": row["id"], "label": "neutral"},

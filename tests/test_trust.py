@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from labeljury import evaluate, load_task, run
+from labeljury import evaluate, load_task, run, trust
 from labeljury.budget import plan_budget
 from labeljury.cli import app
 from labeljury.store import RunStore
@@ -283,3 +283,24 @@ def test_an_estimate_corrected_past_one_keeps_its_interval_in_order():
     e = estimate(Sums(rows=n, unknown=n, unknown_calibrated=0.999 * n), audit)
     assert e.method == "ppi"
     assert 0.0 <= e.low <= e.accuracy <= e.high <= 1.0
+
+
+def test_rows_an_unmeasured_reviewer_decided_count_from_all_wrong_to_all_right() -> None:
+    """Agreement is not accuracy: the rows decided by a reviewer whose accuracy nothing measured widen
+    the interval by what they could be, and keep the point estimate."""
+    rng = np.random.default_rng(3)
+    audit = trust.Audit(weight=np.ones(60), calibrated=np.full(60, 0.8), correct=(rng.random(60) < 0.8).astype(float),
+                        source=np.array(["vote"] * 60, dtype=object), label=np.array(["a"] * 60, dtype=object))
+    known = np.r_[np.zeros(100, bool), np.ones(40, bool)]
+    args = (np.ones(140), known, np.full(140, 0.8), ["vote"] * 100 + ["reviewed:llm"] * 40, ["a"] * 140,
+            np.r_[np.ones(100), np.full(40, 0.9)])
+    measured, unmeasured = trust.Tally(), trust.Tally()
+    measured.add(*args)
+    unmeasured.add(*args, unmeasured=known)
+    base, wide = trust.estimate(measured.sums(), audit), trust.estimate(unmeasured.sums(), audit)
+    assert wide.accuracy == pytest.approx(base.accuracy) and wide.unmeasured_rows == 40
+    assert wide.low == pytest.approx(base.low - 40 * 0.9 / 140)
+    assert wide.high == pytest.approx(min(1.0, base.high + 40 * 0.1 / 140))
+    assert wide.method == "ppi+bounds" and base.method == "ppi"
+    llm = trust.estimate(unmeasured.sums(source="reviewed:llm"), audit, np.zeros(60, bool))
+    assert llm.low == pytest.approx(0.0) and llm.high == pytest.approx(1.0)  # alone: anything from 0 to 1

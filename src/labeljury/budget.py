@@ -82,6 +82,23 @@ def audit_rows(review: ReviewSpec, n_rows: int) -> int:
     return max(0, min(want, budget))
 
 
+def no_audit_reason(review: ReviewSpec, n_rows: int) -> str | None:
+    """Why a run over `n_rows` rows has no audit sample, and what to set for one; None when it has one."""
+    if audit_rows(review, n_rows) > 0:
+        return None
+    budget = budget_rows(review, n_rows)
+    if review.audit is not None:
+        return (f"review.audit is {review.audit!r}: no audit sample, so nothing measures the output; set review.audit: "
+                f"{min(AUDIT_MIN, budget) or AUDIT_MIN} (rows, inside the budget) for an estimate")
+    if budget < AUDIT_MIN:
+        return (f"the review budget ({budget} rows) is under the {AUDIT_MIN} rows an audit needs; raise "
+                f"review.budget to at least {AUDIT_MIN} rows for an estimate")
+    return (f"the default audit, a third of the review budget, would be {int(AUDIT_SHARE * budget)} of its {budget} "
+            f"rows, under the {AUDIT_MIN} an estimate needs, so it is off; set review.audit: {AUDIT_MIN} (it costs "
+            f"{AUDIT_MIN} of the {budget} reviews, which then measure instead of train) or raise review.budget to "
+            f"{math.ceil(AUDIT_MIN / AUDIT_SHARE)} rows")
+
+
 def plan_budget(review: ReviewSpec, continual: ContinualSpec | None, *, n_rows: int, n_texts: int,
                 n_labels: int, trainable: bool) -> BudgetPlan:
     """The budget of a run over `n_rows` input rows holding `n_texts` unique texts.

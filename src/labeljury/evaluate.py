@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import data
+from . import data, trust
 from .errors import InputError
 from .labels import canonical, key
 from .llm.usage import LLMUsage, read_llm_usage
@@ -54,6 +54,7 @@ class EvalReport:
     estimated_accuracy_low: float | None = None
     estimated_accuracy_high: float | None = None
     estimate_covers_truth: bool | None = None
+    estimate_note: str | None = None  # why there is no estimate, or why its interval is wide (`status.unmeasured_note`)
     audit_rows: int | None = None
     ece: float | None = None  # of annotation_confidence on the rows the vote labeled
     cost_usd: float | None = None  # what the run's LLM calls cost (None: no LLM was used)
@@ -191,6 +192,8 @@ def _evaluate(output: Path, gold_column: str, want: list[str], n_rows: int, run:
         report.estimated_accuracy = overall.get("accuracy")
         report.estimated_accuracy_low, report.estimated_accuracy_high = overall.get("low"), overall.get("high")
         report.audit_rows = run.audit_rows
+        report.estimate_note = trust.unmeasured_note(run.trust.get("unmeasured") or {}, report.estimated_accuracy,
+                                                     overall.get("unmeasured_rows") or 0)
         if report.estimated_accuracy_low is not None and report.labeled_accuracy is not None:
             report.estimate_covers_truth = bool(report.estimated_accuracy_low <= report.labeled_accuracy
                                                 <= report.estimated_accuracy_high)
@@ -264,8 +267,12 @@ def render(report: EvalReport) -> Any:
         interval = ("" if report.estimated_accuracy_low is None else
                     f" (95% interval {report.estimated_accuracy_low:.1%} - {report.estimated_accuracy_high:.1%})")
         truth = "" if report.labeled_accuracy is None else f"; true {report.labeled_accuracy:.2%} of labeled rows"
-        head.add_row("estimated without gold", f"{report.estimated_accuracy:.2%}{interval}, from {report.audit_rows} "
-                                               f"audit rows{truth}")
+        point = f"{report.estimated_accuracy:.2%}{interval}"
+        if report.estimate_note is not None and report.estimated_accuracy_low is not None:  # no point to ship on
+            point = f"between {report.estimated_accuracy_low:.1%} and {report.estimated_accuracy_high:.1%} (95%)"
+        head.add_row("estimated without gold", f"{point}, from {report.audit_rows} audit rows{truth}")
+    if report.estimate_note is not None:
+        head.add_row("the estimate", report.estimate_note)
     head.add_row("macro-F1", f"{report.macro_f1:.4f}")
     head.add_row("coverage", f"{report.coverage:.2%}")
     head.add_row("review rate", f"{report.review_rate:.2%}")

@@ -4,13 +4,17 @@
 A value matches a label when their canonical forms are equal ignoring case: the canonical form of a
 string is the string without surrounding whitespace; of a boolean `true` / `false`; of a whole number
 (also a float such as 1.0, as pandas reads integers with gaps) its digits. So the labels `0`, `1`, `2`
-match integer gold labels from JSONL or Parquet, and `true` matches a JSON boolean.
+match integer gold labels from JSONL or Parquet, and `true` matches a JSON boolean. "Ignoring case" is
+Unicode's: the forms are NFKC-normalised (a `café` typed as e + combining accent is the `café` of one code
+point; a full-width `Ａ` is `A`) and case-folded (`straße` is `STRASSE`). The task refuses two labels
+with the same key (`task.Task`), so a value never matches two labels.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,9 +38,9 @@ def canonical(value: object) -> str | None:
 
 
 def key(value: object) -> str | None:
-    """What two matching values share (the canonical form, case-folded)."""
+    """What two matching values share (the canonical form, NFKC-normalised and case-folded)."""
     c = canonical(value)
-    return None if c is None else c.casefold()
+    return None if c is None else unicodedata.normalize("NFKC", c).casefold()
 
 
 class LabelMatcher:

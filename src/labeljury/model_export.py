@@ -102,12 +102,13 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
         stages = store.stages()
         record, ckpt = _pick(run_dir, read_registry(store), specialist)
         reviewed = len({t for t, r in store.reviews().items() if r.label is not None} - set(store.routed(AUDIT)))
+        unmeasured = sorted((store.get_meta("trust") or {}).get("unmeasured") or {})
     entry = {**record.to_dict(), "validation_accuracy": record.latest_accuracy}
     kind = _kind(ckpt)
     assert kind is not None  # checkpoint_dir only returns folders of a known kind
     info = _describe(ckpt, kind)
     labels = _labels(task, info)
-    card = model_card(task, labels, entry, kind, info, stages, reviewed, run_dir, output.name)
+    card = model_card(task, labels, entry, kind, info, stages, reviewed, run_dir, output.name, unmeasured)
     _write_atomically(output, ckpt, {"README.md": card,
                                      "labels.json": json.dumps(labels, indent=2, ensure_ascii=False) + "\n"})
     return ExportedModel(entry["name"], int(entry["version"]), kind, output, entry["validation_accuracy"],
@@ -190,7 +191,9 @@ def _corrected(stages: list[dict[str, Any]]) -> int:
 # -- the model card -------------------------------------------------------------------------------------
 def model_card(task: dict[str, Any], labels: list[dict[str, Any]], entry: dict[str, Any], kind: Kind,
                info: dict[str, Any], stages: list[dict[str, Any]], reviewed: int, run_dir: Path,
-               folder: str) -> str:
+               folder: str, unmeasured: list[str] | None = None) -> str:
+    """The model card (README.md). `unmeasured`: the weighed reviewers whose accuracy nothing independent
+    measured (an audit they answered makes "audit accuracy" agreement with them, not accuracy)."""
     name = task.get("name") or "labeljury task"
     acc, rows = entry["validation_accuracy"], entry["validation_rows"]
     lines = [
@@ -225,6 +228,8 @@ def model_card(task: dict[str, Any], labels: list[dict[str, Any]], entry: dict[s
          "from the input, reviewed, and never trained on by this or any version (each stage below)"
          + (f"; {_corrected(stages)} of the audit's answers came from a reviewer whose answers are weighed (an "
             "LLM): measured against them allowing for its mistakes (its confusion matrix as the run estimated it)"
+            + (f". That reviewer's ({', '.join(unmeasured)}) accuracy is unmeasured: nothing independent checked it, "
+               "so this is agreement with it, not a measured accuracy" if unmeasured else "")
             if _corrected(stages) else "")
          if entry.get("audited") else
          f"- Validation accuracy: {_pct(acc)}" + (" (latest stage's held-out reviewed rows; each stage below)"

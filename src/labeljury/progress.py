@@ -46,6 +46,9 @@ class RichProgress:
 
     @contextmanager
     def bar(self, description: str, total: int | None, unit: Unit = "rows") -> Iterator[Bar]:
+        if not self.console.is_terminal:  # a pipe or a CI log: one line per step, when it ends
+            yield from self._line(description, total, unit)
+            return
         from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress,
                                    TaskProgressColumn, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn, TransferSpeedColumn)
@@ -70,5 +73,21 @@ class RichProgress:
 
             yield _B()
 
+    def _line(self, description: str, total: int | None, unit: Unit) -> Iterator[Bar]:
+        import time
+
+        done = [0]
+        started = time.perf_counter()
+
+        class _Count:
+            def advance(self, n: int = 1) -> None:
+                done[0] += n
+
+        yield _Count()
+        seconds = time.perf_counter() - started
+        count = done[0] if total is None else total
+        what = f"{count / 2**20:,.1f} MiB" if unit == "bytes" else f"{count:,} {unit}"
+        self.console.print(f"{description}: {what} in {seconds:.1f} s", highlight=False, soft_wrap=True)
+
     def log(self, message: str) -> None:
-        self.console.print(message)
+        self.console.print(message, soft_wrap=not self.console.is_terminal)

@@ -20,7 +20,7 @@ from . import data
 from .errors import InputError, RunStoreError
 from .labels import LabelMatcher
 from .sources import AUDIT, UNREVIEWED
-from .status import run_status, weighing_lines
+from .status import run_status, unmeasured_note, weighing_lines
 from .store import RunStore
 
 _PAGE = """<!doctype html>
@@ -91,15 +91,21 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
         fig.add_trace(go.Scatter(
             x=[e["accuracy"] for _, e in groups], y=[n for n, _ in groups], mode="markers", name="estimated",
             marker={"size": 11}, error_x={"type": "data", "symmetric": False,
-                                          "array": [(e["high"] or e["accuracy"]) - e["accuracy"] for _, e in groups],
-                                          "arrayminus": [e["accuracy"] - (e["low"] or e["accuracy"]) for _, e in groups]}))
+                                          "array": [(e["accuracy"] if e["high"] is None else e["high"]) - e["accuracy"]
+                                                    for _, e in groups],
+                                          "arrayminus": [e["accuracy"] - (e["accuracy"] if e["low"] is None else e["low"])
+                                                         for _, e in groups]}))
     if truth is not None:
         fig.add_trace(go.Scatter(x=[truth["by_group"].get(n) for n, _ in groups], y=[n for n, _ in groups],
                                  mode="markers", name="true (gold)", marker={"symbol": "x", "size": 12}))
     fig.update_xaxes(title="accuracy", tickformat=".0%")
+    note = unmeasured_note(info)
     add("estimate", "Estimated accuracy (95% interval)", fig,
         "From the audit sample: rows drawn at random, reviewed, never trained on or chosen."
-        + ("" if overall.get("accuracy") is not None else " This run has no audit sample: nothing is estimated."))
+        + (f" The estimate {note}." if note is not None and overall.get("accuracy") is None else
+           f" Note: {note}." if note is not None else
+           "" if overall.get("accuracy") is not None else
+           f" This run has no audit sample, so nothing is estimated: {info.get('no_audit') or 'review.audit is 0'}."))
     # 2. reliability
     rel = trust.get("reliability") or []
     fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dot"}))
@@ -171,7 +177,11 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
                          "note": "Reviewed rows whose label a confident vote, out of sample, contradicts: worth a "
                                  "second look (annotation_flag).",
                          "table": [["text", "label", "the reviewer said", "the vote's belief in it"], *flagged[:100]]})
-    headline = ("Estimated accuracy: not estimated (no audit sample)" if overall.get("accuracy") is None else
+    headline = (f"Estimated accuracy: {note}" if overall.get("accuracy") is None and note is not None else
+                f"Estimated accuracy between {overall['low']:.1%} and {overall['high']:.1%} (95%), from "
+                f"{info['audit_rows']} audit rows: {note}" if note is not None and overall.get("low") is not None else
+                f"Estimated accuracy: not estimated (no audit sample: {info.get('no_audit') or 'review.audit is 0'})"
+                if overall.get("accuracy") is None else
                 f"Estimated accuracy {overall['accuracy']:.1%}"
                 + ("" if overall.get("low") is None else f" (95% interval {overall['low']:.1%} – {overall['high']:.1%})")
                 + f", from {info['audit_rows']} audit rows")

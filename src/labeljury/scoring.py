@@ -378,6 +378,8 @@ class Scorer:
         them (Dawid-Skene, with the reviewed labels clamped): refitted only when a voter's version or
         a reviewed label changed since the last fit."""
         names = self.registry.voters()
+        if not names:  # only trainable specialists, none fitted yet: nobody votes, every row stays unlabeled
+            return voting.NoVoters()
         if self.method != "dawid-skene":  # nothing to fit: the soft vote's weights are the registry's
             return voting.label_model(self.method, self.weights(names) if self.method == "soft" else None)
         key = (tuple((n, self.registry.versions[n]) for n in names), self.store.labels_signature())

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import trust
 from .llm.usage import LLMUsage, read_llm_usage
 from .registry import read_registry
 from .sources import AUDIT, SENT_ON, reviewed, reviewer_of
 from .store import RunStore
+from .weighing import degenerate_line
 
 
 def run_status(run_dir: str | Path) -> dict[str, Any]:
@@ -53,6 +55,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "second_looks": _second_looks(s),
             "audit_reviewers": _count_by(((reviewer_of(src), n) for src, n in audit_sources)),
             **_estimate(s.get_meta("trust") if done else None, len(s.routed(AUDIT))),
+            "no_audit": _no_audit(task, rows),
         }
 
 
@@ -68,7 +71,27 @@ def _estimate(trust: dict[str, Any] | None, audit_rows: int) -> dict[str, Any]:
     overall = est.get("overall") or {}
     return {"estimated_accuracy": overall.get("accuracy"), "estimated_accuracy_low": overall.get("low"),
             "estimated_accuracy_high": overall.get("high"), "audit_rows": audit_rows,
-            "estimates": est or None, "calibrated_on": (trust or {}).get("calibrated_on")}
+            "estimates": est or None, "calibrated_on": (trust or {}).get("calibrated_on"),
+            "unmeasured": (trust or {}).get("unmeasured") or {},
+            "unmeasured_rows": overall.get("unmeasured_rows") or 0}
+
+
+def _no_audit(task: dict[str, Any], rows: int) -> str | None:
+    """Why the run has no audit sample and what to set (`budget.no_audit_reason`), from its task."""
+    from .budget import no_audit_reason
+    from .task import ReviewSpec
+
+    try:
+        review = ReviewSpec.model_validate(task.get("review") or {})
+    except ValueError:  # a task of another version: no reason to give
+        return None
+    return no_audit_reason(review, rows) if rows else None
+
+
+def unmeasured_note(info: dict[str, Any]) -> str | None:
+    """`trust.unmeasured_note` of a run's status."""
+    return trust.unmeasured_note(info.get("unmeasured") or {}, info.get("estimated_accuracy"),
+                                 info.get("unmeasured_rows") or 0)
 
 
 def _specialists(records: list[Any], k: int) -> list[dict[str, Any]]:
@@ -149,9 +172,11 @@ def render(info: dict[str, Any], run_dir: Path | str) -> Any:
     for line in weighing_lines(info):
         t.add_row(*line)
     corrected = max((st.get("audit_corrected_rows") or 0 for st in info.get("stages") or []), default=0)
+    unmeasured = sorted(info.get("unmeasured") or {})
     sp = Table(title="specialists (audit accuracy: of the current version, on audit rows no version trained on"
-               + (f"; {corrected} of their answers from a weighed reviewer, corrected for its mistakes)" if corrected
-                  else ")"))
+               + (f"; {corrected} of their answers from a weighed reviewer, corrected for its mistakes"
+                  + (f": agreement with {', '.join(unmeasured)}, whose accuracy is unmeasured)" if unmeasured else ")")
+                  if corrected else ")"))
     for col in ("name", "status", "version", "audit accuracy", "vote weight", "note"):
         sp.add_column(col)
     for s in info["specialists"]:
@@ -168,11 +193,20 @@ def weighing_lines(info: dict[str, Any]) -> list[tuple[str, str]]:
     """The weighed reviewers' estimated accuracy, the answers the vote outweighed, the flags."""
     w = info.get("weighing") or {}
     out = []
+    unmeasured = info.get("unmeasured") or {}
     for kind, acc in (w.get("accuracy") or {}).items():
         checked = (w.get("checked") or {}).get(kind, 0)
-        basis = f"{checked} checked by a trusted reviewer" if checked else "from its agreement with the vote"
-        out.append((f"reviewer {kind}", f"about {acc:.0%} right on its {w['rows'][kind]} rows ({basis}); "
-                                        f"{w.get('overruled', 0)} answers outweighed by the vote"))
+        if kind in unmeasured:  # agreement with a vote that learned from it is no measurement
+            said = (f"accuracy unmeasured: the weighing puts it at about {acc:.0%} from its agreement with the "
+                    f"vote on its {w['rows'][kind]} rows"
+                    + (f" ({checked} of them, not a random sample, checked by a trusted reviewer)" if checked else "")
+                    + ", which is not evidence: the vote learned from it")
+        else:
+            basis = f"{checked} checked by a trusted reviewer" if checked else "from its agreement with the vote"
+            said = f"about {acc:.0%} right on its {w['rows'][kind]} rows ({basis})"
+        out.append((f"reviewer {kind}", f"{said}; {w.get('overruled', 0)} answers outweighed by the vote"))
+    for kind, d in (w.get("degenerate") or {}).items():
+        out.append((f"WARNING: reviewer {kind}", degenerate_line(kind, d)))
     sent = info.get("second_looks") or {}
     if info.get("flagged") or sent.get("sent"):
         line = f"{info.get('flagged', 0)} reviewed rows the vote contradicts (annotation_flag)"
@@ -187,18 +221,18 @@ def weighing_lines(info: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _estimate_line(info: dict[str, Any]) -> str:
     acc = info.get("estimated_accuracy")
+    note = unmeasured_note(info)
     if acc is None:
-        return ("not estimated: the run has no audit sample (review.audit)" if not info.get("audit_rows")
-                else "when the run is complete")
+        if note is not None and info.get("state") == "complete":
+            return note
+        return (f"not estimated: no audit sample: {info.get('no_audit') or 'review.audit'}"
+                if not info.get("audit_rows") else "when the run is complete")
     low, high = info.get("estimated_accuracy_low"), info.get("estimated_accuracy_high")
+    if note is not None and low is not None:  # part of the output is unmeasured: no point to ship on
+        return f"between {low:.1%} and {high:.1%} (95%), from {info['audit_rows']} audit rows; {note}"
     interval = "" if low is None else f" (95% interval {low:.1%} - {high:.1%})"
     line = f"{acc:.1%}{interval}, from {info['audit_rows']} audit rows"
-    weighed = (info.get("weighing") or {}).get("accuracy") or {}
-    noisy = [k for k in (info.get("audit_reviewers") or {}) if k in weighed]
-    if noisy:  # the audit's answers are the yardstick: a reviewer that is often wrong bends it
-        line += (f"; answered by {noisy[0]}, itself about {weighed[noisy[0]]:.0%} right: corrected for its mistakes, "
-                 "so only as sure as that figure (put people last in the reviewer list to audit with them)")
-    return line
+    return line if note is None else f"{line}; {note}"
 
 
 def _stages(stages: list[dict[str, Any]], rollbacks: dict[str, int]) -> list[Any]:
@@ -250,9 +284,15 @@ def _sources(sources: dict[str, int], estimates: dict[str, Any] | None) -> list[
             e = estimates.get(k) or {}
             acc = e.get("accuracy")
             interval = "" if e.get("low") is None or e.get("method") == "exact" else f" ({e['low']:.1%} - {e['high']:.1%})"
-            row.append("" if acc is None else f"{acc:.1%}{interval}")
+            if e.get("unmeasured_rows"):  # decided by a reviewer of unmeasured accuracy: no point to show
+                interval = "unmeasured" if e["unmeasured_rows"] >= e["rows"] else f"{e['low']:.1%} - {e['high']:.1%}"
+                row.append(interval)
+            else:
+                row.append("" if acc is None else f"{acc:.1%}{interval}")
         src.add_row(*row)
     return [src]
+
+
 def _cost_rows(llm: dict[str, Any] | None) -> list[tuple[str, str]]:
     """The LLM cost lines of `status` (none when the run made no LLM call)."""
     if not llm:

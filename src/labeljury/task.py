@@ -114,11 +114,15 @@ class ReviewSpec(BaseModel):
     @field_validator("bootstrap", "audit", mode="before")
     @classmethod
     def _bootstrap(cls, v: Any) -> Any:
+        # as `budget`: a float is a fraction of the rows (1.0: every row), an int a row count
         if v is None:
             return v
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise ValueError("must be a fraction in [0, 1) of the rows or a whole number of rows >= 0")
-        if isinstance(v, float) and v < 1:
+            raise ValueError("must be a fraction of the rows in [0, 1] (e.g. 0.05) or a whole row count >= 0 (e.g. 300)")
+        if isinstance(v, float):
+            if v > 1:
+                raise ValueError(f"{v} is not a fraction in [0, 1]; give a fraction like 0.05 (1.0: every row) or a "
+                                 "whole row count like 300")
             return float(v)
         return int(v)
 
@@ -138,22 +142,16 @@ class LLMSpec(BaseModel):
     base_url: str | None = None
     api_key_env: str | None = "OPENAI_API_KEY"
     gguf: str | None = None
-    temperature: float = 0.0
-    max_tokens: int = 256
-    timeout: float = 60.0
-    max_retries: int = 4
-    concurrency: int = 8
-    batch_size: int = 1
-    budget_usd: float | None = 5.0  # a hard cap by default; write `null` to go without one
-    budget_tokens: int | None = None
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(256, ge=1)
+    timeout: float = Field(60.0, gt=0)  # seconds
+    max_retries: int = Field(4, ge=0)
+    concurrency: int = Field(8, ge=1)
+    batch_size: int = Field(1, ge=1)
+    budget_usd: float | None = Field(5.0, ge=0)  # a hard cap by default; write `null` to go without one
+    budget_tokens: int | None = Field(None, ge=0)
     prices: dict[str, float] | None = None  # {"input": $/1M tokens, "output": $/1M tokens}
 
-    @field_validator("concurrency", "batch_size", "max_retries", "max_tokens")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError("must be >= 0")
-        return v
 
 
 # LLM settings that change how much is spent or how fast, not what the labels mean
@@ -200,9 +198,9 @@ class ContinualSpec(BaseModel):
 
     model_config = _STRICT
     enabled: bool = True
-    stage_size: int | None = None
-    replay: int = 2000
-    holdout: float = 0.2
+    stage_size: int | None = Field(None, ge=1)  # reviews per stage
+    replay: int = Field(2000, ge=0)  # earlier reviewed rows replayed when a fine-tuned transformer is updated
+    holdout: float = Field(0.2, ge=0, lt=1)  # share of a stage's reviews held out to gate (without an audit)
     rescore: bool = True
     keep_checkpoints: Literal["current", "all"] = "current"  # "all": every version's folder stays
     # the most reviewed rows a head is refitted on (the stage's new ones first, then a uniform sample
@@ -232,7 +230,7 @@ class Task(BaseModel):
     llm: LLMSpec | None = None
     continual: ContinualSpec | None = None
     engine: EngineSpec = Field(default_factory=EngineSpec)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
     @field_validator("name")
     @classmethod
@@ -256,11 +254,16 @@ class Task(BaseModel):
             raise ValueError(f"needs at least 2 labels, got {len(names)}")
         if any(not n for n in names):
             raise ValueError("a label name is empty")
-        seen: set[str] = set()
+        from .labels import key
+
+        seen: dict[str, str] = {}
         for n in names:
-            if n.lower() in seen:
-                raise ValueError(f"label {n!r} appears twice; each label must be listed once")
-            seen.add(n.lower())
+            if key(n) in seen:  # the one matching rule: two labels it cannot tell apart are one label
+                first = seen[key(n)]
+                same = "appears twice" if first == n else f"and {first!r} are the same label to labeljury (case and " \
+                                                           "Unicode forms are ignored when answers are matched)"
+                raise ValueError(f"label {n!r} {same}; each label must be listed once")
+            seen[key(n)] = n
         return dict(pairs)
 
     @field_validator("reviewer", mode="before")

@@ -30,6 +30,13 @@ answer" is not "the vote was right", and both steps correct for its confusion ma
 (b_l: how often it answers l when l is wrong), and the estimate's correction uses C^-1[answer, l],
 whose expectation over the reviewer's noise is exactly "l is right" (Natarajan et al., 2013), so the
 estimate stays unbiased given C. The rows such a reviewer decided count as right with their belief.
+
+What is not measured is not credited. A weighed reviewer's C is estimated from its agreement with a vote
+that learned from it, which is not evidence of accuracy: unless a trusted reviewer also answered enough
+audit rows it answered (`weighing.MIN_MEASURED_ROWS`), its accuracy is unmeasured. Then the audit rows it
+answered are no yardstick (with no others the run says the accuracy cannot be estimated, and why), and
+the rows it decided count anywhere from all wrong to all right in the interval (`Sums.unmeasured`): wider,
+and honest. The point estimate still reads their belief.
 """
 
 from __future__ import annotations
@@ -256,6 +263,7 @@ class Estimate:
     rows: int  # output rows in the group
     audit_rows: int  # unpicked audit rows that measured it
     method: str  # "ppi", "wilson", "exact" (every row known), "model" (no audit row: calibration only)
+    unmeasured_rows: int = 0  # rows decided by a reviewer whose accuracy is unmeasured: bounded, not credited
 
     @property
     def half_width(self) -> float | None:
@@ -282,16 +290,21 @@ class Audit:
 class Sums:
     """What the estimate needs of a group of output texts: `rows` (their weight: rows holding them),
     `known_right` (the weight of the known ones, times the belief that each is right), `unknown` (the
-    weight of the others) and `unknown_calibrated` (their weight times c^)."""
+    weight of the others), `unknown_calibrated` (their weight times c^); `unmeasured` (the weight of the
+    known ones decided by a reviewer whose accuracy is unmeasured) and `unmeasured_right` (their weight
+    times their belief: part of `known_right`)."""
 
     rows: float = 0.0
     known_right: float = 0.0
     unknown: float = 0.0
     unknown_calibrated: float = 0.0
+    unmeasured: float = 0.0
+    unmeasured_right: float = 0.0
 
     def __add__(self, other: Sums) -> Sums:
         return Sums(self.rows + other.rows, self.known_right + other.known_right, self.unknown + other.unknown,
-                    self.unknown_calibrated + other.unknown_calibrated)
+                    self.unknown_calibrated + other.unknown_calibrated, self.unmeasured + other.unmeasured,
+                    self.unmeasured_right + other.unmeasured_right)
 
 
 class Tally:
@@ -302,10 +315,12 @@ class Tally:
         self.groups: dict[tuple[str, str | None], Sums] = {}
 
     def add(self, weight: np.ndarray, known: np.ndarray, calibrated: np.ndarray, source: Sequence[str],
-            label: Sequence[str | None], known_right: np.ndarray | None = None) -> None:
+            label: Sequence[str | None], known_right: np.ndarray | None = None,
+            unmeasured: np.ndarray | None = None) -> None:
         """Texts with `weight` (rows holding each), `known` (its label is known: reviewed or audited;
-        right with probability `known_right`, 1 by default), `calibrated` c^ (read where not known),
-        their `source` and `label` (None: no label)."""
+        right with probability `known_right`, 1 by default; `unmeasured`: a known one whose reviewer's
+        accuracy is unmeasured), `calibrated` c^ (read where not known), their `source` and `label`
+        (None: no label)."""
         w = np.asarray(weight, dtype=np.float64)
         if not len(w):
             return
@@ -316,9 +331,12 @@ class Tally:
         group = np.array([index.setdefault(key, len(index)) for key in keys], np.int64)
         g = len(index)
         cal = np.asarray(calibrated, dtype=np.float64)
+        um = known & (np.zeros(len(w), bool) if unmeasured is None else np.asarray(unmeasured, bool))
         sums = np.stack([np.bincount(group, w, g), np.bincount(group, np.where(known, w * right, 0.0), g),
                          np.bincount(group, np.where(known, 0.0, w), g),
-                         np.bincount(group, np.where(known, 0.0, w * cal), g)], axis=1)
+                         np.bincount(group, np.where(known, 0.0, w * cal), g),
+                         np.bincount(group, np.where(um, w, 0.0), g),
+                         np.bincount(group, np.where(um, w * right, 0.0), g)], axis=1)
         for key, i in index.items():
             self.groups[key] = self.groups.get(key, Sums()) + Sums(*(float(x) for x in sums[i]))
 
@@ -337,7 +355,22 @@ class Tally:
 
 def estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None) -> Estimate:
     """The estimate over a group of texts with `sums`, measured on the audit texts `rows` (a mask
-    over the unpicked audit texts: those that would have fallen in the group; all by default)."""
+    over the unpicked audit texts: those that would have fallen in the group; all by default). The rows
+    a reviewer of unmeasured accuracy decided widen the interval to what they could be: all wrong at its
+    low end, all right at its high end."""
+    est = _estimate(sums, audit, rows)
+    if not sums.unmeasured or est.accuracy is None or est.low is None or est.high is None:
+        return est if not sums.unmeasured else Estimate(est.accuracy, est.low, est.high, est.rows, est.audit_rows,
+                                                        est.method, int(round(sums.unmeasured)))
+    total = sums.rows
+    low, high = est.low, est.high
+    low, high = np.clip([low - sums.unmeasured_right / total, high + (sums.unmeasured - sums.unmeasured_right) / total],
+                        0, 1)
+    return Estimate(est.accuracy, float(low), float(high), est.rows, est.audit_rows, est.method + "+bounds",
+                    int(round(sums.unmeasured)))
+
+
+def _estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None) -> Estimate:
     asel = np.ones(len(audit.weight), bool) if rows is None else rows
     total = sums.rows
     n_rows = int(round(total))
@@ -363,6 +396,26 @@ def estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None) -> Estima
     p = float(np.clip((aw * audit.correct[asel]).sum() / aw.sum(), 0, 1))
     lo, hi = wilson_interval(p, n)
     return Estimate((k + w_u * p) / total, (k + w_u * lo) / total, (k + w_u * hi) / total, n_rows, n, "wilson")
+
+
+def unmeasured_note(unmeasured: dict[str, int], estimated: float | None, rows: int) -> str | None:
+    """Why the estimate is missing, or its interval wide, because the weighed reviewers in `unmeasured`
+    ({reviewer: audit rows it answered}) have no measured accuracy, and what would measure it; None when
+    nothing rests on such a reviewer. `rows`: the output rows they decided."""
+    audited = sorted(k for k, n in unmeasured.items() if n)
+    if estimated is None:
+        if not audited:
+            return None
+        who = ", ".join(audited)
+        return (f"cannot be estimated: every audit row was answered by {who}, whose accuracy nothing independent "
+                f"has measured (its agreement with specialists that learned from it is not evidence); to measure "
+                f"it, let people answer the audit: put {{kind: human}} (or gold) after {who} in `reviewer:` and "
+                "rerun (the audit goes to the last reviewer), then answer its rows with `labeljury review`")
+    if not rows:
+        return None
+    who = ", ".join(sorted(unmeasured))
+    return (f"the {rows} rows {who} decided count anywhere from all wrong to all right in the interval, since "
+            f"its accuracy is unmeasured: nothing independent checked a random sample of its answers")
 
 
 def estimates(tally: Tally, audit: Audit, labels: Sequence[str]) -> dict[str, Any]:

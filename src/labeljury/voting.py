@@ -218,6 +218,15 @@ class LabelModel:
         raise NotImplementedError
 
 
+class NoVoters(LabelModel):
+    """The vote when no specialist can vote yet (only trainable ones, before any reviewed row): every row
+    unlabeled (-1), confidence 0, the uniform posterior; what a row nobody voted on gets from any method."""
+
+    def predict(self, P: np.ndarray, known: np.ndarray | None = None) -> VoteResult:
+        n, k = P.shape[0], P.shape[2]
+        return _result(np.full((n, k), 1.0 / k), np.full((n, 0), -1, np.int16))
+
+
 class MajorityVote(LabelModel):
     def __init__(self, tie_break: Literal["probability", "first"] = "probability"):
         self.tie_break = tie_break

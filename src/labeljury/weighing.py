@@ -44,6 +44,14 @@ DEFAULT_ACCURACY = 0.7  # the prior belief in a weighed reviewer before its answ
 PRIOR_STRENGTH = 10.0  # ... worth this many rows per class
 PRIOR_MIX = 0.1  # the vote is not calibrated: its distribution is mixed with uniform before use
 FLAG_MIN_ROWS = 30  # fewer reviewed rows with a prior than this: no flags (cleanlab needs counts)
+# A weighed reviewer's accuracy counts as measured only on audit rows (a uniform sample) that it and a trusted
+# reviewer both answered, at least this many of them: its agreement with a vote that learned from it never does.
+MIN_MEASURED_ROWS = 30
+# A reviewer that gives one label to nearly every row it answers, where the specialists see a mix, is broken
+# (a prompt that does not fit, a model that cannot follow it): said loudly, whatever its weighing says.
+DEGENERATE_SHARE = 0.95
+DEGENERATE_MIN_ROWS = 30
+DEGENERATE_GAP = 0.3  # the vote gives that label to at most DEGENERATE_SHARE - this of the same rows
 EM_ITERATIONS = 50
 TEMPERATURES = tuple(np.round(np.arange(0.25, 2.01, 0.125), 3))
 
@@ -58,11 +66,29 @@ class Weighing:
     checked: dict[str, int] = field(default_factory=dict)  # ... of which a trusted reviewer answered too
     overruled: int = 0
     flagged: int = 0
+    # reviewer -> {label, share of its answers, share the vote gives that label on the same rows}
+    degenerate: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_meta(self) -> dict[str, Any]:
         return {"accuracy": {k: round(v, 4) for k, v in self.accuracy.items()}, "confusion": self.confusion,
                 "rows": self.rows, "checked": self.checked, "overruled": int(self.overruled),
-                "untrained": 0, "flagged": int(self.flagged)}  # untrained: kept for the readers of older runs
+                "untrained": 0, "flagged": int(self.flagged),  # untrained: kept for the readers of older runs
+                "degenerate": self.degenerate}
+
+
+def degenerate_answers(answer: np.ndarray, prior: np.ndarray, labels: Sequence[str]) -> dict[str, Any] | None:
+    """{label, share, vote_share} when one label is nearly every answer (`DEGENERATE_SHARE`) of at least
+    `DEGENERATE_MIN_ROWS` rows while the vote, on the same rows, gives it far fewer; else None."""
+    if len(answer) < DEGENERATE_MIN_ROWS:
+        return None
+    counts = np.bincount(answer, minlength=len(labels))
+    top = int(counts.argmax())
+    share = counts[top] / len(answer)
+    vote_share = float((prior.argmax(axis=1) == top).mean())
+    if share < DEGENERATE_SHARE or vote_share > share - DEGENERATE_GAP:
+        return None
+    return {"label": labels[top], "share": round(float(share), 4), "vote_share": round(vote_share, 4),
+            "rows": int(len(answer))}
 
 
 def _em(prior: np.ndarray, answer: np.ndarray, truth: np.ndarray, k: int, C0: np.ndarray, strength: float,
@@ -235,6 +261,9 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
         # its accuracy on the rows it answered: the mean posterior that its answer is right
         out.accuracy[kind] = float(q[np.arange(len(rows)), ans].mean())
         out.rows[kind], out.checked[kind] = len(rows), int((truth >= 0).sum())
+        broken = degenerate_answers(ans, rv.prior[rows], labels)
+        if broken is not None:
+            out.degenerate[kind] = broken
         for r, i in enumerate(at.tolist()):
             decided = int(q[r].argmax())
             # the specialists learn from its own answer (see the module doc), weighted, when weights are
@@ -277,6 +306,26 @@ def _label_issues(rv: _Reviewed) -> list[int]:
     return at[np.asarray(issues, bool) & confident].tolist()
 
 
+def measured_rows(store: RunStore, kind: str, weighed: Collection[str]) -> int:
+    """Audit rows that reviewer `kind` and a trusted (not weighed) reviewer both answered with a label."""
+    audit = store.routed(AUDIT)
+    if not audit:
+        return 0
+    n = 0
+    for said in store.answers(audit).values():
+        if kind in said and said[kind].label is not None and any(
+                rev not in weighed and rev != SENT_ON and a.label is not None for rev, a in said.items()):
+            n += 1
+    return n
+
+
+def degenerate_line(kind: str, d: dict[str, Any]) -> str:
+    """What `status` and the run say of a reviewer `degenerate_answers` found."""
+    return (f"answers {d['label']!r} to {d['share']:.0%} of its {d['rows']} rows, where the specialists give it "
+            f"{d['vote_share']:.0%}: it looks broken (a prompt it cannot follow, labels that do not fit, a model too "
+            "weak for the task); check a few of its answers (`--details`: annotation_review) before trusting its rows")
+
+
 class Weigher:
     """The weighing step of a run: `weigh` after each round of review, and the better priors it weighs
     against before the final refit (`cross_fit_priors`) and at the end (`audit_priors`). `weighed` names
@@ -290,6 +339,11 @@ class Weigher:
     def weigh(self) -> Weighing | None:
         """Decide the reviewed rows' labels anew from every answer so far (cheap: reviewed rows only)."""
         return weigh(self.store, self.labels, self.weighed) if self.labels else None
+
+    def unmeasured(self) -> frozenset[str]:
+        """The weighed reviewers whose accuracy nothing independent has measured (see MIN_MEASURED_ROWS):
+        the rows they decide, and an audit they answer, cannot be credited with any accuracy."""
+        return frozenset(k for k in self.weighed if measured_rows(self.store, k, self.weighed) < MIN_MEASURED_ROWS)
 
     def cross_fit_priors(self, scorer: Scorer, trainer: Any, progress: Any) -> None:
         """Before the final refit, when some reviewer's answers are weighed: a better prior for every

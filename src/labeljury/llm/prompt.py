@@ -11,17 +11,19 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
+from ..labels import LabelMatcher
 from ..task import Example, Task
 
 Embed = Callable[[list[str]], np.ndarray]
 
 
 def label_type(labels: Sequence[str]) -> Any:
-    """`Literal[labels]`, also accepting a label in another letter case ("Positive")."""
-    by_lower = {label.lower(): label for label in labels}
+    """`Literal[labels]`, also accepting a label in another letter case ("Positive") or Unicode form: the
+    one matching rule (`labels`)."""
+    matcher = LabelMatcher(labels)
 
     def canonical(value: Any) -> Any:
-        return by_lower.get(value.strip().lower(), value) if isinstance(value, str) else value
+        return (matcher.match(value) or value) if isinstance(value, str) else value
 
     return Annotated[Literal[tuple(labels)], BeforeValidator(canonical)]  # type: ignore[valid-type]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import data
-from ..budget import BudgetPlan, budget_rows, plan_budget, resize_plan
+from ..budget import BudgetPlan, budget_rows, no_audit_reason, plan_budget, resize_plan
 from ..context import RunContext, Tuning
 from ..continual import StageLoop, StoppingCriterion
 from ..engine import Engine, make_engine
@@ -39,7 +39,7 @@ from ..scoring import Features
 from ..sources import AUDIT, BOOTSTRAP, FINAL_UPDATE, FINALIZE, route_hard
 from ..specialists import Specialist, build_specialist
 from ..specialists.catalog import auto_specialists, specialist_names
-from ..store import RunStore, storage_errors
+from ..store import RunStore, check_run_dir, storage_errors
 from ..task import ContinualSpec, ReviewerSpec, SpecialistSpec, Task
 from .bootstrap import fit_first_versions, route_audit, route_bootstrap, validate
 from .encode import bootstrap_encoder, encode, encoders_needed
@@ -153,6 +153,7 @@ class Annotator:
         task, progress = self.task, self.progress
         self._output = output
         self._check_input(output)
+        check_run_dir(self.run_dir)  # before the reviewer or the LLM selection writes there
         reviewer = self.reviewer or make_reviewer(task, self.input_path, self.run_dir)
         self.reviewer = reviewer
         if isinstance(reviewer, Checked):
@@ -192,6 +193,14 @@ class Annotator:
             ctx.weigher.weigh()
             ctx.second_look()  # the rows flagged by that last weighing go on to the next reviewer
             finalize(ctx)
+            if not store.n_texts:
+                progress.log(f"nothing to label: no row of {self.input_path.name} has a text in column "
+                             f"{task.text_column!r} (every one is empty or not text: skipped:empty); check text_column")
+            elif not registry.voters():
+                trainable = ", ".join(registry.trainable()) or "none"
+                progress.log(f"no specialist could vote: the trainable ones ({trainable}) learn from reviewed rows and "
+                             "none has an answer yet; every row not reviewed is unlabeled (skipped:no-vote). Raise "
+                             "review.budget, answer the queued rows, or add a specialist that needs no training")
             write_plan(task, registry, ctx.scorer, progress)
             if output is not None:
                 export(store, self.input_path, output, details=details, progress=progress)
@@ -293,6 +302,9 @@ class Annotator:
         plan = plan_budget(self.task.review, self.task.continual, n_rows=store.n_rows, n_texts=store.n_texts,
                            n_labels=len(self.task.labels), trainable=any(m.trainable for m, _ in built))
         store.set_meta("budget_plan", plan.to_dict())
+        why = no_audit_reason(self.task.review, store.n_rows) if plan.total else None
+        if why is not None:  # the run's own accuracy will not be estimated: say so before anything is spent
+            self.progress.log(f"no audit sample: {why}")
         return plan
 
     def _report(self, store: RunStore, status: str, output: Path | None, desk: ReviewDesk) -> RunReport:

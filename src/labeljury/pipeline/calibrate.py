@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import trust
 from ..scoring import Scorer, Vote
-from ..sources import CONSENSUS, VOTE
+from ..sources import CONSENSUS, VOTE, reviewer_of
 from ..specialists import Updatable
 from ..store import RunStore
 from ..training import FOLDS, audited, reviewed
@@ -38,6 +38,9 @@ class Calibration:
     reliability: list[dict[str, float]]  # calibrated confidence against accuracy on the unpicked audit rows
     audit_rows: int
     noisy_reference_rows: int = 0
+    # the weighed reviewers of unmeasured accuracy: {reviewer: audit rows it answered}; those rows are no
+    # yardstick for the estimate, and the rows it decided are not credited (see `trust`)
+    unmeasured: dict[str, int] | None = None
 
     def calibrated(self, vote: Vote) -> np.ndarray:
         """The calibrated confidence of each row of `vote`."""
@@ -49,9 +52,10 @@ class Calibration:
         if self.audit is not None:
             estimates = trust.estimates(tally, self.audit, labels)
             estimates["basis"] = {"audit_rows": self.audit_rows, "unpicked_audit_rows": int(len(self.audit.weight)),
-                                  "calibrated_on": self.fitted_on, "noisy_reference_rows": self.noisy_reference_rows}
+                                  "calibrated_on": self.fitted_on, "noisy_reference_rows": self.noisy_reference_rows,
+                                  "unmeasured_audit_answers": self.unmeasured or {}}
         return {"calibrator": self.calibrator.to_dict(), "calibrated_on": self.fitted_on, "estimates": estimates,
-                "reliability": self.reliability, "audit_rows": self.audit_rows}
+                "reliability": self.reliability, "audit_rows": self.audit_rows, "unmeasured": self.unmeasured or {}}
 
 
 def vote_groups(vote: Vote) -> np.ndarray:
@@ -86,17 +90,32 @@ def fit_calibration(ctx: RunContext) -> Calibration:
             calibrator, on = trust.IDENTITY, "none"
     if not len(audit_ids):
         return Calibration(calibrator, on, None, [], 0)
+    # the estimate is measured only on audit rows a reviewer of measured accuracy answered (`trust`)
+    unmeasured_kinds = ctx.weigher.unmeasured()
+    answered_by = _audit_reviewers(store, u_ids)
+    yardstick = ~np.isin(answered_by, list(unmeasured_kinds)) if unmeasured_kinds else np.ones(len(u_ids), bool)
+    all_answered_by = _audit_reviewers(store, audit_ids)
+    unmeasured = {k: int((all_answered_by == k).sum()) for k in sorted(unmeasured_kinds)}
     if on == "audit" and len(u_ids) >= 2 * FOLDS:
         folds = np.random.default_rng(seed * 1_000_003 + 65_537).permutation(len(u_ids)) % FOLDS
         u_cal = trust.cross_fitted(u_conf, u_correct, u_group, folds, noise)
     else:
         u_cal = calibrator(u_conf, u_group)  # not fitted on these rows (or too few to fold): unbiased as it is
     label_names = np.array(labels, dtype=object)
-    audit = trust.Audit(weight=store.row_counts_of(u_ids), calibrated=u_cal, correct=u_value,
-                        source=u_group.astype(object),
-                        label=np.where(u_label >= 0, label_names[np.maximum(u_label, 0)], ""))
+    m = yardstick
+    audit = trust.Audit(weight=store.row_counts_of(u_ids[m]), calibrated=u_cal[m], correct=u_value[m],
+                        source=u_group[m].astype(object),
+                        label=np.where(u_label[m] >= 0, label_names[np.maximum(u_label[m], 0)], ""))
+    if not m.any():  # every audit answer came from a reviewer of unmeasured accuracy: nothing to measure with
+        audit = None
     return Calibration(calibrator, on, audit, trust.reliability(u_cal, u_value), int(len(audit_ids)),
-                       0 if noise is None else int((noise.agree_if_right < 1).sum()))
+                       0 if noise is None else int((noise.agree_if_right < 1).sum()), unmeasured or None)
+
+
+def _audit_reviewers(store: RunStore, ids: np.ndarray) -> np.ndarray:
+    """The reviewer whose answer decided each of audit rows `ids` ("" where none did)."""
+    reviews = store.reviews(ids.tolist())
+    return np.array([reviewer_of(reviews[int(t)].source) if int(t) in reviews else "" for t in ids], dtype=object)
 
 
 def _reference_noise(store: RunStore, ids: np.ndarray, label: np.ndarray, answer: np.ndarray, agreed: np.ndarray,

@@ -20,6 +20,7 @@ from ..scoring import Vote
 from ..sources import FINALIZE, outweighed, reviewer_of, skipped
 from ..store import RunStore
 from ..voting import hard_votes
+from ..weighing import degenerate_line
 from .calibrate import Calibration, fit_calibration, vote_groups
 
 if TYPE_CHECKING:
@@ -40,18 +41,31 @@ def finalize(ctx: RunContext) -> None:
     store.index_rows_by_text()
     calibration = fit_calibration(ctx)
     tally = trust.Tally()
+    unmeasured = ctx.weigher.unmeasured()
 
     def records() -> Iterator[Record]:
         for vote in scorer.votes("final labels"):
-            yield from _chunk_records(store, vote, labels, calibration, tally)
+            yield from _chunk_records(store, vote, labels, calibration, tally, unmeasured)
 
-    store.put_final(records(), meta=lambda: {"trust": calibration.to_meta(tally, labels),
-                                             "finalized_reviews": signature})
+    meta: dict = {}
+
+    def described() -> dict:
+        meta.update(trust=calibration.to_meta(tally, labels), finalized_reviews=signature)
+        return meta
+
+    store.put_final(records(), meta=described)
+    overall = ((meta["trust"].get("estimates") or {}).get("overall") or {})
+    note = trust.unmeasured_note(calibration.unmeasured or {}, overall.get("accuracy"), overall.get("unmeasured_rows") or 0)
+    if note is not None:
+        ctx.progress.log(f"estimated accuracy: {note}")
+    for kind, d in ((store.get_meta("weighing") or {}).get("degenerate") or {}).items():
+        ctx.progress.log(f"WARNING: reviewer {kind} {degenerate_line(kind, d)}")
 
 
 def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: Calibration,
-                   tally: trust.Tally) -> list[Record]:
-    """The final records of one chunk's texts; their sums go to `tally`."""
+                   tally: trust.Tally, unmeasured: frozenset[str] = frozenset()) -> list[Record]:
+    """The final records of one chunk's texts; their sums go to `tally` (a row decided by weighing the
+    answer of a reviewer in `unmeasured` is not credited with its belief: see `trust`)."""
     a, b = int(vote.ids[0]), int(vote.ids[-1]) + 1
     reviews = store.reviews(range(a, b), include_pending=True)  # a pending one still says where the row waits
     verdicts = store.verdicts(range(a, b))
@@ -64,6 +78,7 @@ def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: 
     label: list[str | None] = [None] * n
     known = np.zeros(n, bool)
     known_right = np.ones(n)  # a weighed reviewer's rows are right with the belief in their label
+    unmeasured_row = np.zeros(n, bool)
     out: list[Record] = []
     for i, t in enumerate(range(a, b)):
         lab = int(result.label[i])
@@ -75,6 +90,7 @@ def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: 
             v = verdicts.get(t)
             if v is not None and v.answer is not None:  # a weighed answer: the belief in the decision
                 known_right[i] = v.belief
+                unmeasured_row[i] = reviewer_of(r.source) in unmeasured
                 over = v.label != r.label  # the vote outweighed the answer
                 source[i] = outweighed(reviewer_of(r.source)) if over else r.source
                 label[i] = v.label if over else r.label
@@ -88,7 +104,7 @@ def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: 
         else:
             source[i], label[i] = (r.source if r is not None else str(groups[i])), voted
             out.append((t, voted, round(float(calibrated[i]), 6), source[i], voted, vconf, votes_json[i]))
-    tally.add(store.row_counts(a, b), known, calibrated, source, label, known_right)
+    tally.add(store.row_counts(a, b), known, calibrated, source, label, known_right, unmeasured_row)
     return out
 
 

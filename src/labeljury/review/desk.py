@@ -164,11 +164,19 @@ class ReviewDesk:
 
 
 def _unusable_message(kind: str, unusable: list[ReviewResult], asked: int) -> str:
-    why = Counter(r.source for r in unusable).most_common(1)[0][0]
-    example = next((r.reason for r in unusable if r.source == why and r.reason), None)
-    hint = {"queued:gold-label-unknown": "the gold column's values must be the task's labels; check "
-                                         "reviewer.column and the label names",
-            "queued:gold-label-missing": "the gold column is empty for these rows; check reviewer.column"}.get(
-        why, "check the reviewer's settings (and that its server is reachable), then rerun")
-    return (f"{len(unusable)} of {asked} {kind} reviews came back without a label ({why}"
-            f"{': ' + example if example else ''}); {hint}")
+    """One line naming every cause (most frequent first) with its count, an example and the fix: a column
+    with empty values *and* values that are not labels must not be blamed on the empty ones alone."""
+    hints = {"queued:gold-label-unknown": "the gold column's values must be the task's labels; check "
+                                          "reviewer.column and the label names",
+             "queued:gold-label-missing": "the gold column is empty for these rows; check reviewer.column"}
+    causes = Counter(r.source for r in unusable).most_common()
+    parts, fixes = [], []
+    for why, n in causes[:3]:
+        example = next((r.reason for r in unusable if r.source == why and r.reason), None)
+        parts.append(f"{n} {why}{': ' + example if example else ''}")
+        fix = hints.get(why, "check the reviewer's settings (and that its server is reachable), then rerun")
+        if fix not in fixes:
+            fixes.append(fix)
+    more = f", and {len(causes) - 3} other causes" if len(causes) > 3 else ""
+    return (f"{len(unusable)} of {asked} {kind} reviews came back without a label ({'; '.join(parts)}{more}); "
+            + "; ".join(fixes))

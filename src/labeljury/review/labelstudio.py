@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from ..errors import ReviewError
 from ..labels import LabelMatcher
 from ..store import RunStore
@@ -91,34 +93,88 @@ class Imported:
     already: int = 0  # rows answered before (here or on the page)
 
 
+class _Value(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    choices: list[Any] = Field(default_factory=list)
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    from_name: Any = None
+    value: _Value = Field(default_factory=_Value)
+
+
+class _Annotation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    was_cancelled: bool = False
+    result: list[_Result] = Field(default_factory=list)
+
+
+class ExportedTask(BaseModel):
+    """One task of Label Studio's JSON export, as far as labeljury reads it (untrusted input: validated)."""
+
+    model_config = ConfigDict(extra="ignore")
+    data: dict[str, Any]
+    annotations: list[_Annotation] = Field(default_factory=list)
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
+
+
+MAX_ID = 2**63 - 1  # SQLite's integers: a larger id is no row of any run
+
+
+def _parse(n: int, raw: Any, q: HumanQueue) -> tuple[int, ExportedTask]:
+    """The task's row id and the task, checked against the run: one line on anything else."""
+    try:
+        task = ExportedTask.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the task"
+        raise ReviewError(f"item {n} of the export is not a Label Studio task ({where}: {first['msg']}); export the "
+                          "project as JSON") from None
+    row_id = task.data.get("labeljury_id")
+    waiting = (q.get(row_id) if isinstance(row_id, int) and not isinstance(row_id, bool) and 0 <= row_id <= MAX_ID
+               else None)
+    if waiting is None:
+        raise ReviewError(f"task {n} of the export (labeljury_id {row_id!r}) is not a row of this run waiting "
+                          "for people; import the export of the tasks `labeljury export-queue` made for this run")
+    if "text" in task.data and " ".join(str(task.data["text"]).split()) != " ".join(waiting.text.split()):
+        raise ReviewError(f"task {n} of the export (labeljury_id {row_id}) carries another text than that row of this "
+                          "run: the export is of another run's tasks; import the export of this run's "
+                          "`labeljury export-queue`")
+    return row_id, task
+
+
 def import_reviews(run_dir: str | Path, export: Iterable[dict[str, Any]]) -> Imported:
-    """Apply a Label Studio JSON export (a list of tasks with their annotations) to the run."""
+    """Apply a Label Studio JSON export (a list of tasks with their annotations) to the run. Every task is
+    checked (its shape, its row, its text, its labels) before any answer is stored: a bad export changes
+    nothing."""
     with RunStore.existing(run_dir) as store:
         labels = list((store.get_meta("task") or {}).get("labels") or [])
     matcher = LabelMatcher(labels)
     q = HumanQueue(run_dir)
     result = Imported()
     try:
-        for n, task in enumerate(export, 1):
-            if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
-                raise ReviewError(f"item {n} of the export is not a Label Studio task (no \"data\"); export the "
-                                  "project as JSON")
-            row_id = task["data"].get("labeljury_id")
-            if isinstance(row_id, bool) or not isinstance(row_id, int) or q.get(row_id) is None:
-                raise ReviewError(f"task {n} of the export (labeljury_id {row_id!r}) is not a row of this run waiting "
-                                  "for people; import the export of the tasks `labeljury export-queue` made for this run")
+        decided: list[tuple[int, list[str]]] = []
+        for n, raw in enumerate(export, 1):
+            row_id, task = _parse(n, raw, q)
             votes = []
-            for ann in task.get("annotations") or []:
-                if ann.get("was_cancelled"):
+            for ann in task.annotations:
+                if ann.was_cancelled:
                     continue
-                for r in ann.get("result") or []:
-                    choices = (r.get("value") or {}).get("choices") or []
-                    if r.get("from_name") == FROM_NAME and choices:
+                for r in ann.result:
+                    choices = r.value.choices
+                    if r.from_name == FROM_NAME and choices:
                         label = matcher.match(choices[0])
                         if label is None:
                             raise ReviewError(f"task {n} (labeljury_id {row_id}): label {choices[0]!r} is not one of "
                                               f"{labels}")
                         votes.append(label)
+            decided.append((row_id, votes))
+        for row_id, votes in decided:
             if not votes:
                 result.unanswered += 1
                 continue

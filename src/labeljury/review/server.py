@@ -28,6 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request  # this module is the review page: imported to serve it
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, StrictInt
 
 from ..errors import ReviewError
 from ..labels import LabelMatcher
@@ -36,6 +37,17 @@ from .page import render_page
 from .queue import HumanQueue
 
 RATE_WINDOW = 600.0  # seconds of answers the rate is measured on
+
+
+class RowBody(BaseModel):
+    """The body of /api/answer, /api/skip and /api/undo (untrusted JSON: validated)."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: StrictInt
+    label: Any = None
+
+
+MAX_ID = 2**63 - 1
 
 
 def create_app(run_dir: str | Path, token: str, *, allowed_hosts: set[str] | None = None) -> Any:
@@ -111,12 +123,13 @@ def create_app(run_dir: str | Path, token: str, *, allowed_hosts: set[str] | Non
         return row.to_dict(labels)
 
     async def body(request: Request) -> dict[str, Any]:
+        """The request's JSON (untrusted: validated), with an `id` that can be a row of a run."""
         try:
-            data = await request.json()
-        except ValueError:
-            raise HTTPException(400, "the body is not JSON") from None
-        if not isinstance(data, dict) or isinstance(data.get("id"), bool) or not isinstance(data.get("id"), int):
-            raise HTTPException(400, "give the row's integer `id`")
+            data = RowBody.model_validate(await request.json()).model_dump()
+        except ValueError:  # not JSON, or not {"id": <integer>, ...}
+            raise HTTPException(400, "give a JSON object with the row's integer `id`") from None
+        if not 0 <= data["id"] <= MAX_ID:  # SQLite's integers: no row has such an id
+            raise HTTPException(404, f"row {data['id']} is not waiting for review in this run")
         return data
 
     @app.post("/api/answer")
@@ -137,7 +150,10 @@ def create_app(run_dir: str | Path, token: str, *, allowed_hosts: set[str] | Non
     async def skip(request: Request) -> Any:
         authorize(request)
         same_origin(request)
-        queue.skip((await body(request))["id"], reviewer(request))
+        row_id = (await body(request))["id"]
+        if queue.get(row_id) is None:
+            raise HTTPException(404, f"row {row_id} is not waiting for review in this run")
+        queue.skip(row_id, reviewer(request))
         return {"ok": True}
 
     @app.post("/api/undo")

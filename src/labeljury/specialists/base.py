@@ -248,8 +248,10 @@ class LabelMap:
                 )
             m = dict(mapping)
         else:
-            by_lower = {t.lower(): t for t in task_labels}
-            m = {s: by_lower[s.lower()] for s in model_labels if s.lower() in by_lower}
+            from ..labels import key  # the one matching rule (case and Unicode forms ignored)
+
+            by_key = {key(t): t for t in task_labels}
+            m = {s: by_key[key(s)] for s in model_labels if key(s) in by_key}
             if not m:
                 raise SpecialistError(
                     f"specialist {specialist!r} has labels {model_labels}, none of which is a task label "

@@ -43,6 +43,7 @@ from ..errors import RunStoreError
 from .db import (
     CHUNK,
     SCHEMA_VERSION,
+    check_run_dir,
     check_store_file,
     connect,
     lock_run_dir,
@@ -59,7 +60,8 @@ from .routing import RoutingRecords
 from .specialists import SpecialistRecords, ids_hash
 from .texts import TextKeys, TextRecords, text_hash
 
-__all__ = ["CHUNK", "Answer", "FinalLabel", "ReviewResult", "RunStore", "TextKeys", "Verdict", "check_store_file", "ids_hash",
+__all__ = ["CHUNK", "Answer", "FinalLabel", "ReviewResult", "RunStore", "TextKeys", "Verdict", "check_run_dir",
+           "check_store_file", "ids_hash",
            "lock_run_dir", "storage_error", "storage_errors", "text_hash", "transaction"]
 
 
@@ -77,6 +79,8 @@ class RunStore(MetaRecords, TextRecords, FeatureRecords, SpecialistRecords, Rout
         self.readonly = readonly
         self._lock: Any = None
         check_store_file(self.db_path, fresh_ok=not readonly)
+        if not readonly:
+            check_run_dir(self.run_dir)
         try:
             self.conn = connect(self.db_path, readonly=readonly)
         except (OSError, sqlite3.DatabaseError) as err:

@@ -180,6 +180,16 @@ def lock_run_dir(run_dir: Path) -> Any:
     return fh
 
 
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse to make a run directory of a folder that holds something and no run.db: it is the user's
+    (labeljury writes plan.json, annotate.py, report.html and a feature cache into a run directory, and
+    must never overwrite or delete what it did not create). Call it before anything is written there."""
+    # `lock` is ours too: another labeljury process holding the folder (it then says so, by its process id)
+    if run_dir.is_dir() and not (run_dir / "run.db").exists() and any(p.name != "lock" for p in run_dir.iterdir()):
+        raise RunStoreError(f"{str(run_dir)!r} is not empty and is not a run directory (it has no run.db); "
+                            "labeljury will not write into it: pass a new --run-dir, or an empty folder")
+
+
 def check_store_file(db_path: Path, *, fresh_ok: bool) -> None:
     """Refuse a run.db that is not a labeljury run store (empty, damaged, another program's), so it is
     never touched. With `fresh_ok`, a missing file, or one holding only labeljury's own tables (a run
