@@ -7,7 +7,9 @@ For each set (../shared/data/llm-answers/<set>.csv: the texts, the gold label, o
 run), recorded run, budget (% of rows) and mode, one labeljury run in a fresh child process:
 - `llm`: `reviewer: {kind: llm}` (weighed, the default), the LLM its only reviewer (it answers the audit too);
 - `llm+people`: `[{kind: llm}, {kind: gold}]`: people (the gold column) answer the audit (at most 1,000 rows,
-  inside the budget) and what the LLM cannot settle.
+  inside the budget) and what the LLM cannot settle; the LLM also answers, blind, the audit rows a stage
+  would have sent it (inside the budget), which measures it;
+- `gold`: the gold column as the only reviewer (a perfect one): what the specialists reach at this budget.
 The specialists are `auto`'s (given as a list: with an `llm:` section `auto` would ask the LLM to choose).
 Reported: accuracy of the output against gold, beside the LLM alone on every row (its recorded accuracy);
 LLM calls; the run's own estimate with its 95% interval, and whether the interval covers the truth.
@@ -46,7 +48,8 @@ def child(spec: dict) -> dict:
     df[["text", "label"]].to_csv(work / "in.csv", index=False)
     labels = sorted(df["label"].unique())
     llm_alone = float((df[spec["run"]] == df["label"]).mean())
-    reviewer = ({"kind": "llm"} if spec["mode"] == "llm" else [{"kind": "llm"}, {"kind": "gold", "column": "label"}])
+    reviewer = {"llm": {"kind": "llm"}, "llm+people": [{"kind": "llm"}, {"kind": "gold", "column": "label"}],
+                "gold": {"kind": "gold", "column": "label"}}[spec["mode"]]
     task = {"name": f"real-llm-{spec['set']}", "labels": labels, "text_column": "text", "voting": "soft",
             "review": {"budget": round(spec["budget"] / 100, 4)}, "reviewer": reviewer, "seed": 0}
     # the specialists `auto` picks without an LLM (the gold reviewer stands in only to make a valid task)

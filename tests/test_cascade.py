@@ -72,11 +72,16 @@ def test_what_the_llm_cannot_settle_goes_to_people_and_the_audit_goes_to_them_fi
             rounds += 1
             assert rounds < 20
         with RunStore.existing(tmp_path / "out.csv.run") as s:
-            audit_texts = {t for t, _ in s.texts_by_id(s.routed("audit")).values()}
+            texts = s.texts_by_id(s.routed("audit"))
+            audit_texts = {t for t, _ in texts.values()}
+            blind_texts = {texts[t][0] for t in s.audit_hard()}
             reviews = s.reviews()
             answers = s.answers()
             why = dict(s.conn.execute("SELECT text_id, why FROM human_queue"))
-        assert audit_texts and not audit_texts & set(server.asked)  # the LLM never saw an audit row
+    # every audit row went to people and they decided it; the LLM saw only those a stage would have sent
+    # it, and answered them blind (to be measured), its answer decided none of them
+    assert audit_texts and audit_texts & set(server.asked) == blind_texts
+    assert all(reviews[t].source == "reviewed:human" for t in texts)
     sources = pd.read_csv(out, keep_default_na=False).annotation_source
     assert not sources.str.startswith("queued:").any()
     assert {"reviewed:llm", "reviewed:human"} <= set(sources)

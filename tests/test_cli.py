@@ -170,3 +170,21 @@ def test_a_bad_demo_budget_is_one_line_before_anything_is_written(tmp_path: Path
     result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path / "demo"), "--budget", given])
     assert result.exit_code != 0 and f"--budget {given}" in result.output and "Traceback" not in result.output
     assert "fraction like" in result.output and not (tmp_path / "demo").exists()
+
+
+def test_a_library_warning_is_one_line_naming_the_library_said_once(capsys) -> None:
+    """Off a terminal, cleanlab's per-class warning came once per class, each with the full path of its
+    source file and its source line. Now: one line, the library's name, once from one place."""
+    import warnings
+
+    from labeljury.cli import _one_line_warnings
+
+    with _one_line_warnings():
+        for cls in range(5):
+            warnings.warn_explicit(f"May not flag all label issues in class: {cls}", UserWarning,
+                                   "/venv/lib/python3.11/site-packages/cleanlab/filter.py", 890)
+        warnings.warn_explicit("Mean of empty slice.", RuntimeWarning,
+                               "/venv/lib/python3.11/site-packages/numpy/_core/fromnumeric.py", 3860)
+    said = capsys.readouterr().err.splitlines()
+    assert said == ["warning (cleanlab): May not flag all label issues in class: 0",
+                    "warning (numpy): Mean of empty slice."]

@@ -103,7 +103,7 @@ def test_exports_the_best_trained_specialist_as_a_plain_hf_folder(tmp_path: Path
     card = (out / "README.md").read_text()
     for needle in ("# toy-sentiment: finetune", "Classify the sentiment of a short review.",
                    "| 0 | negative | the author dislikes something |", "| 2 | positive | the author likes something |",
-                   "checkpoint v2", "57 reviewed rows", "Validation accuracy: 85.0% (latest stage's",
+                   "checkpoint v2", "57 reviewed rows", "Validation accuracy: 85.0% on 10 held-out reviewed rows, which that version did not train on",
                    "full fine-tuning", "one fit and 0 continual-learning update(s): 150 rows seen", "pipeline_tag: text-classification"):
         assert needle in card, needle
     assert "| stage | train_rows | accuracy_before | accuracy_after | promoted |" in card
@@ -156,6 +156,39 @@ def test_latest_accuracy_follows_promotions() -> None:
     assert record([(0, 0.8), (3, 0.7)], [(2, 0.6)]).latest_accuracy == 0.7  # by stage, not by version
 
 
+def test_the_final_version_is_scored_by_cross_validation_not_by_an_earlier_versions_holdout() -> None:
+    def record(version: int, measured: list[tuple[int, int, float, int, str]]) -> SpecialistRecord:
+        return SpecialistRecord("m", {"id": "m"}, "active", version, 0.5, 20, None, None, [
+            {"version": v, "metrics": {"measured": [{"stage": st, "accuracy": a, "rows": n, "on": on}
+                                                    for vv, st, a, n, on in measured if vv == v]}}
+            for v in range(1, version + 1)])
+
+    # v2 was held out on 9 rows at stage 1; the final refit (v3) was cross-validated on 60
+    r = record(3, [(2, 1, 0.444, 9, "holdout"), (3, 2, 0.9, 60, "cv")])
+    assert (r.latest_accuracy, r.score.rows, r.score.version) == (0.9, 60, 3)
+    assert r.score.describe(3) == "90.0% on 60 reviewed rows, cross-validated"
+    old = record(3, [(2, 1, 0.444, 9, "holdout")])  # the final version not measured: says whose it is
+    assert old.score.describe(3) == "44.4% on 9 held-out reviewed rows, measured on v2"
+
+
+def test_a_small_run_without_an_audit_exports_its_final_version_scored_on_every_reviewed_row(tmp_path: Path) -> None:
+    """300 rows at 20%: no audit. The card said 44.4% from 9 held-out rows of the version before the
+    one exported; now the version exported, cross-validated on every reviewed row, and how many."""
+    from labeljury import load_task, run
+    from labeljury.registry import read_registry
+    from tests.conftest import write_task
+
+    make_rows(300, seed=8).to_csv(tmp_path / "in.csv", index=False)
+    run(load_task(write_task(tmp_path / "t.yaml", budget=0.2)), tmp_path / "in.csv", tmp_path / "out.csv")
+    res = runner.invoke(app, ["export-model", str(tmp_path / "out.csv.run"), "--output", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    with RunStore.existing(tmp_path / "out.csv.run") as s:
+        head = next(r for r in read_registry(s) if r.name == "tfidf-head")
+    assert head.score.basis == "cross-validation" and head.score.version == head.version and head.score.rows == 60
+    assert f"v{head.version} " in res.stdout and "on 60 reviewed rows, cross-validated" in res.stdout
+    assert "on 60 reviewed rows, cross-validated" in (tmp_path / "m" / "README.md").read_text()
+
+
 def test_refuses_a_non_empty_output_unless_forced(tmp_path: Path, checkpoints: dict) -> None:
     run = make_run(tmp_path / "run", checkpoints)
     out = tmp_path / "out"
@@ -192,7 +225,7 @@ def test_cli(tmp_path: Path, checkpoints: dict) -> None:
     run = make_run(tmp_path / "run", checkpoints)
     ok = runner.invoke(app, ["export-model", str(run), "--output", str(tmp_path / "m")])
     assert ok.exit_code == 0, ok.output
-    assert "wrote finetune v2 (transformers, validation accuracy 85.0%)" in ok.stdout
+    assert "wrote finetune v2 (transformers, validation accuracy 85.0% on 10 held-out reviewed rows)" in ok.stdout
     again = runner.invoke(app, ["export-model", str(run), "-o", str(tmp_path / "m"), "--specialist", "tfidf-head"])
     assert again.exit_code == 2
     text = (again.stderr if again.stderr_bytes is not None else again.output).strip()

@@ -304,3 +304,15 @@ def test_rows_an_unmeasured_reviewer_decided_count_from_all_wrong_to_all_right()
     assert wide.method == "ppi+bounds" and base.method == "ppi"
     llm = trust.estimate(unmeasured.sums(source="reviewed:llm"), audit, np.zeros(60, bool))
     assert llm.low == pytest.approx(0.0) and llm.high == pytest.approx(1.0)  # alone: anything from 0 to 1
+
+
+def test_status_does_not_keep_the_bootstraps_weighs_nothing_once_the_weight_is_positive() -> None:
+    from labeljury.registry import SpecialistRecord
+    from labeljury.status import _specialists
+
+    note = "weighs nothing for now: accuracy 0.300 on 20 bootstrap rows is not above chance"
+    lifted = SpecialistRecord("zeroshot", {"id": "zeroshot"}, "active", 0, 0.6, 120, note, None, [])
+    still = SpecialistRecord("lexicon", {"id": "vader"}, "active", 0, 0.3, 20, note, None, [])
+    a, b = _specialists([lifted, still], 3)
+    assert a["weight"] > 0 and "weighs nothing" not in a["note"] and "60.0%, above chance" in a["note"]
+    assert b["weight"] == 0 and b["note"] == note

@@ -225,6 +225,16 @@ def test_log_odds_weights() -> None:
     assert (soft(P, weights=w).label == y).mean() > (soft(P).label == y).mean()
 
 
+def test_a_specialist_measured_below_chance_on_a_few_rows_gets_no_weight() -> None:
+    """zeroshot at 27.7% on a 3-label task kept a vote weight of 0.22: smoothing its accuracy toward
+    1/2 lifted it above chance. Smoothed toward chance, below chance stays below it however few rows."""
+    for seen in (3, 5, 10, 40, 400):
+        w = log_odds_weights(np.array([0.277, 0.9]), np.array([seen, seen]), 3)
+        assert w[0] == 0 and w[1] > 0
+    # two labels: the same as Laplace's rule, as before
+    assert log_odds_weights(np.array([0.8]), np.array([10]), 2)[0] == pytest.approx(np.log(9 / 3))
+
+
 def test_dawid_skene_scales() -> None:
     rng = np.random.default_rng(5)
     n, m, k = 200_000, 4, 3

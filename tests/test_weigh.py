@@ -178,14 +178,13 @@ def test_with_only_a_weighed_reviewer_the_accuracy_cannot_be_estimated_and_the_r
     """The audit is answered by the same reviewer, wrong on a third of rows, that the specialists learned
     from: its agreement with them is no evidence of its accuracy, so nothing measures the output. The run
     says so, and what would measure it, instead of an interval that may miss (a real LLM's recorded answers
-    made the estimate 5-13 points too high: BENCHMARKS.md). The calibration still corrects for the
-    reviewer's estimated confusion matrix (ECE 0.32 without it, here under 0.22)."""
+    made the estimate 5-13 points too high: BENCHMARKS.md). Nor is the confidence calibrated against it:
+    calibrated to the reviewer's agreement corrected by a confusion matrix that agreement estimated, it
+    would only look calibrated; it stays the vote's own probability, and the run says so."""
     from labeljury.evaluate import evaluate
-    from labeljury.status import _estimate_line
-    from labeljury.trust import ece
+    from labeljury.status import _estimate_line, confidence_line
 
     out, run_dir, reviewer = noisy_run
-    df = pd.read_csv(out, keep_default_na=False)
     info = run_status(run_dir)
     assert info["estimated_accuracy"] is None and info["unmeasured"] == {"noisy": info["audit_rows"]}
     line = _estimate_line(info)
@@ -193,20 +192,27 @@ def test_with_only_a_weighed_reviewer_the_accuracy_cannot_be_estimated_and_the_r
     ev = evaluate(out, "label", run_dir)
     assert ev.estimated_accuracy is None and ev.estimate_covers_truth is None and "cannot be estimated" in ev.estimate_note
     assert "accuracy unmeasured" in dict(weighing_lines(info))["reviewer noisy"]
-    voted = df[df.annotation_source.isin(["consensus", "vote"])]
-    assert ece(voted.annotation_confidence.to_numpy(float), (voted.annotation == voted.label).to_numpy(float)) < 0.22
+    assert info["calibrated_on"] == "none" and "NOT calibrated" in confidence_line(info) and "noisy" in confidence_line(info)
+    with RunStore.existing(run_dir) as s:  # the vote's own probability: what the final vote said
+        final = s.final_for(np.arange(s.n_texts))
+    voted = [f for f in final.values() if f.source in ("consensus", "vote")]
+    assert voted and all(f.confidence == f.vote_confidence for f in voted)
 
 
 def test_with_people_on_the_audit_the_weighed_reviewers_rows_widen_the_interval_to_cover_the_truth(
         tmp_path: Path) -> None:
-    """People (the gold column) answer the audit; the noisy reviewer decides the hard rows, its accuracy
-    unmeasured: those rows count anywhere from all wrong to all right, and the interval covers the truth."""
+    """People (the gold column) answer the audit; the noisy reviewer decides the hard rows. With a small
+    audit it answered too few audit rows blind (under 10) to be measured: its accuracy unmeasured, those
+    rows count anywhere from all wrong to all right, and the interval covers the truth."""
     from labeljury.review.cascade import CascadeReviewer
     from labeljury.review.gold import GoldReviewer
+    from labeljury.weighing import MIN_MEASURED_ROWS
 
     data = tmp_path / "in.csv"
     make_rows(900, seed=22).to_csv(data, index=False)
-    task = load_task(write_task(tmp_path / "t.yaml", budget=0.3))
+    path = write_task(tmp_path / "t.yaml", budget=0.3)
+    path.write_text(path.read_text().replace("policy: margin}", "policy: margin, audit: 30}"))
+    task = load_task(path)
     noisy = NoisyReviewer(data, task.label_names)
     cascade = CascadeReviewer([(noisy, None), (GoldReviewer(data, "label", task.label_names), None)])
     out = tmp_path / "out.csv"
@@ -214,11 +220,52 @@ def test_with_people_on_the_audit_the_weighed_reviewers_rows_widen_the_interval_
     df = pd.read_csv(out, keep_default_na=False)
     info = run_status(out.with_name("out.csv.run"))
     decided = df.annotation_source.str.endswith("noisy").sum()  # reviewed:noisy and vote:over-noisy
+    with RunStore.existing(out.with_name("out.csv.run")) as s:
+        assert 0 < len(s.audit_hard()) < MIN_MEASURED_ROWS  # it answered a few audit rows blind: too few
     assert decided > 0 and info["unmeasured_rows"] == decided
     low, high = info["estimated_accuracy_low"], info["estimated_accuracy_high"]
     truth = (df.annotation == df.label).mean()
     assert low <= truth <= high and high - low >= 0.9 * decided / len(df)
     assert info["estimates"]["overall"]["method"].endswith("+bounds")
+
+
+def test_with_people_on_the_audit_the_weighed_reviewer_answers_audit_rows_blind_and_is_measured_by_them(
+        tmp_path: Path) -> None:
+    """The noisy reviewer also answers, blind, the audit rows a stage would have sent it (inside the
+    budget): a random sample of the rows it decides, also answered by people. Its decided rows are
+    credited with the share right there, not with its agreement with the vote: the interval is narrower
+    than all-wrong-to-all-right and still covers the truth."""
+    from labeljury.review.cascade import CascadeReviewer
+    from labeljury.sources import AUDIT
+
+    data = tmp_path / "in.csv"
+    make_rows(3000, seed=22).to_csv(data, index=False)
+    task = load_task(write_task(tmp_path / "t.yaml", budget=0.3))
+    noisy = NoisyReviewer(data, task.label_names)
+    asked: list[int] = []
+    review = noisy.review
+    noisy.review = lambda items: (asked.append(it.key) or r for it, r in zip(items, review(items)))  # type: ignore[method-assign]
+    cascade = CascadeReviewer([(noisy, None), (GoldReviewer(data, "label", task.label_names), None)])
+    out = tmp_path / "out.csv"
+    assert run(task, data, out, reviewer=cascade, details=True).status == "complete"
+    run_dir = out.with_name("out.csv.run")
+    df = pd.read_csv(out, keep_default_na=False)
+    info = run_status(run_dir)
+    with RunStore.existing(run_dir) as s:
+        audit, hard_audit = set(s.routed(AUDIT)), s.audit_hard()
+        answers = s.answers(sorted(audit))
+    blind = {t for t, said in answers.items() if "noisy" in said and "gold" in said}
+    assert blind == set(hard_audit) and len(blind) >= 30  # exactly the audit rows a stage would have sent it
+    assert len(set(asked)) + len(audit) <= 0.3 * len(df) + 1  # blind answers inside the budget
+    assert "noisy" not in info["unmeasured"]
+    line = dict(weighing_lines(info))["reviewer noisy"]
+    assert f"measured on {len(blind)} audit rows it answered blind" in line
+    overall = info["estimates"]["overall"]
+    assert overall["method"].endswith("+blind") and overall["blind_rows"] == len(blind)
+    truth = (df.annotation == df.label).mean()
+    decided = df.annotation_source.str.endswith("noisy").sum()
+    assert overall["low"] <= truth <= overall["high"]
+    assert overall["high"] - overall["low"] < 0.9 * decided / len(df)  # narrower than bounding its rows
 
 
 def test_specialists_audit_accuracies_allow_for_the_reviewers_mistakes(noisy_run) -> None:

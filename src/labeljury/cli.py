@@ -5,6 +5,7 @@ A mistake the user can fix prints one line on stderr and exits 2, without a trac
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -12,6 +13,8 @@ import os
 import re
 import sqlite3
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
@@ -31,11 +34,34 @@ err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, widt
 out = Console() if sys.stdout.isatty() else Console(width=200)
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """A library's warning as one line naming the library, not its file path and source line; one
+    warning from one place is said once, whatever its numbers."""
+    said: set[tuple[str, int]] = set()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if (filename, lineno) in said:
+            return
+        said.add((filename, lineno))
+        parts = Path(filename).parts
+        where = (parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1]
+                 else Path(filename).stem).removesuffix(".py")
+        err.print(f"warning ({where}): {str(message).splitlines()[0] if str(message) else category.__name__}",
+                  highlight=False, markup=False, soft_wrap=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _one_line_warnings():
+                return fn(*args, **kwargs)
         except LabeljuryError as e:
             err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
@@ -140,14 +166,15 @@ def export(run_dir: Annotated[Path, typer.Argument(help="a finished run director
 def export_model(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                  output: Annotated[Path, typer.Option("--output", "-o", help="the folder to write the model to")],
                  specialist: Annotated[str | None, typer.Option(
-                     help="the specialist to export (default: the trained one with the best validation accuracy)")] = None,
+                     help="the specialist to export (default: the trained one whose current version scores best on the audit, else by cross-validation)")] = None,
                  force: Annotated[bool, typer.Option(help="replace OUTPUT if it is not empty")] = False) -> None:
     """Write a run's best trained specialist as a standalone model folder with a model card."""
     from .model_export import export_model as write_model
 
     res = write_model(run_dir, output, specialist=specialist, force=force)
     what = "audit accuracy" if res.measured_on == "the audit sample" else "validation accuracy"
-    acc = "" if res.validation_accuracy is None else f", {what} {res.validation_accuracy:.1%}"
+    acc = ("" if res.validation_accuracy is None else
+           f", {what} {res.score}" if res.score else f", {what} {res.validation_accuracy:.1%}")
     out.print(f"wrote {res.specialist} v{res.version} ({res.kind}{acc}) to {res.output}", highlight=False)
 
 

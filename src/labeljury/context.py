@@ -79,6 +79,16 @@ class RunContext:
             self.weigher.weigh()
         return asked.settled
 
+    @property
+    def answers_blind(self) -> bool:
+        """Whether a weighed reviewer also answers the audit rows a stage would have sent it (`ask_blind`)."""
+        return bool(self.desk.blind_reviewers(self.weigher.weighed))
+
+    def review_blind(self, ids: Sequence[int], opinions: Opinions | None = None) -> None:
+        """The weighed reviewers' blind answers to audit rows `ids`, then the weighing (when it asked)."""
+        if self.desk.ask_blind(ids, self.weigher.weighed, opinions):
+            self.weigher.weigh()
+
     def second_look(self) -> None:
         """Send the rows the last weighing flagged on to the next reviewer of a cascade."""
         if self.desk.second_look().asked:

@@ -164,20 +164,27 @@ class StageLoop:
         """Route this stage's hardest rows (once) and review them. False while answers are pending."""
         s = self.store
         step = route_hard(stage)
+        blind = self.ctx.answers_blind
         if not s.is_done(step):
-            left = min(budget, max(0, self.plan.total - s.n_routed))
+            audit_hard = s.audit_hard()
+            # a weighed reviewer answering audit rows blind spends a review on each (within the budget)
+            left = min(budget, max(0, self.plan.total - s.n_routed - (len(audit_hard) if blind else 0)))
             audit = np.array(s.routed(AUDIT), np.int64)
-            waiting_audit = np.setdiff1d(audit, np.array(list(s.audit_hard()), np.int64))
+            waiting_audit = np.setdiff1d(audit, np.array(list(audit_hard), np.int64))
             # audit rows compete for hardness like any row (so the audit rows never picked are a
             # uniform sample of the rows never reviewed as hard), but are not asked again
             exclude = np.setdiff1d(np.array(s.routed(), np.int64), waiting_audit)
             votes = self.scorer.votes(f"stage {stage + 1} of {len(self.plan.stages)}")
             sel, h = self.strategy.query_stream(votes, left + len(waiting_audit), exclude=exclude)
             is_audit = np.isin(sel, waiting_audit)
-            n_take = int(np.searchsorted(np.cumsum(~is_audit), left, side="left")) + 1 if left else 0
+            costs = np.ones(len(sel), bool) if blind else ~is_audit
+            n_take = int(np.searchsorted(np.cumsum(costs), left, side="left")) + 1 if left else 0
             sel, h, is_audit = sel[:n_take], h[:n_take], is_audit[:n_take]
             s.add_routing(sel[~is_audit].tolist(), HARD, h[~is_audit].tolist(), stage, done_step=step,
                           audit_hard=(sel[is_audit].tolist(), h[is_audit].tolist()))
+        if blind:  # the audit rows this stage would have sent: answered blind too, to measure the reviewer
+            self.ctx.review_blind(sorted(t for t, st in s.audit_hard().items() if st == stage),
+                                  opinions=self.scorer.opinions)
         return self.ctx.review(s.routed(HARD, stage), HARD, opinions=self.scorer.opinions)
 
     # -- update ------------------------------------------------------------------------------------------
@@ -290,11 +297,30 @@ class StageLoop:
         measured = []
         if gated is not None and len(rows.gate_ids):
             measured.append(Measurement(name, version, gated, int(len(rows.gate_ids)), stage, on=rows.basis))
+        if final and promotion is not None and rows.basis == "holdout" and not isinstance(model, Updatable):
+            # no audit and nothing held out of the final refit: the version it makes (the one
+            # `export-model` writes) is measured by cross-validation on the rows it trained on
+            cv = self._cross_validated(name, rows.train)
+            if cv is not None:
+                measured.append(Measurement(name, promotion.version, cv[0], cv[1], stage, on="cv"))
         if rows.basis == "audit" and before.weight_acc.get(name) is not None and len(rows.weight_ids):
             # the current version, on rows it had not seen (the stage's new ones): its vote weight
             measured.append(Measurement(name, reg.versions[name], before.weight_acc[name], int(len(rows.weight_ids)),
                                         stage, on="stage"))
         return entry, promotion, measured
+
+    def _cross_validated(self, name: str, ids: np.ndarray) -> tuple[float, int] | None:
+        """(accuracy, rows) of out-of-fold copies of `name` on the reviewed rows `ids`; None when a
+        label is too rare to fold."""
+        all_ids, all_y = reviewed(self.store)
+        label_of = dict(zip(all_ids.tolist(), all_y))
+        y = [label_of[int(t)] for t in ids]
+        pred = self.trainer.cross_val_predict(name, ids, y)
+        scored = pred >= 0
+        if not scored.any():
+            return None
+        truth = np.array([self.labels.index(v) for v in y])
+        return float((pred[scored] == truth[scored]).mean()), int(scored.sum())
 
     def _current_pred(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Each current voter's label index for rows `ids` (-1: abstained), from its stored predictions."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ExportError, RunStoreError
+from .errors import ExportError
 from .registry import SpecialistRecord, read_registry
 from .sources import AUDIT
 from .store import RunStore
@@ -44,7 +44,8 @@ class ExportedModel:
     kind: Kind
     output: Path
     validation_accuracy: float | None
-    measured_on: str = "held-out reviewed rows"  # or "the audit sample"
+    measured_on: str = "held-out reviewed rows"  # "the audit sample", "cross-validation", ...
+    score: str | None = None  # "80.0% on 45 audit rows" (Score.describe)
 
 
 def _checkpoint(run_dir: Path, record: SpecialistRecord) -> Path | None:
@@ -67,7 +68,8 @@ def _kind(path: Path) -> Kind | None:
 
 def _pick(run_dir: Path, records: list[SpecialistRecord], wanted: str | None) -> tuple[SpecialistRecord, Path]:
     """The specialist to export and its checkpoint: `wanted`, else the active trained specialist
-    with the highest latest held-out accuracy (the first listed wins a tie)."""
+    whose current version scores best on rows it did not train on (`SpecialistRecord.score`: the
+    audit, else cross-validation of the final version; the first listed wins a tie)."""
     trained = [(r, p) for r in records if r.version >= 1 and (p := _checkpoint(run_dir, r)) is not None]
     if wanted is not None:
         names = [r.name for r in records]
@@ -103,7 +105,10 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
         record, ckpt = _pick(run_dir, read_registry(store), specialist)
         reviewed = len({t for t, r in store.reviews().items() if r.label is not None} - set(store.routed(AUDIT)))
         unmeasured = sorted((store.get_meta("trust") or {}).get("unmeasured") or {})
-    entry = {**record.to_dict(), "validation_accuracy": record.latest_accuracy}
+    score = record.score
+    entry = {**record.to_dict(), "validation_accuracy": record.latest_accuracy,
+             "score": None if score is None else score.describe(record.version),
+             "basis": None if score is None else score.basis}
     kind = _kind(ckpt)
     assert kind is not None  # checkpoint_dir only returns folders of a known kind
     info = _describe(ckpt, kind)
@@ -111,8 +116,11 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
     card = model_card(task, labels, entry, kind, info, stages, reviewed, run_dir, output.name, unmeasured)
     _write_atomically(output, ckpt, {"README.md": card,
                                      "labels.json": json.dumps(labels, indent=2, ensure_ascii=False) + "\n"})
+    score = record.score
     return ExportedModel(entry["name"], int(entry["version"]), kind, output, entry["validation_accuracy"],
-                         "the audit sample" if record.audited else "held-out reviewed rows")
+                         "the audit sample" if record.audited else
+                         score.basis if score is not None else "held-out reviewed rows",
+                         None if score is None else score.describe(record.version))
 
 
 def _refuse_run_files(output: Path, run_dir: Path, store: RunStore) -> None:
@@ -232,8 +240,14 @@ def model_card(task: dict[str, Any], labels: list[dict[str, Any]], entry: dict[s
                "so this is agreement with it, not a measured accuracy" if unmeasured else "")
             if _corrected(stages) else "")
          if entry.get("audited") else
-         f"- Validation accuracy: {_pct(acc)}" + (" (latest stage's held-out reviewed rows; each stage below)"
-                                                 if stages else f" on {rows} reviewed rows" if rows else "")),
+         f"- Validation accuracy: {entry['score']}"
+         + {"cross-validation": ": each row predicted by a copy of this version's recipe fitted on the "
+                                "other folds (the exported version itself saw them all)",
+            "held-out": ", which that version did not train on",
+            "validation": ", scored out of sample while the specialists were being chosen"}.get(entry["basis"], "")
+         + (" (each stage below)" if stages else "")
+         if entry.get("score") else f"- Validation accuracy: {_pct(acc)}"
+         + (f" on {rows} reviewed rows" if rows else "")),
         "",
         *_stage_lines(stages, entry["name"]),
         "## How to use",

@@ -47,7 +47,7 @@ class Measurement:
     accuracy: float
     rows: int
     stage: int
-    on: str = "holdout"  # "audit" | "stage" | "holdout"
+    on: str = "holdout"  # "audit" | "stage" | "holdout" | "cv" (the final version, cross-validated)
 
     @property
     def weighs(self) -> bool:
@@ -226,6 +226,25 @@ class Registry:
 
 
 @dataclass(frozen=True)
+class Score:
+    """A specialist version's accuracy on `rows` rows it did not train on, and what those rows were:
+    the audit sample, cross-validation of the final version, a stage's held-out slice, or the
+    bootstrap's validation (`version` None: pooled over versions)."""
+
+    accuracy: float
+    rows: int
+    basis: str  # "audit" | "cross-validation" | "held-out" | "validation"
+    version: int | None
+
+    def describe(self, current: int) -> str:
+        """'80.0% on 45 audit rows' and the like, naming an earlier version when it is not `current`."""
+        what = {"audit": "audit rows", "cross-validation": "reviewed rows, cross-validated",
+                "held-out": "held-out reviewed rows", "validation": "reviewed rows (bootstrap validation)"}[self.basis]
+        older = f", measured on v{self.version}" if self.version is not None and self.version != current else ""
+        return f"{self.accuracy:.1%} on {self.rows} {what}{older}"
+
+
+@dataclass(frozen=True)
 class SpecialistRecord:
     """What the registry holds about one specialist, read back for `status` and `export-model`."""
 
@@ -249,14 +268,30 @@ class SpecialistRecord:
         return self.audit_basis == "audit" and self.audit_version == self.version and self.audit_accuracy is not None
 
     @property
-    def latest_accuracy(self) -> float | None:
-        """Its current version's accuracy on the audit sample; without an audit, the most recent
-        held-out measurement of any of its versions, in stage order, else its validation accuracy."""
+    def score(self) -> Score | None:
+        """The best measure of its current version on rows that version did not train on: its accuracy
+        on the audit sample; without an audit, its cross-validated accuracy (the final refit's); else
+        the most recent held-out measurement of any version, in stage order (which may be an earlier
+        version's: `Score.version` says), else its bootstrap validation accuracy."""
         if self.audited:
-            return self.audit_accuracy
-        measured = sorted((m["stage"], m["accuracy"]) for v in self.versions for m in v["metrics"].get("measured", [])
-                          if m.get("on", "holdout") == "holdout")
-        return float(measured[-1][1]) if measured else self.validation_accuracy
+            return Score(float(self.audit_accuracy or 0.0), int(self.audit_rows or 0), "audit", self.version)
+        measured = sorted((m["stage"], m["accuracy"], m["rows"], m.get("on", "holdout"), v["version"])
+                          for v in self.versions for m in v["metrics"].get("measured", [])
+                          if m.get("on", "holdout") in ("holdout", "cv"))
+        current = [m for m in measured if m[3] == "cv" and m[4] == self.version]
+        if current:
+            return Score(float(current[-1][1]), int(current[-1][2]), "cross-validation", self.version)
+        held_out = [m for m in measured if m[3] == "holdout"]
+        if held_out:
+            return Score(float(held_out[-1][1]), int(held_out[-1][2]), "held-out", int(held_out[-1][4]))
+        if self.validation_accuracy is None:
+            return None
+        return Score(float(self.validation_accuracy), int(self.validation_rows or 0), "validation", None)
+
+    @property
+    def latest_accuracy(self) -> float | None:
+        score = self.score
+        return None if score is None else score.accuracy
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "spec": self.spec, "status": self.status, "version": self.version,

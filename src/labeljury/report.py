@@ -40,7 +40,7 @@ _PAGE = """<!doctype html>
 {% for section in sections %}
 <h2>{{ section.title }}</h2>
 {% if section.note %}<p class="note">{{ section.note }}</p>{% endif %}
-{% if section.plot %}<div class="plot" id="{{ section.id }}"></div>{% endif %}
+{% if section.plot %}<div class="plot" id="{{ section.id }}"{% if section.height %} style="height: {{ section.height }}px"{% endif %}></div>{% endif %}
 {% if section.table %}<table>{% for row in section.table %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
 {% endfor %}
 <script>
@@ -76,36 +76,45 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
     figures: dict[str, Any] = {}
     sections: list[dict[str, Any]] = []
 
-    def add(fig_id: str, title: str, fig: Any, note: str = "") -> None:
-        fig.update_layout(margin={"l": 60, "r": 20, "t": 30, "b": 50}, template="plotly_white")
+    def add(fig_id: str, title: str, fig: Any, note: str = "", empty: str | None = None) -> None:
+        """A section with its plot; `empty`: why there is nothing to plot (the section says so instead)."""
+        if empty is not None:
+            sections.append({"title": title, "note": f"{note} {empty}".strip()})
+            return
+        fig.update_layout(margin={"l": 60, "r": 20, "t": 30, "b": 50}, template="plotly_white",
+                          legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+        if "yaxis2" in fig.layout:  # room for the right-hand axis's numbers
+            fig.update_layout(margin={"r": 60})
         figures[fig_id] = json.loads(pio.to_json(fig, validate=True))
-        sections.append({"id": fig_id, "title": title, "note": note, "plot": True})
+        sections.append({"id": fig_id, "title": title, "note": note, "plot": True, "height": fig.layout.height})
 
     est = trust.get("estimates") or {}
     overall = est.get("overall") or {}
     # 1. estimated accuracy
     groups = [("all rows", overall)] + [(f"source {k}", v) for k, v in (est.get("by_source") or {}).items()]
     groups = [(name, e) for name, e in groups if e.get("accuracy") is not None]
+    shown = [_group_name(name, e) for name, e in groups]
     fig = go.Figure()
     if groups:
         fig.add_trace(go.Scatter(
-            x=[e["accuracy"] for _, e in groups], y=[n for n, _ in groups], mode="markers", name="estimated",
+            x=[e["accuracy"] for _, e in groups], y=shown, mode="markers", name="estimated",
             marker={"size": 11}, error_x={"type": "data", "symmetric": False,
                                           "array": [(e["accuracy"] if e["high"] is None else e["high"]) - e["accuracy"]
                                                     for _, e in groups],
                                           "arrayminus": [e["accuracy"] - (e["accuracy"] if e["low"] is None else e["low"])
                                                          for _, e in groups]}))
     if truth is not None:
-        fig.add_trace(go.Scatter(x=[truth["by_group"].get(n) for n, _ in groups], y=[n for n, _ in groups],
+        fig.add_trace(go.Scatter(x=[truth["by_group"].get(n) for n, _ in groups], y=shown,
                                  mode="markers", name="true (gold)", marker={"symbol": "x", "size": 12}))
-    fig.update_xaxes(title="accuracy", tickformat=".0%")
+    fig.update_xaxes(title="accuracy", tickformat=".0%", range=[0, 1.02])
     note = unmeasured_note(info)
     add("estimate", "Estimated accuracy (95% interval)", fig,
         "From the audit sample: rows drawn at random, reviewed, never trained on or chosen."
         + (f" The estimate {note}." if note is not None and overall.get("accuracy") is None else
            f" Note: {note}." if note is not None else
            "" if overall.get("accuracy") is not None else
-           f" This run has no audit sample, so nothing is estimated: {info.get('no_audit') or 'review.audit is 0'}."))
+           f" This run has no audit sample, so nothing is estimated: {info.get('no_audit') or 'review.audit is 0'}."),
+        empty=None if groups else "")
     # 2. reliability
     rel = trust.get("reliability") or []
     fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dot"}))
@@ -120,7 +129,10 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
     fig.update_yaxes(title="share right", range=[0, 1])
     add("reliability", "Reliability: confidence against accuracy", fig,
         "annotation_confidence of the rows the vote labeled, in bins; on the diagonal, it is the probability "
-        "that the label is right.")
+        "that the label is right.",
+        empty=None if rel or (truth is not None and truth["reliability"]) else
+        "Nothing to draw: the calibration is checked on audit rows the vote labeled, and this run has none"
+        + ("" if info.get("audit_rows") else " (no audit sample)") + "; `report --gold-column` draws it against a gold column.")
     # 3. per stage
     stages = [st for st in info.get("stages") or [] if st.get("audit_vote_accuracy") is not None]
     fig = go.Figure(go.Scatter(x=[("final" if st.get("final") else st["stage"]) for st in stages],
@@ -129,15 +141,25 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
     fig.update_xaxes(title="stage", type="category")
     fig.update_yaxes(title="accuracy", tickformat=".0%")
     rb = info.get("rollbacks") or {}
+    why_no_stages = (
+        None if stages else
+        "Nothing to draw: there is no audit sample to measure the stages on." if not info.get("audit_rows") else
+        "Nothing to draw: no stage refitted the specialists (continual learning is off, or nothing was trainable)."
+        if not info.get("stages") else "Nothing to draw: no stage was measured on the audit.")
     add("stages", "Accuracy per stage on the audit", fig,
         f"The vote of each stage's specialist versions on the audit rows. {rb.get('rolled_back', 0)} of "
-        f"{rb.get('candidates', 0)} candidate versions were rolled back by the gate.")
+        f"{rb.get('candidates', 0)} candidate versions were rolled back by the gate.", empty=why_no_stages)
     # 4. confusion on the audit
+    many = len(labels) > 15  # numbers in every cell stop being readable
     fig = go.Figure(go.Heatmap(z=audit["matrix"], x=labels, y=labels, colorscale="Blues",
-                               text=audit["matrix"], texttemplate="%{text}"))
-    fig.update_xaxes(title="the vote")
-    fig.update_yaxes(title="the audit's label", autorange="reversed")
-    add("confusion", "Confusion matrix on the audit", fig, f"{audit['rows']} audit rows.")
+                               **({} if many else {"text": audit["matrix"], "texttemplate": "%{text}"})))
+    fig.update_xaxes(title="the vote", type="category")
+    fig.update_yaxes(title="the audit's label", autorange="reversed", type="category")
+    if many:
+        fig.update_layout(height=max(380, 14 * len(labels) + 160))
+    add("confusion", "Confusion matrix on the audit", fig,
+        f"{audit['rows']} audit rows." + (" Hover over a cell for its count." if many else ""),
+        empty=None if audit["rows"] else "Nothing to draw: the run has no audit sample.")
     # 5. spend
     plan = info.get("budget_plan") or {}
     kinds = Counter(audit["routed"])
@@ -159,14 +181,23 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
     add("sources", "Rows per source", fig)
     # 7. specialists
     sp = [s for s in info["specialists"] if s["status"] == "active"]
+    measured = [s for s in sp if s.get("audited")]
     fig = go.Figure([go.Bar(name="audit accuracy", x=[s["name"] for s in sp],
                             y=[s["audit_accuracy"] if s.get("audited") else None for s in sp], yaxis="y"),
                      go.Scatter(name="vote weight", x=[s["name"] for s in sp], y=[s.get("weight") for s in sp],
                                 mode="markers", marker={"size": 12}, yaxis="y2")])
     fig.update_layout(yaxis={"title": "audit accuracy", "tickformat": ".0%", "range": [0, 1]},
-                      yaxis2={"title": "vote weight", "overlaying": "y", "side": "right", "rangemode": "tozero"})
+                      yaxis2={"title": "vote weight", "overlaying": "y", "side": "right", "rangemode": "tozero",
+                              "tickformat": ".2f"})
+    unmeasured_sp = [s["name"] for s in sp if not s.get("audited")]
     add("specialists", "Specialists: audit accuracy and vote weight", fig,
-        "Each specialist's current version on the audit rows; its weight in the soft vote.")
+        "Each specialist's current version on the audit rows; its weight in the soft vote."
+        + (f" Not measured on the audit: {', '.join(unmeasured_sp)} ("
+           + ("the run has no audit sample" if not info.get("audit_rows") else
+              "a specialist is measured on the audit when a stage refits the specialists; none did")
+           + ")." if unmeasured_sp else ""),
+        empty=None if sp and (measured or any(s.get("weight") is not None for s in sp)) else
+        "Nothing to draw: no active specialist.")
     dropped = [[s["name"], s["status"], s["note"] or ""] for s in info["specialists"] if s["status"] != "active"]
     if dropped:
         sections.append({"title": "Dropped specialists", "table": [["specialist", "status", "why"], *dropped]})
@@ -209,6 +240,14 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, gold_col
     os.chmod(tmp, 0o644)  # a page to share, like any file the user writes
     os.replace(tmp, out)
     return out
+
+
+def _group_name(name: str, estimate: dict[str, Any]) -> str:
+    """'source vote (1 audit row)': how much an interval rests on is part of reading it."""
+    n = estimate.get("audit_rows")
+    if n is None or estimate.get("method") == "exact":
+        return name
+    return f"{name} ({n} audit row{'' if n == 1 else 's'})"
 
 
 def _flagged(store: RunStore) -> list[list[str]]:

@@ -106,6 +106,9 @@ def _specialists(records: list[Any], k: int) -> list[dict[str, Any]]:
     seen = np.array([d["validation_rows"] or 0 for d in active], dtype=float)
     for d, w in zip(active, log_odds_weights(acc, seen, k) if active else [], strict=True):
         d["weight"] = round(float(w), 4)
+        if w > 0 and (d["note"] or "").startswith("weighs nothing for now"):  # the bootstrap's verdict, since revised
+            d["note"] = (f"weighed nothing after the bootstrap ({d['note'].split(': ', 1)[-1]}); measured since on "
+                         f"{int(d['validation_rows'])} rows in all: {d['validation_accuracy']:.1%}, above chance")
     return out
 
 
@@ -169,6 +172,8 @@ def render(info: dict[str, Any], run_dir: Path | str) -> Any:
     if info.get("kind") == "baseline":
         return Group(t, *_sources(info.get("sources") or {}, None))
     t.add_row("estimated accuracy", _estimate_line(info))
+    if info.get("state") == "complete" and info.get("calibrated_on"):
+        t.add_row("confidence", confidence_line(info))
     for line in weighing_lines(info):
         t.add_row(*line)
     corrected = max((st.get("audit_corrected_rows") or 0 for st in info.get("stages") or []), default=0)
@@ -189,6 +194,20 @@ def render(info: dict[str, Any], run_dir: Path | str) -> Any:
                  *_sources(info.get("sources") or {}, est))
 
 
+def confidence_line(info: dict[str, Any]) -> str:
+    """What annotation_confidence of the voted rows is calibrated on, or why it is not."""
+    on = info.get("calibrated_on")
+    if on == "audit":
+        return "annotation_confidence calibrated on the audit rows no stage picked"
+    if on == "reviewed":
+        return "annotation_confidence calibrated on the reviewed rows, voted by copies that never trained on them"
+    who = ", ".join(sorted(info.get("unmeasured") or {}))
+    return ("annotation_confidence is the vote's own probability, NOT calibrated: "
+            + (f"every reviewed row was answered by {who}, whose accuracy nothing independent measured, so "
+               "nothing can say how often the vote is right; let people answer an audit to calibrate it"
+               if who else "too few audit or reviewed rows to calibrate it on"))
+
+
 def weighing_lines(info: dict[str, Any]) -> list[tuple[str, str]]:
     """The weighed reviewers' estimated accuracy, the answers the vote outweighed, the flags."""
     w = info.get("weighing") or {}
@@ -201,6 +220,11 @@ def weighing_lines(info: dict[str, Any]) -> list[tuple[str, str]]:
                     f"vote on its {w['rows'][kind]} rows"
                     + (f" ({checked} of them, not a random sample, checked by a trusted reviewer)" if checked else "")
                     + ", which is not evidence: the vote learned from it")
+        elif (blind := (w.get("blind") or {}).get(kind)):
+            said = (f"measured on {blind['rows']} audit rows it answered blind beside a trusted reviewer (a random "
+                    f"sample of the rows it was sent): its answers {blind['answer_right'] / blind['rows']:.0%} right, "
+                    f"the labels weighed from them {sum(blind['right']) / blind['rows']:.0%} right (what the "
+                    f"{w['rows'][kind] - w['checked'].get(kind, 0)} rows it decided are credited with)")
         else:
             basis = f"{checked} checked by a trusted reviewer" if checked else "from its agreement with the vote"
             said = f"about {acc:.0%} right on its {w['rows'][kind]} rows ({basis})"

@@ -37,12 +37,18 @@ audit rows it answered (`weighing.MIN_MEASURED_ROWS`), its accuracy is unmeasure
 answered are no yardstick (with no others the run says the accuracy cannot be estimated, and why), and
 the rows it decided count anywhere from all wrong to all right in the interval (`Sums.unmeasured`): wider,
 and honest. The point estimate still reads their belief.
+
+What is measured is credited with what measured it. In a cascade whose last reviewer is trusted, a weighed
+reviewer also answers, blind, the audit rows a stage would have sent it (`ReviewDesk.ask_blind`): a uniform
+sample of the rows it decides, each with a trusted answer. The rows it decided are credited with the
+share of those rows whose weighed label (decided by a confusion matrix fitted without that row's truth)
+is right, and that share's Wilson interval joins the audit's in quadrature (`Blind`, `Sums.measured`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -264,6 +270,7 @@ class Estimate:
     audit_rows: int  # unpicked audit rows that measured it
     method: str  # "ppi", "wilson", "exact" (every row known), "model" (no audit row: calibration only)
     unmeasured_rows: int = 0  # rows decided by a reviewer whose accuracy is unmeasured: bounded, not credited
+    blind_rows: int = 0  # audit rows a weighed reviewer answered blind that measured the rows it decided
 
     @property
     def half_width(self) -> float | None:
@@ -286,13 +293,26 @@ class Audit:
     label: np.ndarray
 
 
+@dataclass
+class Blind:
+    """The audit rows a weighed reviewer answered blind beside a trusted one (`weighing`): for each, the
+    label the weighing decides from its answer (`label`), the source that row would have (`source`:
+    reviewed:<it>, or vote:over-<it>) and whether that label is right (`correct`, 0/1). They are a
+    uniform sample of the rows a stage sent that reviewer, so they measure the rows it decided."""
+
+    label: np.ndarray
+    source: np.ndarray
+    correct: np.ndarray
+
+
 @dataclass(frozen=True)
 class Sums:
     """What the estimate needs of a group of output texts: `rows` (their weight: rows holding them),
     `known_right` (the weight of the known ones, times the belief that each is right), `unknown` (the
     weight of the others), `unknown_calibrated` (their weight times c^); `unmeasured` (the weight of the
     known ones decided by a reviewer whose accuracy is unmeasured) and `unmeasured_right` (their weight
-    times their belief: part of `known_right`)."""
+    times their belief: part of `known_right`); `measured` and `measured_right`, the same of the known
+    ones decided by a weighed reviewer measured on blind audit answers (`Blind`)."""
 
     rows: float = 0.0
     known_right: float = 0.0
@@ -300,11 +320,11 @@ class Sums:
     unknown_calibrated: float = 0.0
     unmeasured: float = 0.0
     unmeasured_right: float = 0.0
+    measured: float = 0.0
+    measured_right: float = 0.0
 
     def __add__(self, other: Sums) -> Sums:
-        return Sums(self.rows + other.rows, self.known_right + other.known_right, self.unknown + other.unknown,
-                    self.unknown_calibrated + other.unknown_calibrated, self.unmeasured + other.unmeasured,
-                    self.unmeasured_right + other.unmeasured_right)
+        return Sums(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 class Tally:
@@ -316,7 +336,7 @@ class Tally:
 
     def add(self, weight: np.ndarray, known: np.ndarray, calibrated: np.ndarray, source: Sequence[str],
             label: Sequence[str | None], known_right: np.ndarray | None = None,
-            unmeasured: np.ndarray | None = None) -> None:
+            unmeasured: np.ndarray | None = None, measured: np.ndarray | None = None) -> None:
         """Texts with `weight` (rows holding each), `known` (its label is known: reviewed or audited;
         right with probability `known_right`, 1 by default; `unmeasured`: a known one whose reviewer's
         accuracy is unmeasured), `calibrated` c^ (read where not known), their `source` and `label`
@@ -332,11 +352,14 @@ class Tally:
         g = len(index)
         cal = np.asarray(calibrated, dtype=np.float64)
         um = known & (np.zeros(len(w), bool) if unmeasured is None else np.asarray(unmeasured, bool))
+        ms = known & ~um & (np.zeros(len(w), bool) if measured is None else np.asarray(measured, bool))
         sums = np.stack([np.bincount(group, w, g), np.bincount(group, np.where(known, w * right, 0.0), g),
                          np.bincount(group, np.where(known, 0.0, w), g),
                          np.bincount(group, np.where(known, 0.0, w * cal), g),
                          np.bincount(group, np.where(um, w, 0.0), g),
-                         np.bincount(group, np.where(um, w * right, 0.0), g)], axis=1)
+                         np.bincount(group, np.where(um, w * right, 0.0), g),
+                         np.bincount(group, np.where(ms, w, 0.0), g),
+                         np.bincount(group, np.where(ms, w * right, 0.0), g)], axis=1)
         for key, i in index.items():
             self.groups[key] = self.groups.get(key, Sums()) + Sums(*(float(x) for x in sums[i]))
 
@@ -353,11 +376,24 @@ class Tally:
         return sorted({s for s, _ in self.groups})
 
 
-def estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None) -> Estimate:
+def estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None, blind: Blind | None = None,
+             blind_rows: np.ndarray | None = None) -> Estimate:
     """The estimate over a group of texts with `sums`, measured on the audit texts `rows` (a mask
     over the unpicked audit texts: those that would have fallen in the group; all by default). The rows
     a reviewer of unmeasured accuracy decided widen the interval to what they could be: all wrong at its
-    low end, all right at its high end."""
+    low end, all right at its high end. The rows a weighed reviewer decided whose blind answers measured
+    it are credited with the share right among the `blind_rows` (a mask over `blind`) that fall in the
+    group, with its Wilson interval added in quadrature (two independent samples); with fewer than
+    MIN_AUDIT of them they are bounded like unmeasured rows."""
+    if sums.measured:
+        sel = (np.ones(len(blind.correct), bool) if blind_rows is None else blind_rows) if blind is not None else None
+        n = 0 if sel is None else int(sel.sum())
+        if n < MIN_AUDIT:  # too few blind answers in this group to measure it: bounded, not credited
+            sums = replace(sums, unmeasured=sums.unmeasured + sums.measured, measured=0.0, measured_right=0.0,
+                           unmeasured_right=sums.unmeasured_right + sums.measured_right)
+        else:
+            assert blind is not None and sel is not None
+            return _with_blind(sums, audit, rows, blind.correct[sel])
     est = _estimate(sums, audit, rows)
     if not sums.unmeasured or est.accuracy is None or est.low is None or est.high is None:
         return est if not sums.unmeasured else Estimate(est.accuracy, est.low, est.high, est.rows, est.audit_rows,
@@ -368,6 +404,25 @@ def estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None) -> Estima
                         0, 1)
     return Estimate(est.accuracy, float(low), float(high), est.rows, est.audit_rows, est.method + "+bounds",
                     int(round(sums.unmeasured)))
+
+
+def _with_blind(sums: Sums, audit: Audit, rows: np.ndarray | None, correct: np.ndarray) -> Estimate:
+    """`estimate` with the measured reviewer's rows credited with the share right of `correct`."""
+    base = replace(sums, known_right=sums.known_right - sums.measured_right, measured=0.0, measured_right=0.0)
+    est = estimate(base, audit, rows)  # its rows counted as wrong here; their share right added below
+    n = len(correct)
+    p = float(correct.mean())
+    lo, hi = wilson_interval(p, n)
+    share = sums.measured / sums.rows
+    acc = None if est.accuracy is None else est.accuracy + share * p
+    low = high = None
+    if est.low is not None and est.high is not None and acc is not None:
+        assert est.accuracy is not None
+        low = acc - float(np.hypot(est.accuracy - est.low, share * (p - lo)))
+        high = acc + float(np.hypot(est.high - est.accuracy, share * (hi - p)))
+        low, high = (float(x) for x in np.clip([low, high], 0, 1))
+    return Estimate(None if acc is None else float(np.clip(acc, 0, 1)), low, high, est.rows, est.audit_rows,
+                    est.method + "+blind", est.unmeasured_rows, n)
 
 
 def _estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None) -> Estimate:
@@ -418,11 +473,13 @@ def unmeasured_note(unmeasured: dict[str, int], estimated: float | None, rows: i
             f"its accuracy is unmeasured: nothing independent checked a random sample of its answers")
 
 
-def estimates(tally: Tally, audit: Audit, labels: Sequence[str]) -> dict[str, Any]:
+def estimates(tally: Tally, audit: Audit, labels: Sequence[str], blind: Blind | None = None) -> dict[str, Any]:
     """Overall, per source and per class (the output label)."""
     return {
-        "overall": estimate(tally.sums(), audit).to_dict(),
-        "by_source": {src: estimate(tally.sums(source=src), audit, audit.source == src).to_dict()
+        "overall": estimate(tally.sums(), audit, blind=blind).to_dict(),
+        "by_source": {src: estimate(tally.sums(source=src), audit, audit.source == src, blind,
+                                    None if blind is None else blind.source == src).to_dict()
                       for src in tally.sources},
-        "by_class": {lab: estimate(tally.sums(label=lab), audit, audit.label == lab).to_dict() for lab in labels},
+        "by_class": {lab: estimate(tally.sums(label=lab), audit, audit.label == lab, blind,
+                                   None if blind is None else blind.label == lab).to_dict() for lab in labels},
     }

@@ -177,15 +177,17 @@ def soft(P: np.ndarray, weights: np.ndarray | None = None) -> VoteResult:
 
 def log_odds_weights(accuracy: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
     """Soft-vote weights from each specialist's measured accuracy on `seen` rows: the log-odds
-    log((k - 1) * acc / (1 - acc)), Laplace-smoothed over `seen`, clipped at 0 (worse than chance
-    gets no say). A specialist never measured (seen 0 or accuracy NaN) gets the mean of the others,
-    or 1 when none was measured."""
+    log((k - 1) * acc / (1 - acc)), smoothed with two pseudo-rows at chance (1/k: Laplace's rule for
+    two labels), clipped at 0 (worse than chance gets no say). Smoothing toward 1/2 instead, as
+    before, lifted a specialist measured below chance on a few rows of a 3-label task above chance.
+    A specialist never measured (seen 0 or accuracy NaN) gets the mean of the others, or 1 when none
+    was measured."""
     accuracy = np.asarray(accuracy, dtype=float)
     seen = np.asarray(seen, dtype=float)
     measured = (seen > 0) & ~np.isnan(accuracy)
     if not measured.any():
         return np.ones(len(accuracy))
-    acc = (np.nan_to_num(accuracy) * seen + 1.0) / (seen + 2.0)
+    acc = (np.nan_to_num(accuracy) * seen + 2.0 / max(k, 2)) / (seen + 2.0)
     w = np.maximum(np.log(max(k - 1, 1) * acc / (1.0 - acc)), 0.0)
     w[~measured] = w[measured].mean()
     return w

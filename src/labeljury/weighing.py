@@ -28,6 +28,8 @@ second look, by cleanlab's label-issue finder (`find_label_issues`) on those out
 
 from __future__ import annotations
 
+import warnings
+
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,7 +48,8 @@ PRIOR_MIX = 0.1  # the vote is not calibrated: its distribution is mixed with un
 FLAG_MIN_ROWS = 30  # fewer reviewed rows with a prior than this: no flags (cleanlab needs counts)
 # A weighed reviewer's accuracy counts as measured only on audit rows (a uniform sample) that it and a trusted
 # reviewer both answered, at least this many of them: its agreement with a vote that learned from it never does.
-MIN_MEASURED_ROWS = 30
+# A few suffice: the estimate gives the share right among them a Wilson interval, as wide as they are few.
+MIN_MEASURED_ROWS = 10
 # A reviewer that gives one label to nearly every row it answers, where the specialists see a mix, is broken
 # (a prompt that does not fit, a model that cannot follow it): said loudly, whatever its weighing says.
 DEGENERATE_SHARE = 0.95
@@ -66,6 +69,10 @@ class Weighing:
     checked: dict[str, int] = field(default_factory=dict)  # ... of which a trusted reviewer answered too
     overruled: int = 0
     flagged: int = 0
+    # reviewer -> its answers to audit rows a stage would have sent it, answered blind beside a trusted
+    # reviewer: {"rows", "answer_right" (its own answer right), "answer" (each row's), "decided" (the label
+    # the weighing decides, each row's by a confusion matrix fitted without it), "right" (0/1 of each)}
+    blind: dict[str, dict[str, Any]] = field(default_factory=dict)
     # reviewer -> {label, share of its answers, share the vote gives that label on the same rows}
     degenerate: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -73,7 +80,7 @@ class Weighing:
         return {"accuracy": {k: round(v, 4) for k, v in self.accuracy.items()}, "confusion": self.confusion,
                 "rows": self.rows, "checked": self.checked, "overruled": int(self.overruled),
                 "untrained": 0, "flagged": int(self.flagged),  # untrained: kept for the readers of older runs
-                "degenerate": self.degenerate}
+                "degenerate": self.degenerate, "blind": self.blind}
 
 
 def degenerate_answers(answer: np.ndarray, prior: np.ndarray, labels: Sequence[str]) -> dict[str, Any] | None:
@@ -229,6 +236,7 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
     rv = _reviewed(store, labels)
     # every reviewer's answer to the rows more than one answered (a cascade's later reviewers, a second look)
     answers = store.answers(answered_twice=True) if weighed else {}
+    audit = set(store.routed(AUDIT)) if weighed else set()
     out = Weighing()
     verdicts: dict[int, Verdict] = {}
     for kind in sorted(weighed):
@@ -239,11 +247,14 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
         # look), are known truth for its confusion: which rows are sent on depends only on what is
         # observed (its answer and the prior), so the estimate stays unbiased. Their label is the
         # trusted one: no verdict is kept for them.
-        checked = []
+        # So are the audit rows it answered blind beside a trusted reviewer (`ReviewDesk.ask_blind`):
+        # a uniform sample of the rows a stage sends it.
+        checked, is_blind = [], []
         for t, said in answers.items():
-            i = rv.at(t) if SENT_ON in said else None
+            i = rv.at(t) if SENT_ON in said or t in audit else None
             if i is not None and rv.kind[i] not in weighed and kind in said and said[kind].label in index:
                 checked.append(i)
+                is_blind.append(t in audit and SENT_ON not in said)
         decided_here = len(at)
         rows = np.concatenate([at, np.array(checked, dtype=np.int64)])
         truth = np.full(len(rows), -1)
@@ -257,6 +268,9 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
         ans = np.array([rv.answer[i] if r < decided_here else index[answers[int(rv.ids[i])][kind].label]
                         for r, i in enumerate(rows.tolist())], dtype=np.int64)
         C, q = fit_confusion(rv.prior[rows], ans, truth, k)
+        blind_at = decided_here + np.flatnonzero(np.array(is_blind, bool))
+        if len(blind_at):
+            out.blind[kind] = _blind_measurement(rv.prior[rows], ans, truth, k, blind_at)
         out.confusion[kind] = [[round(float(x), 4) for x in row] for row in C]
         # its accuracy on the rows it answered: the mean posterior that its answer is right
         out.accuracy[kind] = float(q[np.arange(len(rows)), ans].mean())
@@ -285,6 +299,25 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
     return out
 
 
+def _blind_measurement(prior: np.ndarray, answer: np.ndarray, truth: np.ndarray, k: int, blind: np.ndarray,
+                       folds: int = 2) -> dict[str, Any]:
+    """How often the weighing's decision is right on the blind rows (positions `blind` of the rows
+    weighed): each fold's rows decided by a confusion matrix fitted with the other folds' truth and
+    without theirs, so that no row's own truth helps decide it (cross-fitting); and how often the
+    reviewer's own answer is."""
+    y = truth[blind]
+    decided = np.zeros(len(blind), np.int64)
+    fold = np.arange(len(blind)) % folds  # the blind rows come in no particular order of label
+    for f in range(folds):
+        hidden = blind[fold == f]
+        t = truth.copy()
+        t[hidden] = -1
+        _, q = fit_confusion(prior, answer, t, k)
+        decided[fold == f] = q[hidden].argmax(axis=1)
+    return {"rows": int(len(blind)), "answer_right": int((answer[blind] == y).sum()),
+            "answer": answer[blind].tolist(), "decided": decided.tolist(), "right": (decided == y).astype(int).tolist()}
+
+
 def _label_issues(rv: _Reviewed) -> list[int]:
     """Positions of the reviewed rows whose label the out-of-sample vote contradicts with confidence
     (cleanlab)."""
@@ -298,7 +331,10 @@ def _label_issues(rv: _Reviewed) -> list[int]:
 
     P = rv.prior[at]
     try:
-        issues = find_label_issues(labels=given, pred_probs=P, filter_by="prune_by_noise_rate")
+        with warnings.catch_warnings():
+            # a rare class gets fewer flags, which is all the flags can be: said per class, it is noise
+            warnings.filterwarnings("ignore", message="May not flag all label issues", category=UserWarning)
+            issues = find_label_issues(labels=given, pred_probs=P, filter_by="prune_by_noise_rate")
     except (ValueError, IndexError):  # a class nobody gave: too few rows to say
         return []
     # only where the vote is confident: a row that is merely hard is not a suspect

@@ -18,7 +18,8 @@ import numpy as np
 
 from .. import trust
 from ..scoring import Scorer, Vote
-from ..sources import CONSENSUS, VOTE, reviewer_of
+from ..sources import CONSENSUS, VOTE, outweighed, reviewer_of
+from ..sources import reviewed as reviewed_by
 from ..specialists import Updatable
 from ..store import RunStore
 from ..training import FOLDS, audited, reviewed
@@ -41,6 +42,14 @@ class Calibration:
     # the weighed reviewers of unmeasured accuracy: {reviewer: audit rows it answered}; those rows are no
     # yardstick for the estimate, and the rows it decided are not credited (see `trust`)
     unmeasured: dict[str, int] | None = None
+    # the blind audit answers of the weighed reviewers whose accuracy they measured: what the rows those
+    # reviewers decided are credited with (`trust.Blind`)
+    blind: trust.Blind | None = None
+
+    @property
+    def measured(self) -> frozenset[str]:
+        """The weighed reviewers whose decided rows the blind answers measure."""
+        return frozenset(reviewer_of(src) for src in ([] if self.blind is None else set(self.blind.source.tolist())))
 
     def calibrated(self, vote: Vote) -> np.ndarray:
         """The calibrated confidence of each row of `vote`."""
@@ -50,10 +59,11 @@ class Calibration:
         """What the run store keeps (`trust` in its meta), with the estimates of the output in `tally`."""
         estimates = None
         if self.audit is not None:
-            estimates = trust.estimates(tally, self.audit, labels)
+            estimates = trust.estimates(tally, self.audit, labels, self.blind)
             estimates["basis"] = {"audit_rows": self.audit_rows, "unpicked_audit_rows": int(len(self.audit.weight)),
                                   "calibrated_on": self.fitted_on, "noisy_reference_rows": self.noisy_reference_rows,
-                                  "unmeasured_audit_answers": self.unmeasured or {}}
+                                  "unmeasured_audit_answers": self.unmeasured or {},
+                                  "blind_audit_answers": 0 if self.blind is None else int(len(self.blind.correct))}
         return {"calibrator": self.calibrator.to_dict(), "calibrated_on": self.fitted_on, "estimates": estimates,
                 "reliability": self.reliability, "audit_rows": self.audit_rows, "unmeasured": self.unmeasured or {}}
 
@@ -80,36 +90,57 @@ def fit_calibration(ctx: RunContext) -> Calibration:
     u_correct = (u_label == u_y).astype(np.float64)
     noise, u_value = (_reference_noise(store, u_ids, u_label, u_y, u_correct, labels, scorer)
                       if ctx.tuning.trust_correction else (None, u_correct))
-    if len(u_ids) >= trust.MIN_POINTS:
-        calibrator, on = trust.fit_calibrator(u_conf, u_correct, u_group, noise), "audit"
-    else:
-        o_conf, o_correct, o_group = _cross_fitted_votes(ctx)
-        if len(o_conf) >= trust.MIN_POINTS:
-            calibrator, on = trust.fit_calibrator(o_conf, o_correct, o_group), "reviewed"
-        else:
-            calibrator, on = trust.IDENTITY, "none"
-    if not len(audit_ids):
-        return Calibration(calibrator, on, None, [], 0)
-    # the estimate is measured only on audit rows a reviewer of measured accuracy answered (`trust`)
+    # the estimate and the calibration rest only on answers of a reviewer of measured accuracy (`trust`):
+    # agreement with one whose accuracy nothing measured would calibrate the confidence to that reviewer
     unmeasured_kinds = ctx.weigher.unmeasured()
     answered_by = _audit_reviewers(store, u_ids)
     yardstick = ~np.isin(answered_by, list(unmeasured_kinds)) if unmeasured_kinds else np.ones(len(u_ids), bool)
     all_answered_by = _audit_reviewers(store, audit_ids)
     unmeasured = {k: int((all_answered_by == k).sum()) for k in sorted(unmeasured_kinds)}
-    if on == "audit" and len(u_ids) >= 2 * FOLDS:
-        folds = np.random.default_rng(seed * 1_000_003 + 65_537).permutation(len(u_ids)) % FOLDS
-        u_cal = trust.cross_fitted(u_conf, u_correct, u_group, folds, noise)
+    y_noise = None if noise is None else noise.take(yardstick)
+    if yardstick.sum() >= trust.MIN_POINTS:
+        calibrator, on = trust.fit_calibrator(u_conf[yardstick], u_correct[yardstick], u_group[yardstick],
+                                              y_noise), "audit"
+    else:
+        o_conf, o_correct, o_group = _cross_fitted_votes(ctx, unmeasured_kinds)
+        if len(o_conf) >= trust.MIN_POINTS:
+            calibrator, on = trust.fit_calibrator(o_conf, o_correct, o_group), "reviewed"
+        else:
+            calibrator, on = trust.IDENTITY, "none"
+    if not len(audit_ids):
+        return Calibration(calibrator, on, None, [], 0, unmeasured={k: 0 for k in sorted(unmeasured_kinds)} or None)
+    m = yardstick
+    if on == "audit" and m.sum() >= 2 * FOLDS:
+        folds = np.random.default_rng(seed * 1_000_003 + 65_537).permutation(int(m.sum())) % FOLDS
+        y_cal = trust.cross_fitted(u_conf[m], u_correct[m], u_group[m], folds, y_noise)
+        u_cal = calibrator(u_conf, u_group)
+        u_cal[m] = y_cal
     else:
         u_cal = calibrator(u_conf, u_group)  # not fitted on these rows (or too few to fold): unbiased as it is
     label_names = np.array(labels, dtype=object)
-    m = yardstick
     audit = trust.Audit(weight=store.row_counts_of(u_ids[m]), calibrated=u_cal[m], correct=u_value[m],
                         source=u_group[m].astype(object),
                         label=np.where(u_label[m] >= 0, label_names[np.maximum(u_label[m], 0)], ""))
     if not m.any():  # every audit answer came from a reviewer of unmeasured accuracy: nothing to measure with
         audit = None
-    return Calibration(calibrator, on, audit, trust.reliability(u_cal, u_value), int(len(audit_ids)),
-                       0 if noise is None else int((noise.agree_if_right < 1).sum()), unmeasured or None)
+    return Calibration(calibrator, on, audit, trust.reliability(u_cal[m], u_value[m]), int(len(audit_ids)),
+                       0 if noise is None else int((noise.agree_if_right < 1).sum()), unmeasured or None,
+                       _blind(store, labels, ctx.weigher.weighed - unmeasured_kinds))
+
+
+def _blind(store: RunStore, labels: list[str], measured: frozenset[str]) -> trust.Blind | None:
+    """The blind audit answers of the reviewers in `measured`, as the estimate reads them."""
+    found = ((store.get_meta("weighing") or {}).get("blind") or {})
+    parts = [(kind, found[kind]) for kind in sorted(measured) if (found.get(kind) or {}).get("rows")]
+    if not parts:
+        return None
+    label, source, correct = [], [], []
+    for kind, b in parts:
+        for answer, decided, right in zip(b["answer"], b["decided"], b["right"], strict=True):
+            label.append(labels[decided])
+            source.append(reviewed_by(kind) if decided == answer else outweighed(kind))
+            correct.append(float(right))
+    return trust.Blind(np.array(label, dtype=object), np.array(source, dtype=object), np.array(correct))
 
 
 def _audit_reviewers(store: RunStore, ids: np.ndarray) -> np.ndarray:
@@ -139,10 +170,16 @@ def _reference_noise(store: RunStore, ids: np.ndarray, label: np.ndarray, answer
     return trust.ReferenceNoise(a, b), value
 
 
-def _cross_fitted_votes(ctx: RunContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(confidence, right or not, group) of the reviewed rows' votes by versions that never saw them."""
+def _cross_fitted_votes(ctx: RunContext, unmeasured: frozenset[str] = frozenset()
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(confidence, right or not, group) of the reviewed rows' votes by versions that never saw them;
+    rows decided by a reviewer in `unmeasured` are left out (right or not would be agreement with it)."""
     store, scorer, trainer, registry, labels = ctx.store, ctx.scorer, ctx.trainer, ctx.registry, ctx.labels
     ids, y = reviewed(store)
+    if unmeasured and len(ids):
+        by = store.reviews(ids.tolist())
+        keep = np.array([reviewer_of(by[int(t)].source) not in unmeasured for t in ids], bool)
+        ids, y = ids[keep], [v for v, k in zip(y, keep, strict=True) if k]
     empty = (np.zeros(0), np.zeros(0), np.zeros(0, dtype="<U9"))
     names = registry.voters()
     if len(ids) < 4 * FOLDS or not names or any(isinstance(registry.models[n], Updatable) for n in names):

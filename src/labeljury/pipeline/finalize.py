@@ -45,7 +45,7 @@ def finalize(ctx: RunContext) -> None:
 
     def records() -> Iterator[Record]:
         for vote in scorer.votes("final labels"):
-            yield from _chunk_records(store, vote, labels, calibration, tally, unmeasured)
+            yield from _chunk_records(store, vote, labels, calibration, tally, unmeasured, calibration.measured)
 
     meta: dict = {}
 
@@ -58,14 +58,20 @@ def finalize(ctx: RunContext) -> None:
     note = trust.unmeasured_note(calibration.unmeasured or {}, overall.get("accuracy"), overall.get("unmeasured_rows") or 0)
     if note is not None:
         ctx.progress.log(f"estimated accuracy: {note}")
+    if calibration.fitted_on == "none" and unmeasured:
+        ctx.progress.log(f"annotation_confidence is the vote's own probability, not calibrated: the reviewed rows "
+                         f"were answered by {', '.join(sorted(unmeasured))}, whose accuracy nothing independent "
+                         "measured; let people answer an audit to calibrate it")
     for kind, d in ((store.get_meta("weighing") or {}).get("degenerate") or {}).items():
         ctx.progress.log(f"WARNING: reviewer {kind} {degenerate_line(kind, d)}")
 
 
 def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: Calibration,
-                   tally: trust.Tally, unmeasured: frozenset[str] = frozenset()) -> list[Record]:
+                   tally: trust.Tally, unmeasured: frozenset[str] = frozenset(),
+                   measured: frozenset[str] = frozenset()) -> list[Record]:
     """The final records of one chunk's texts; their sums go to `tally` (a row decided by weighing the
-    answer of a reviewer in `unmeasured` is not credited with its belief: see `trust`)."""
+    answer of a reviewer in `unmeasured` is not credited with its belief, one in `measured` is credited
+    with what its blind audit answers measured: see `trust`)."""
     a, b = int(vote.ids[0]), int(vote.ids[-1]) + 1
     reviews = store.reviews(range(a, b), include_pending=True)  # a pending one still says where the row waits
     verdicts = store.verdicts(range(a, b))
@@ -79,6 +85,7 @@ def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: 
     known = np.zeros(n, bool)
     known_right = np.ones(n)  # a weighed reviewer's rows are right with the belief in their label
     unmeasured_row = np.zeros(n, bool)
+    measured_row = np.zeros(n, bool)
     out: list[Record] = []
     for i, t in enumerate(range(a, b)):
         lab = int(result.label[i])
@@ -91,6 +98,7 @@ def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: 
             if v is not None and v.answer is not None:  # a weighed answer: the belief in the decision
                 known_right[i] = v.belief
                 unmeasured_row[i] = reviewer_of(r.source) in unmeasured
+                measured_row[i] = reviewer_of(r.source) in measured
                 over = v.label != r.label  # the vote outweighed the answer
                 source[i] = outweighed(reviewer_of(r.source)) if over else r.source
                 label[i] = v.label if over else r.label
@@ -104,7 +112,7 @@ def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: 
         else:
             source[i], label[i] = (r.source if r is not None else str(groups[i])), voted
             out.append((t, voted, round(float(calibrated[i]), 6), source[i], voted, vconf, votes_json[i]))
-    tally.add(store.row_counts(a, b), known, calibrated, source, label, known_right, unmeasured_row)
+    tally.add(store.row_counts(a, b), known, calibrated, source, label, known_right, unmeasured_row, measured_row)
     return out
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ReviewError
 from ..progress import Progress, SilentProgress
-from ..sources import SECOND_LOOK, SENT_ON, queued, reviewer_of
+from ..sources import HARD, SECOND_LOOK, SENT_ON, queued, reviewer_of
 from ..store import RunStore
 from .base import Reviewer, ReviewItem, ReviewResult
 from .cascade import CascadeReviewer
@@ -97,6 +97,42 @@ class ReviewDesk:
         if len(unusable) >= UNUSABLE_MIN and len(unusable) > UNUSABLE_SHARE * len(items):
             raise ReviewError(_unusable_message(self.reviewer.kind, unusable, len(items)))
         return Asked(len(items) + len(again), pending == 0)
+
+    def blind_reviewers(self, weighed: frozenset[str]) -> list[Reviewer]:
+        """The reviewers that answer audit rows blind (`ask_blind`): in a cascade whose last reviewer is
+        trusted (obeyed, not weighed), each earlier one whose answers are weighed."""
+        if not isinstance(self.reviewer, CascadeReviewer) or self.reviewer.last.kind in weighed:
+            return []
+        return [r for r, _ in self.reviewer.reviewers[:-1] if r.kind in weighed]
+
+    def ask_blind(self, ids: Sequence[int], weighed: frozenset[str], opinions: Opinions | None = None) -> int:
+        """Ask each blind reviewer (`blind_reviewers`) about audit rows `ids`, as it is asked about a hard
+        row (the specialists' votes in context) and without the trusted reviewer's answer: its answers
+        measure its confusion matrix (`weighing`) and how often the rows it decides are right (`trust`).
+        They are kept as its answers only: an audit row's label stays the trusted reviewer's. A row it
+        answered before is not asked again. Returns how many rows were asked."""
+        reviewers = self.blind_reviewers(weighed)
+        if not reviewers or not ids:
+            return 0
+        s = self.store
+        said = s.answers(ids)
+        asked = 0
+        for r in reviewers:
+            todo = [t for t in ids if r.kind not in said.get(t, {})]
+            if not todo:
+                continue
+            texts = s.texts_by_id(todo)
+            opinion = opinions(todo) if opinions is not None else {}
+            items = [ReviewItem(key=t, text=texts[t][0], row=texts[t][1], reason=HARD, **opinion.get(t, {}))
+                     for t in todo]
+            s.put_priors({it.key: it.prior for it in items if it.prior is not None})
+            with self.progress.bar(f"review (audit, answered blind by {r.kind} to measure it)", len(items)) as bar:
+                for res in r.review(items):
+                    if res.label is not None and not res.pending:  # a failed answer is asked again next time
+                        s.put_answer(r.kind, res)
+                    bar.advance()
+            asked += len(items)
+        return asked
 
     def second_look(self) -> Asked:
         """Send the rows flagged since the last ask to the next reviewer (at the end of a run)."""
