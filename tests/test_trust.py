@@ -185,15 +185,28 @@ def audited_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp
 
 
-def test_audit_rows_are_reviewed_never_trained_on_nor_picked(audited_run: Path) -> None:
+def test_audit_rows_are_reviewed_never_picked_and_trained_on_only_by_the_cross_fitted_final_refit(
+        audited_run: Path) -> None:
+    """No stage's version learns from the audit (it gates them); the final refit of each head learns from
+    it too, and is measured on it by copies fitted without each row (out of fold)."""
     with RunStore.existing(audited_run / "out.csv.run") as s:
         audit = set(s.routed("audit"))
         hard = set(s.routed("hard"))
         picked = s.audit_hard()
-        trained = set().union(*(set(s.train_ids(v["specialist"], v["version"]).tolist()) for v in s.versions()))
+        versions = s.versions()
+        final_stage = max(v["stage"] for v in versions if v["stage"] is not None)
+        staged = set().union(*(set(s.train_ids(v["specialist"], v["version"]).tolist()) for v in versions
+                               if v["stage"] != final_stage))
+        final = {v["specialist"]: set(s.train_ids(v["specialist"], v["version"]).tolist()) for v in versions
+                 if v["stage"] == final_stage}
+        oof = s.get_meta("audit_oof")
+        current = {e["name"]: e["version"] for e in s.specialists()}
         reviews = {t: r.label for t, r in s.reviews().items() if r.label is not None}
     assert len(audit) == 150 and audit <= set(reviews)
-    assert not audit & hard and not audit & trained
+    assert not audit & hard and not audit & staged
+    assert set(final) == {"embedding-head", "nb-head"} and all(audit <= ids for ids in final.values())
+    assert set(oof["ids"]) == audit and {n: e["version"] for n, e in oof["specialists"].items()} == {
+        n: current[n] for n in final}
     assert set(picked) <= audit  # audit rows a stage found hard are recorded, not asked again
 
 
@@ -316,3 +329,30 @@ def test_status_does_not_keep_the_bootstraps_weighs_nothing_once_the_weight_is_p
     a, b = _specialists([lifted, still], 3)
     assert a["weight"] > 0 and "weighs nothing" not in a["note"] and "60.0%, above chance" in a["note"]
     assert b["weight"] == 0 and b["note"] == note
+
+
+def test_the_final_refit_learns_from_the_audit_and_is_measured_on_it_out_of_fold(tmp_path: Path) -> None:
+    """A head that memorises its training labels (TF-IDF, gold with 15% noise) would look better on the audit
+    rows it learned from than it is: the audit accuracy shown is its copies' out-of-fold accuracy, lower."""
+    from labeljury.registry import read_registry
+
+    rows = make_rows(1500, seed=21)
+    rng = np.random.default_rng(3)
+    noisy = rng.random(len(rows)) < 0.15
+    rows.loc[noisy, "label"] = rng.choice(["negative", "neutral", "positive"], noisy.sum())
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    task = write_task(tmp_path / "task.yaml", specialists="[tfidf-head, vader]", budget=0.3)
+    task.write_text(task.read_text().replace("policy: margin}", "policy: margin, audit: 150}"))
+    run(load_task(task), tmp_path / "in.csv", tmp_path / "out.csv")
+    labels = ["negative", "neutral", "positive"]
+    with RunStore.existing(tmp_path / "out.csv.run") as s:
+        oof = s.get_meta("audit_oof")
+        audit_ids, audit_y = s.audited_labels()
+        head = next(r for r in read_registry(s) if r.name == "tfidf-head")
+        in_sample = s.get_predictions("tfidf-head", head.version, 0)[audit_ids].argmax(axis=1)
+        trained = set(s.train_ids("tfidf-head", head.version).tolist())
+    y = np.array([labels.index(v) for v in audit_y])
+    out_of_fold = np.asarray(oof["specialists"]["tfidf-head"]["probs"]).argmax(axis=1)
+    assert oof["ids"] == audit_ids.tolist() and set(audit_ids.tolist()) <= trained
+    assert head.audited and head.audit_accuracy == pytest.approx((out_of_fold == y).mean())
+    assert (out_of_fold == y).mean() < (in_sample == y).mean()  # in sample it would flatter itself

@@ -22,13 +22,14 @@ from .weighing import Weigher, weighed_kinds
 
 @dataclass
 class Tuning:
-    """Settings that were measured and lost (BENCHMARKS.md, section 7), kept so that benchmarks can measure
-    them again: typed fields passed to a run, never switches flipped from outside. All off by default."""
+    """Settings that were measured (BENCHMARKS.md, sections 7 and 13), kept so that benchmarks can measure
+    them again: typed fields passed to a run, never switches flipped from outside."""
 
     train_weights: bool = False  # a weighed reviewer's answers are learned from with the belief in each
     corrected_vote_weights: bool = False  # vote weights allow for a weighed reviewer's mistakes in their labels
     trust_correction: bool = True  # calibration and estimate correct for a weighed reviewer's confusion
     second_look: bool = True  # a flagged answer goes on to the next reviewer of a cascade
+    audit_trains: bool = True  # the final refit learns from the audit too, which measures it by cross-fitting
 
 
 @dataclass

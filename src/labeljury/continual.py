@@ -20,7 +20,7 @@ an early, weak version are revisited by later ones.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -28,7 +28,7 @@ import numpy as np
 from . import trust
 from .registry import Measurement, Promotion
 from .routing import HardestFirst
-from .sources import AUDIT, FINAL_UPDATE, HARD, route_hard
+from .sources import AUDIT, AUDIT_OOF, FINAL_UPDATE, HARD, route_hard
 from .sources import update as update_step
 from .specialists import Specialist, Updatable
 from .training import audited, bounded_rows, reviewed
@@ -110,6 +110,8 @@ class UpdateRows:
     y_gate: np.ndarray
     weight_ids: np.ndarray
     y_weight: np.ndarray
+    # the final refit's: audit rows it also trains on (the gate's rows), measured by cross-fitting
+    audit_train: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass(frozen=True)
@@ -213,12 +215,17 @@ class StageLoop:
                 metrics["audit_corrected_rows"] = int(sum(m.sum() for m, _ in before.noisy))
         promotions: list[Promotion] = []
         measurements: list[Measurement] = []
+        self._audit_oof: dict[str, dict[str, Any]] = {}
         for name, model in reg.models.items():
             entry, promotion, measured = self._refit(name, model, stage, final, rows, before)
             promotions += [promotion] if promotion is not None else []
             measurements += measured
             metrics["specialists"][name] = entry
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
+        if len(rows.audit_train):
+            metrics["audit_trained"] = int(len(rows.audit_train))
+            # kept before the commit: a run killed in between refits again and overwrites it
+            s.set_meta(AUDIT_OOF, {"ids": rows.audit_train.tolist(), "specialists": self._audit_oof})
         reg.commit(promotions, measurements, stage=stage, stage_metrics=metrics, done_step=step)
 
     def _split(self, stage: int, final: bool) -> UpdateRows:
@@ -243,9 +250,10 @@ class StageLoop:
             self.progress.log(f"refits learn from {len(train):,} of the {reviewed_rows:,} reviewed rows (this stage's "
                               "first, then a uniform sample; continual.max_train_rows bounds their memory)")
         index = self.labels.index
+        audit_train = audit_ids if final and len(audit_ids) and self.ctx.tuning.audit_trains else np.zeros(0, np.int64)
         return UpdateRows(train, reviewed_rows, basis, gate_ids,
                           np.array([index(labels[int(t)]) for t in gate_ids], dtype=np.int64), weight_ids,
-                          np.array([index(labels[int(t)]) for t in weight_ids], dtype=np.int64))
+                          np.array([index(labels[int(t)]) for t in weight_ids], dtype=np.int64), audit_train)
 
     def _measure_current(self, rows: UpdateRows) -> CurrentVersions:
         """The current versions on the gate's rows and on the vote weights' rows. What is shown as an
@@ -276,19 +284,28 @@ class StageLoop:
         promotion = None
         shown = before.shown.get(name)
         gated, version = shown, reg.versions[name]
-        if model.trainable and len(rows.train) and not reg.same_rows(name, rows.train):
+        # the final refit of a head also learns from the audit rows, which then measure it by cross-fitting
+        # (a fine-tuned transformer is not refitted five more times: it keeps off the audit)
+        cross_fit = bool(len(rows.audit_train)) and not isinstance(model, Updatable)
+        train = np.union1d(rows.train, rows.audit_train) if cross_fit else rows.train
+        if model.trainable and len(train) and not reg.same_rows(name, train):
             t1 = time.perf_counter()
             new_version = reg.versions[name] + 1
-            cand = self.candidate(name, model, rows.train, stage)
+            cand = self.candidate(name, model, train, stage, with_audit=cross_fit)
             reg.save_checkpoint(cand, new_version)  # type: ignore[arg-type]
-            after_pred = self.trainer.predict(cand, rows.gate_ids)
+            if cross_fit:  # each audit row predicted by a copy fitted without it: what the audit measures
+                oof = self.trainer.audit_cross_fit(name, rows.train, rows.audit_train)
+                self._audit_oof[name] = {"version": new_version, "probs": np.round(oof, 5).tolist()}
+                after_pred = hard_labels(oof)[np.searchsorted(rows.audit_train, rows.gate_ids)]
+            else:
+                after_pred = self.trainer.predict(cand, rows.gate_ids)
             after_right = None if after_pred is None else after_pred == rows.y_gate
             after = None if after_pred is None else trust.accuracy_against(after_pred, rows.y_gate, before.noisy)
             promote = final or self.gate.promote(before.right.get(name), after_right)
             entry.update(version_before=reg.versions[name], accuracy_after=after, promoted=promote,
                          fit_seconds=round(time.perf_counter() - t1, 3))
             if promote:
-                promotion = Promotion(name, cand, new_version, rows.train,
+                promotion = Promotion(name, cand, new_version, train,
                                       {"accuracy_after": after, "fit_seconds": entry["fit_seconds"]})
                 gated, version = after, new_version
             else:
@@ -336,7 +353,8 @@ class StageLoop:
         # the vote as routing and finalize see it (Dawid-Skene fitted on every row)
         return trust.accuracy_against(self.scorer.vote(ids).result.label, y, noisy)
 
-    def candidate(self, name: str, model: Specialist, train: np.ndarray, stage: int) -> Specialist:
+    def candidate(self, name: str, model: Specialist, train: np.ndarray, stage: int,
+                  with_audit: bool = False) -> Specialist:
         """The next version of a trainable specialist. Cheap heads are refitted from scratch on every
         reviewed row (the complete replay). An `Updatable` one (a fine-tuned transformer, minutes per
         fit) continues from its current weights on the rows new since its last version plus a replay
@@ -344,7 +362,7 @@ class StageLoop:
         reg = self.registry
         current = reg.versions[name]
         if not (isinstance(model, Updatable) and current > 0):
-            return self.trainer.fit(self.trainer.new(name), train)
+            return self.trainer.fit(self.trainer.new(name), train, with_audit=with_audit)
         cand = reg.load(name, current)
         before = reg.train_ids(name, current)
         new, old = np.setdiff1d(train, before), np.intersect1d(train, before)

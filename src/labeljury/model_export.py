@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from .errors import ExportError
 from .registry import SpecialistRecord, read_registry
-from .sources import AUDIT
+from .sources import AUDIT, AUDIT_OOF
 from .store import RunStore
 
 Kind = Literal["transformers", "scikit-learn"]
@@ -103,12 +103,15 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
         task = store.get_meta("task") or {}
         stages = store.stages()
         record, ckpt = _pick(run_dir, read_registry(store), specialist)
-        reviewed = len({t for t, r in store.reviews().items() if r.label is not None} - set(store.routed(AUDIT)))
+        oof = ((store.get_meta(AUDIT_OOF) or {}).get("specialists") or {}).get(record.name) or {}
+        cross_fitted = oof.get("version") == record.version  # this version also learned from the audit
+        labeled = {t for t, r in store.reviews().items() if r.label is not None}
+        reviewed = len(labeled if cross_fitted else labeled - set(store.routed(AUDIT)))
         unmeasured = sorted((store.get_meta("trust") or {}).get("unmeasured") or {})
     score = record.score
     entry = {**record.to_dict(), "validation_accuracy": record.latest_accuracy,
              "score": None if score is None else score.describe(record.version),
-             "basis": None if score is None else score.basis}
+             "basis": None if score is None else score.basis, "cross_fitted": cross_fitted}
     kind = _kind(ckpt)
     assert kind is not None  # checkpoint_dir only returns folders of a known kind
     info = _describe(ckpt, kind)
@@ -233,7 +236,10 @@ def model_card(task: dict[str, Any], labels: list[dict[str, Any]], entry: dict[s
         "",
         *_training_lines(entry, kind, info, reviewed),
         (f"- Audit accuracy: {_pct(acc)} on {entry['audit_rows']} rows of the run's audit sample: drawn at random "
-         "from the input, reviewed, and never trained on by this or any version (each stage below)"
+         "from the input, reviewed, and "
+         + ("learned from by this final version too, so each audit row was predicted by a copy fitted without "
+            "it (5-fold cross-fitting): an estimate for a version fitted on a little less data"
+            if entry.get("cross_fitted") else "never trained on by this or any version") + " (each stage below)"
          + (f"; {_corrected(stages)} of the audit's answers came from a reviewer whose answers are weighed (an "
             "LLM): measured against them allowing for its mistakes (its confusion matrix as the run estimated it)"
             + (f". That reviewer's ({', '.join(unmeasured)}) accuracy is unmeasured: nothing independent checked it, "
@@ -277,7 +283,8 @@ def _training_lines(entry: dict[str, Any], kind: Kind, info: dict[str, Any], rev
     else:
         clf = info["classifier"] or f"constant (only `{info['constant']}` was seen in training)"
         lines.append(f"- Model: labeljury `{info['class']}`: scikit-learn `{clf}` over {_features(info)}")
-    lines.append(f"- Training data: {reviewed} reviewed rows of the run (the audit sample excluded)")
+    lines.append(f"- Training data: {reviewed} reviewed rows of the run"
+                 + (" (the audit sample included)" if entry.get("cross_fitted") else " (the audit sample excluded)"))
     return lines
 
 

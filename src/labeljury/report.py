@@ -271,15 +271,19 @@ def _flagged(store: RunStore) -> list[list[str]]:
 
 
 def _audit_confusion(store: RunStore, labels: list[str]) -> dict[str, Any]:
-    """The audit's labels against the final vote on those rows, and what was routed for review."""
+    """The audit's labels against the vote on those rows (out of fold where the final refit learned
+    from them), and what was routed for review."""
     index = {lab: i for i, lab in enumerate(labels)}
     audit_ids, audit_labels = store.audited_labels()
     reviews = dict(zip(audit_ids.tolist(), audit_labels, strict=True))
     audit = [t for t in store.routed(AUDIT) if t in reviews]
     fin = store.final_for(np.array(audit, np.int64))
+    # the vote as the audit measures it: out of fold where the final refit also learned from the audit
+    measured = {int(t): v for t, v in ((store.get_meta("trust") or {}).get("audit_votes") or {}).items()}
     matrix = [[0] * len(labels) for _ in labels]
     for t in audit:
-        vote = fin[t].vote if t in fin else None
+        vote = ((labels[measured[t]] if 0 <= measured[t] < len(labels) else None) if t in measured else
+                fin[t].vote if t in fin else None)
         if vote in index and reviews[t] in index:
             matrix[index[reviews[t]]][index[vote]] += 1
     routed = store.routing_reasons()

@@ -32,6 +32,7 @@ from . import voting
 from .engine import ChunkJob, Engine, LocalEngine, ScoreWorker
 from .progress import Progress, SilentProgress
 from .registry import Registry
+from .sources import AUDIT_OOF
 from .specialists.base import bounded, model_input, reads
 from .store import CHUNK, RunStore, ids_hash
 
@@ -414,6 +415,24 @@ class Scorer:
         model = self.label_model()
         P, names = self.tensor(ids)
         return Vote(ids, model.predict(P, self.known(ids) if self._uses_known else None), P, names)
+
+    def audit_vote(self, ids: np.ndarray) -> Vote:
+        """The vote of audit rows `ids` as the audit measures it: where the final refit of a specialist
+        also learned from the audit, its column holds the out-of-fold predictions of copies fitted
+        without each row (`sources.AUDIT_OOF`); the other columns are the stored ones."""
+        ids = np.asarray(ids, dtype=np.int64)
+        oof = self.store.get_meta(AUDIT_OOF) or {}
+        if not oof.get("specialists"):
+            return self.vote(ids)
+        P, names = self.tensor(ids)
+        at = {int(t): i for i, t in enumerate(oof["ids"])}
+        rows = np.array([at.get(int(t), -1) for t in ids], np.int64)
+        has = rows >= 0
+        for j, name in enumerate(names):
+            entry = oof["specialists"].get(name)
+            if entry is not None and entry["version"] == self.registry.versions[name] and has.any():
+                P[has, j] = np.asarray(entry["probs"], dtype=np.float32)[rows[has]]
+        return Vote(ids, self.predict(P), P, names)
 
     def predict(self, P: np.ndarray) -> voting.VoteResult:
         """The run's label model applied to a tensor of the current voters computed elsewhere (e.g.

@@ -47,6 +47,9 @@ HARD = "hard"  # a stage's hardest rows
 SECOND_LOOK = "flagged"
 SENT_ON = "second-look"
 
+# -- meta keys read back by more than one step ---------------------------------------------------------------
+AUDIT_OOF = "audit_oof"  # the final refit's out-of-fold predictions on the audit rows it also trained on
+
 # -- steps a run marks done (`RunStore.mark_done`), in the order a run takes them ------------------------------
 INGEST = "ingest"
 ROUTE_AUDIT = "route:audit"

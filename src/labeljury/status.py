@@ -178,7 +178,8 @@ def render(info: dict[str, Any], run_dir: Path | str) -> Any:
         t.add_row(*line)
     corrected = max((st.get("audit_corrected_rows") or 0 for st in info.get("stages") or []), default=0)
     unmeasured = sorted(info.get("unmeasured") or {})
-    sp = Table(title="specialists (audit accuracy: of the current version, on audit rows no version trained on"
+    sp = Table(title="specialists (audit accuracy: of the current version on the audit rows, each predicted by a "
+                     "version or copy that never trained on it"
                + (f"; {corrected} of their answers from a weighed reviewer, corrected for its mistakes"
                   + (f": agreement with {', '.join(unmeasured)}, whose accuracy is unmeasured)" if unmeasured else ")")
                   if corrected else ")"))

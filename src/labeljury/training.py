@@ -42,9 +42,10 @@ def audited(store: RunStore) -> tuple[np.ndarray, list[str]]:
     return store.audited_labels()
 
 
-def labels_of(store: RunStore, ids: np.ndarray) -> list[str]:
-    """The labels to learn from of reviewed rows `ids` (each must be one: see `reviewed`)."""
-    keys, labels = store.learned_labels()
+def labels_of(store: RunStore, ids: np.ndarray, include_audit: bool = False) -> list[str]:
+    """The labels to learn from of reviewed rows `ids` (each must be one: see `reviewed`; audit rows
+    too with `include_audit`)."""
+    keys, labels = store.learned_labels(include_audit=include_audit)
     ids = np.asarray(ids, dtype=np.int64)
     pos = np.searchsorted(keys, ids)
     found = pos < len(keys)
@@ -101,9 +102,10 @@ class Trainer:
                 bar.advance(len(pool))
         return model
 
-    def fit(self, model: Specialist, ids: np.ndarray, *, update: bool = False) -> Specialist:
-        """Fit `model` on the reviewed labels of `ids` (with `update`, continue training it on them)."""
-        X, y = self.features.rows(model, ids), labels_of(self.store, ids)
+    def fit(self, model: Specialist, ids: np.ndarray, *, update: bool = False, with_audit: bool = False) -> Specialist:
+        """Fit `model` on the reviewed labels of `ids` (with `update`, continue training it on them;
+        `with_audit`: `ids` may hold audit rows)."""
+        X, y = self.features.rows(model, ids), labels_of(self.store, ids, include_audit=with_audit)
         weights = self.store.train_weights() if self.train_weights else {}
         w = [weights.get(int(i), 1.0) for i in ids] if weights else None
         if isinstance(model, TrainsInBatches):  # a long fit (fine-tuning) reports each batch: a bar with an ETA
@@ -161,6 +163,21 @@ class Trainer:
             clone = self.new(name)
             self._fit(clone, self.features.rows(clone, ids[train]), y_arr[train].tolist(), False, None)
             yield OutOfFold(clone, train, test)
+
+    def audit_cross_fit(self, name: str, base: np.ndarray, audit: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+        """(len(audit), k) out-of-fold probabilities on the audit rows `audit` of fresh copies of `name`,
+        each fitted on the rows `base` and the other folds of the audit: how a version fitted on both
+        would do on audit rows it did not see (NaN where a copy abstains)."""
+        from sklearn.model_selection import KFold
+
+        out = np.full((len(audit), len(self.labels)), np.nan, np.float32)
+        folds = min(folds, len(audit))
+        if folds < 2:
+            return out
+        for train, test in KFold(folds, shuffle=True, random_state=self.seed).split(audit):
+            clone = self.fit(self.new(name), np.union1d(base, audit[train]), with_audit=True)
+            out[test] = clone.predict_proba(self.features.rows(clone, audit[test]))
+        return out
 
     def cross_val_proba(self, name: str, ids: np.ndarray, y: list[str], folds: int = FOLDS) -> np.ndarray | None:
         """(len(ids), k) out-of-fold probabilities of fresh copies of `name`, each fitted on the other

@@ -420,9 +420,10 @@ class Weigher:
         s.mark_done(CROSS_FIT_PRIORS)
 
     def audit_priors(self, scorer: Scorer) -> None:
-        """The audit rows, which no version learns from, get the final vote as their prior."""
+        """The audit rows get the final vote as their prior: out of fold where the final refit also
+        learned from the audit (`Scorer.audit_vote`), so no row's prior saw its own answer."""
         audit = np.asarray(self.store.routed(AUDIT), dtype=np.int64)
         if len(audit):
-            v = scorer.vote(audit)
+            v = scorer.audit_vote(audit)
             self.store.put_priors({int(t): v.result.posterior[i] for i, t in enumerate(v.ids)
                                    if v.result.label[i] >= 0}, replace=True)

@@ -45,6 +45,9 @@ class Calibration:
     # the blind audit answers of the weighed reviewers whose accuracy they measured: what the rows those
     # reviewers decided are credited with (`trust.Blind`)
     blind: trust.Blind | None = None
+    # every audit row's vote as the audit measures it (out of fold where the final refit learned from it):
+    # {text id: label index, -1 none}, for the report's confusion matrix
+    audit_votes: dict[int, int] | None = None
 
     @property
     def measured(self) -> frozenset[str]:
@@ -65,7 +68,8 @@ class Calibration:
                                   "unmeasured_audit_answers": self.unmeasured or {},
                                   "blind_audit_answers": 0 if self.blind is None else int(len(self.blind.correct))}
         return {"calibrator": self.calibrator.to_dict(), "calibrated_on": self.fitted_on, "estimates": estimates,
-                "reliability": self.reliability, "audit_rows": self.audit_rows, "unmeasured": self.unmeasured or {}}
+                "reliability": self.reliability, "audit_rows": self.audit_rows, "unmeasured": self.unmeasured or {},
+                "audit_votes": {str(t): v for t, v in (self.audit_votes or {}).items()}}
 
 
 def vote_groups(vote: Vote) -> np.ndarray:
@@ -84,7 +88,7 @@ def fit_calibration(ctx: RunContext) -> Calibration:
     unpicked = np.array([t not in picked for t in audit_ids.tolist()], bool)
     u_ids = audit_ids[unpicked]
     u_y = np.array([k_index[v] for v in np.asarray(audit_y, dtype=object)[unpicked]], np.int64)
-    u_vote = scorer.vote(u_ids)
+    u_vote = scorer.audit_vote(u_ids)  # out of fold where the final refit learned from the audit
     u_conf, u_group = u_vote.result.confidence.astype(np.float64), vote_groups(u_vote)
     u_label = u_vote.result.label
     u_correct = (u_label == u_y).astype(np.float64)
@@ -125,7 +129,8 @@ def fit_calibration(ctx: RunContext) -> Calibration:
         audit = None
     return Calibration(calibrator, on, audit, trust.reliability(u_cal[m], u_value[m]), int(len(audit_ids)),
                        0 if noise is None else int((noise.agree_if_right < 1).sum()), unmeasured or None,
-                       _blind(store, labels, ctx.weigher.weighed - unmeasured_kinds))
+                       _blind(store, labels, ctx.weigher.weighed - unmeasured_kinds),
+                       dict(zip(audit_ids.tolist(), scorer.audit_vote(audit_ids).result.label.tolist(), strict=True)))
 
 
 def _blind(store: RunStore, labels: list[str], measured: frozenset[str]) -> trust.Blind | None:

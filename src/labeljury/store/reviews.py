@@ -133,18 +133,21 @@ class ReviewRecords(Tables):
         return count, when, self.get_meta("verdicts_written", 0)  # type: ignore[attr-defined]
 
     # -- what trains and what measures ----------------------------------------------------------------
-    def learned_labels(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, list[str]]:
+    def learned_labels(self, start: int = 0, stop: int | None = None, *,
+                       include_audit: bool = False) -> tuple[np.ndarray, list[str]]:
         """(text ids in [start, stop), ascending; their labels) of the reviewed rows a specialist may
         learn from: every reviewed row with a label, the label to train on where it was weighed (its
-        verdict's), without the audit sample, which only measures. Read by range of the primary key: a
-        chunk's rows cost the chunk, not every review. Each label is one shared string (a million
-        reviews hold a million pointers, not a million strings)."""
+        verdict's), without the audit sample, which measures (`include_audit`: with it, for the final
+        refit, which the audit measures by cross-fitting). Read by range of the primary key: a chunk's
+        rows cost the chunk, not every review. Each label is one shared string (a million reviews hold
+        a million pointers, not a million strings)."""
         stop = self.n_texts if stop is None else stop  # type: ignore[attr-defined]
+        audit = "" if include_audit else (
+            "AND NOT EXISTS (SELECT 1 FROM routing g WHERE g.text_id = r.text_id AND g.why = 'audit') ")
         rows = self.conn.execute(
             "SELECT r.text_id, CASE WHEN v.text_id IS NULL THEN r.label ELSE v.train END FROM reviews r "
             "LEFT JOIN verdicts v ON v.text_id = r.text_id WHERE r.pending = 0 AND r.label IS NOT NULL "
-            "AND r.text_id >= ? AND r.text_id < ? AND NOT EXISTS (SELECT 1 FROM routing g "
-            "WHERE g.text_id = r.text_id AND g.why = 'audit') ORDER BY r.text_id", (start, stop))
+            f"AND r.text_id >= ? AND r.text_id < ? {audit}ORDER BY r.text_id", (start, stop))
         ids: list[int] = []
         labels: list[str] = []
         shared: dict[str, str] = {}
