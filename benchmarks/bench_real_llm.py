@@ -61,8 +61,10 @@ def child(spec: dict) -> dict:
                        "budget_usd": None, "max_retries": 0}
         (work / "task.yaml").write_text(yaml.safe_dump(task))
         t0 = time.perf_counter()
+        from labeljury.context import Tuning
+
         report = labeljury.run(labeljury.load_task(work / "task.yaml"), work / "in.csv", work / "out.csv",
-                               work / "run", details=True)
+                               work / "run", details=True, tuning=Tuning(**spec.get("tuning", {})))
         wall = time.perf_counter() - t0
         calls = int(server.counts["answered"])
     ev = labeljury.evaluate(work / "out.csv", "label", work / "run")
@@ -87,6 +89,7 @@ def main() -> None:
     ap.add_argument("--modes", default="llm,llm+people")
     ap.add_argument("--out", default=str(RESULTS_DIR / "real_llm.json"))
     ap.add_argument("--keep", help="keep each run's folder under this directory")
+    ap.add_argument("--tuning", default="", help="Tuning fields for every run, e.g. learn_measured=1")
     args = ap.parse_args()
     if not (DATA_DIR / "llm-answers").is_dir():
         sys.exit(f"skipping: {DATA_DIR / 'llm-answers'} is absent")
@@ -100,7 +103,8 @@ def main() -> None:
                         if args.keep:
                             work = str(Path(args.keep) / f"{s}-{run}-{budget:g}-{mode}")
                             Path(work).mkdir(parents=True, exist_ok=True)
-                        spec = {"set": s, "run": run, "budget": budget, "mode": mode, "work": work}
+                        spec = {"set": s, "run": run, "budget": budget, "mode": mode, "work": work,
+                                "tuning": {k: bool(int(v)) for k, v in (kv.split("=") for kv in args.tuning.split(",") if kv)}}
                         env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
                         proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
                                               capture_output=True, text=True)

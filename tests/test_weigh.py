@@ -189,6 +189,8 @@ def test_with_only_a_weighed_reviewer_the_accuracy_cannot_be_estimated_and_the_r
     assert info["estimated_accuracy"] is None and info["unmeasured"] == {"noisy": info["audit_rows"]}
     line = _estimate_line(info)
     assert line.startswith("cannot be estimated") and "noisy" in line and "labeljury review" in line
+    buys = 1.96 * (0.25 / info["audit_rows"]) ** 0.5 * 100  # what people answering the audit would buy
+    assert f"answer its {info['audit_rows']} rows" in line and f"within ±{buys:.1f} points at worst" in line
     ev = evaluate(out, "label", run_dir)
     assert ev.estimated_accuracy is None and ev.estimate_covers_truth is None and "cannot be estimated" in ev.estimate_note
     assert "accuracy unmeasured" in dict(weighing_lines(info))["reviewer noisy"]

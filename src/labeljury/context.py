@@ -30,6 +30,7 @@ class Tuning:
     trust_correction: bool = True  # calibration and estimate correct for a weighed reviewer's confusion
     second_look: bool = True  # a flagged answer goes on to the next reviewer of a cascade
     audit_trains: bool = True  # the final refit learns from the audit too, which measures it by cross-fitting
+    learn_measured: bool = False  # learn a measured weighed reviewer's decided labels, not its answers
 
 
 @dataclass
@@ -57,7 +58,7 @@ class RunContext:
         scorer = Scorer(store, features, registry, labels, task.voting, progress, engine)
         trainer = Trainer(store, registry, features, labels, task.seed, progress, train_weights=tuning.train_weights)
         desk = ReviewDesk(store, reviewer, progress, labels, second_look=tuning.second_look)
-        weigher = Weigher(store, labels, weighed_kinds(task.reviewer, reviewer))
+        weigher = Weigher(store, labels, weighed_kinds(task.reviewer, reviewer), tuning.learn_measured)
         return cls(task, store, features, registry, scorer, trainer, desk, weigher, plan, progress, engine, tuning)
 
     @property

@@ -204,7 +204,7 @@ class StageLoop:
         t0 = time.perf_counter()
         rows = self._split(stage, final)
         before = self._measure_current(rows)
-        metrics: dict[str, Any] = {"stage": stage, "final": final, "gate": rows.basis, "train_rows": int(len(rows.train)),
+        metrics: dict[str, Any] = {"stage": stage, "final": final, "gate": rows.basis, "train_rows": int(len(rows.train) + len(rows.audit_train)),
                                    "reviewed_rows": int(rows.reviewed),
                                    "holdout_rows": int(len(rows.gate_ids)) if rows.basis == "holdout" else 0,
                                    "audit_rows": int(len(rows.gate_ids)) if rows.basis == "audit" else 0,
@@ -243,14 +243,21 @@ class StageLoop:
             gate_ids = weight_ids = holdout_split(stage_ids, self.settings.holdout, self.seed, stage)
             train, basis = np.setdiff1d(all_ids, gate_ids), "holdout"
         reviewed_rows = len(train)
-        train = bounded_rows(train, np.setdiff1d(stage_ids, gate_ids), self.settings.max_train_rows,
+        cap = self.settings.max_train_rows
+        audit_train = audit_ids if final and len(audit_ids) and self.ctx.tuning.audit_trains else np.zeros(0, np.int64)
+        if cap is not None and len(audit_train):
+            # the final refit's audit rows count toward continual.max_train_rows too: at most half of it (a
+            # uniform sample; the audit rows it leaves out are measured by the final version itself)
+            audit_train = bounded_rows(audit_train, np.zeros(0, np.int64), max(cap // 2, 1), self.seed + 7)
+            cap -= len(audit_train)
+            reviewed_rows += len(audit_ids)
+        train = bounded_rows(train, np.setdiff1d(stage_ids, gate_ids), cap,
                              self.seed * 1_000_003 + 7919 * (stage + 1))
         if len(train) < reviewed_rows and not self._told_bounded:
             self._told_bounded = True
             self.progress.log(f"refits learn from {len(train):,} of the {reviewed_rows:,} reviewed rows (this stage's "
                               "first, then a uniform sample; continual.max_train_rows bounds their memory)")
         index = self.labels.index
-        audit_train = audit_ids if final and len(audit_ids) and self.ctx.tuning.audit_trains else np.zeros(0, np.int64)
         return UpdateRows(train, reviewed_rows, basis, gate_ids,
                           np.array([index(labels[int(t)]) for t in gate_ids], dtype=np.int64), weight_ids,
                           np.array([index(labels[int(t)]) for t in weight_ids], dtype=np.int64), audit_train)
@@ -293,12 +300,14 @@ class StageLoop:
             new_version = reg.versions[name] + 1
             cand = self.candidate(name, model, train, stage, with_audit=cross_fit)
             reg.save_checkpoint(cand, new_version)  # type: ignore[arg-type]
-            if cross_fit:  # each audit row predicted by a copy fitted without it: what the audit measures
+            after_pred = self.trainer.predict(cand, rows.gate_ids)
+            if cross_fit and after_pred is not None:
+                # each audit row it learned from predicted by a copy fitted without it: what the audit measures
                 oof = self.trainer.audit_cross_fit(name, rows.train, rows.audit_train)
                 self._audit_oof[name] = {"version": new_version, "probs": np.round(oof, 5).tolist()}
-                after_pred = hard_labels(oof)[np.searchsorted(rows.audit_train, rows.gate_ids)]
-            else:
-                after_pred = self.trainer.predict(cand, rows.gate_ids)
+                at = np.minimum(np.searchsorted(rows.audit_train, rows.gate_ids), len(rows.audit_train) - 1)
+                learned = rows.audit_train[at] == rows.gate_ids
+                after_pred[learned] = hard_labels(oof)[at[learned]]
             after_right = None if after_pred is None else after_pred == rows.y_gate
             after = None if after_pred is None else trust.accuracy_against(after_pred, rows.y_gate, before.noisy)
             promote = final or self.gate.promote(before.right.get(name), after_right)

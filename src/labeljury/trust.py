@@ -462,10 +462,15 @@ def unmeasured_note(unmeasured: dict[str, int], estimated: float | None, rows: i
         if not audited:
             return None
         who = ", ".join(audited)
+        n = sum(unmeasured[k] for k in audited)
+        # what people answering those rows would buy: the worst case of a share's interval on n rows
+        buys = Z95 * np.sqrt(0.25 / n) * 100
         return (f"cannot be estimated: every audit row was answered by {who}, whose accuracy nothing independent "
                 f"has measured (its agreement with specialists that learned from it is not evidence); to measure "
                 f"it, let people answer the audit: put {{kind: human}} (or gold) after {who} in `reviewer:` and "
-                "rerun (the audit goes to the last reviewer), then answer its rows with `labeljury review`")
+                f"rerun (the audit goes to the last reviewer), then answer its {n} rows with `labeljury review`: "
+                f"they measure the rows the vote labeled to within ±{buys:.1f} points at worst, and {who}'s own "
+                f"rows by its blind answers to those of them a stage sends it")
     if not rows:
         return None
     who = ", ".join(sorted(unmeasured))

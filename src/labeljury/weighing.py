@@ -228,8 +228,9 @@ def _reviewed(store: RunStore, labels: list[str]) -> _Reviewed:
     return _Reviewed(ids_arr, answer, label, kind, conf, prior, has)
 
 
-def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> Weighing:
-    """Decide every reviewed row's label (see the module doc) and store the verdicts."""
+def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str], learn_measured: bool = False) -> Weighing:
+    """Decide every reviewed row's label (see the module doc) and store the verdicts. `learn_measured`: the
+    specialists learn the decided label, not the answer, of a reviewer its blind audit answers measured."""
     labels = list(labels)
     k = len(labels)
     index = {lab: i for i, lab in enumerate(labels)}
@@ -278,12 +279,13 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str]) -> W
         broken = degenerate_answers(ans, rv.prior[rows], labels)
         if broken is not None:
             out.degenerate[kind] = broken
+        relabel = learn_measured and out.blind.get(kind, {}).get("rows", 0) >= MIN_MEASURED_ROWS
         for r, i in enumerate(at.tolist()):
             decided = int(q[r].argmax())
             # the specialists learn from its own answer (see the module doc), weighted, when weights are
             # used, by the belief that the answer is right
-            verdicts[int(rv.ids[i])] = Verdict(labels[decided], float(q[r, decided]), rv.label[i], False, rv.label[i],
-                                               float(q[r, ans[r]]))
+            verdicts[int(rv.ids[i])] = Verdict(labels[decided], float(q[r, decided]), rv.label[i], False,
+                                               labels[decided] if relabel else rv.label[i], float(q[r, ans[r]]))
             out.overruled += int(decided != ans[r])
     for i in _label_issues(rv):
         t = int(rv.ids[i])
@@ -367,14 +369,15 @@ class Weigher:
     against before the final refit (`cross_fit_priors`) and at the end (`audit_priors`). `weighed` names
     the reviewers whose answers are weighed (`weighed_kinds`); the others are obeyed."""
 
-    def __init__(self, store: RunStore, labels: Sequence[str], weighed: frozenset[str]):
+    def __init__(self, store: RunStore, labels: Sequence[str], weighed: frozenset[str], learn_measured: bool = False):
         self.store = store
         self.labels = list(labels)
         self.weighed = weighed
+        self.learn_measured = learn_measured
 
     def weigh(self) -> Weighing | None:
         """Decide the reviewed rows' labels anew from every answer so far (cheap: reviewed rows only)."""
-        return weigh(self.store, self.labels, self.weighed) if self.labels else None
+        return weigh(self.store, self.labels, self.weighed, self.learn_measured) if self.labels else None
 
     def unmeasured(self) -> frozenset[str]:
         """The weighed reviewers whose accuracy nothing independent has measured (see MIN_MEASURED_ROWS):
