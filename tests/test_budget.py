@@ -65,3 +65,21 @@ def test_plan_never_exceeds_the_budget_and_round_trips() -> None:
 def test_tiny_inputs(n_texts: int) -> None:
     plan = plan_budget(ReviewSpec(budget=1.0), None, n_rows=n_texts, n_texts=n_texts, n_labels=3, trainable=True)
     assert plan.total == n_texts and plan.bootstrap + plan.hard == n_texts and len(plan.stages) == 1
+
+
+def test_an_audit_sized_for_an_interval_takes_the_rows_that_interval_needs_at_worst() -> None:
+    from labeljury.budget import audit_rows, sized_audit
+    from labeljury.errors import TaskError
+    from labeljury.task import AuditSize, ReviewSpec
+
+    review = ReviewSpec.model_validate({"budget": 0.2, "audit": {"half_width": 0.05}})
+    assert review.audit == AuditSize(half_width=0.05)
+    assert sized_audit(0.05) == 385 and sized_audit(0.025) == 1537  # (1.96 / h)^2 / 4, rounded up
+    assert audit_rows(review, 9543) == 385
+    plan = plan_budget(review, None, n_rows=9543, n_texts=9543, n_labels=3, trainable=True)
+    assert plan.audit == 385 and plan.audit + plan.bootstrap + plan.hard == plan.total
+    with pytest.raises(TaskError, match=r"needs up to 1537 audit rows, more than the review budget \(477 rows\).*0\.045"):
+        audit_rows(ReviewSpec.model_validate({"budget": 0.05, "audit": {"half_width": 0.025}}), 9543)
+    for bad in ({"half_width": 0.7}, {"half_width": 0}, {"half_wdth": 0.1}, {"half_width": 0.1, "rows": 3}):
+        with pytest.raises(ValueError, match="is not an audit size"):
+            ReviewSpec.model_validate({"audit": bad})

@@ -358,3 +358,17 @@ def test_the_final_refit_learns_from_the_audit_and_is_measured_on_it_out_of_fold
     assert oof["ids"] == audit_ids.tolist() and set(audit_ids.tolist()) <= trained
     assert head.audited and head.audit_accuracy == pytest.approx((out_of_fold == y).mean())
     assert (out_of_fold == y).mean() < (in_sample == y).mean()  # in sample it would flatter itself
+
+
+def test_an_audit_sized_for_an_interval_gives_an_interval_no_wider(tmp_path: Path) -> None:
+    make_rows(1500, seed=4).to_csv(tmp_path / "in.csv", index=False)
+    task = write_task(tmp_path / "task.yaml", specialists="[tfidf-head, vader]", budget=0.3)
+    task.write_text(task.read_text().replace("policy: margin}", "policy: margin, audit: {half_width: 0.08}}"))
+    run(load_task(task), tmp_path / "in.csv", tmp_path / "out.csv")
+    from labeljury.status import run_status
+
+    info = run_status(tmp_path / "out.csv.run")
+    df = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert info["audit_rows"] == 151  # (1.96 / 0.08)^2 / 4, rounded up
+    low, high = info["estimated_accuracy_low"], info["estimated_accuracy_high"]
+    assert (high - low) / 2 <= 0.08 and low <= (df.annotation == df.label).mean() <= high

@@ -14,7 +14,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .task import ContinualSpec, ReviewSpec
+from .errors import TaskError
+from .stats import Z95
+from .task import AuditSize, ContinualSpec, ReviewSpec
 
 MAX_STAGES = 16  # more stages measured no better (BENCHMARKS.md), and each one refits every head
 MIN_STAGE_REVIEWS = 25
@@ -72,12 +74,28 @@ def bootstrap_rows(review: ReviewSpec, n_rows: int, n_labels: int) -> int:
     return max(0, min(want, budget))
 
 
+def sized_audit(half_width: float) -> int:
+    """Audit rows for a 95% interval of +- `half_width` at worst: a share measured on n rows has a standard
+    error of at most 1/(2 sqrt(n)). The estimate's correction is such a share on the rows no reviewer
+    decided (a part of the output), with the calibrated confidences taking out much of its variance: its
+    interval comes out no wider (measured: BENCHMARKS.md, section 13)."""
+    return math.ceil((Z95 / half_width) ** 2 / 4)
+
+
 def audit_rows(review: ReviewSpec, n_rows: int) -> int:
-    """Rows of the uniform audit sample, within the budget (see AUDIT_SHARE)."""
+    """Rows of the uniform audit sample, within the budget (see AUDIT_SHARE); an audit sized for an
+    interval that the budget cannot hold is refused (`TaskError`), not shrunk."""
     budget = budget_rows(review, n_rows)
     if review.audit is None:
         want = min(AUDIT_CAP, int(AUDIT_SHARE * budget))
         return want if want >= AUDIT_MIN else 0
+    if isinstance(review.audit, AuditSize):
+        want = min(sized_audit(review.audit.half_width), n_rows)
+        if want > budget:
+            raise TaskError(f"review.audit: an interval of +-{review.audit.half_width:g} needs up to {want} audit rows, "
+                            f"more than the review budget ({budget} rows); raise review.budget, or ask for a wider "
+                            f"half_width (+-{Z95 / (2 * math.sqrt(budget)):.3f} fits the whole budget)")
+        return want
     want = int(review.audit * n_rows) if isinstance(review.audit, float) else review.audit
     return max(0, min(want, budget))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+
 
 def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a proportion `p` observed on `n` rows (95% by default)."""

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -76,6 +77,15 @@ class ReviewerSpec(BaseModel):
         return self
 
 
+class AuditSize(BaseModel):
+    """An audit sized for the estimate's interval: as many rows as a share measured on them needs for a
+    95% interval of +- `half_width` at worst (p = 1/2); the estimate's interval comes out no wider, and
+    narrower where the calibrated confidences explain most of the audit (`budget.audit_rows`)."""
+
+    model_config = _STRICT
+    half_width: float = Field(gt=0, lt=0.5)
+
+
 class ReviewSpec(BaseModel):
     """How many rows may be reviewed and which ones.
 
@@ -84,7 +94,8 @@ class ReviewSpec(BaseModel):
     paper: any specialist disagreeing), `margin` (top-two posterior gap), `confidence` (posterior
     max). `threshold`, when set, sends only rows harder than it (still never over budget).
     `bootstrap` rows, chosen for diversity, are reviewed first to fit and validate specialists.
-    `audit` rows (a fraction of the rows or a count), drawn uniformly at random, are reviewed to
+    `audit` rows (a fraction of the rows, a count, or `{half_width: 0.025}`: as many as that interval
+    needs at worst), drawn uniformly at random, are reviewed to
     measure: never chosen by hardness, never trained on; they give the estimated accuracy, calibrate
     the confidences and gate the continual-learning stages. What these come to in rows is planned by
     `budget.plan_budget` (the audit and the bootstrap are inside the budget).
@@ -95,7 +106,7 @@ class ReviewSpec(BaseModel):
     policy: Literal["disagreement", "margin", "confidence"] = "margin"
     threshold: float | None = None
     bootstrap: float | int | None = None
-    audit: float | int | None = None
+    audit: float | int | AuditSize | None = None
 
     @field_validator("budget", mode="before")
     @classmethod
@@ -113,10 +124,16 @@ class ReviewSpec(BaseModel):
 
     @field_validator("bootstrap", "audit", mode="before")
     @classmethod
-    def _bootstrap(cls, v: Any) -> Any:
+    def _bootstrap(cls, v: Any, info: ValidationInfo) -> Any:
         # as `budget`: a float is a fraction of the rows (1.0: every row), an int a row count
-        if v is None:
+        if v is None or isinstance(v, AuditSize):
             return v
+        if info.field_name == "audit" and isinstance(v, dict):
+            try:
+                return AuditSize.model_validate(v)
+            except ValidationError:
+                raise ValueError(f"{v!r} is not an audit size: give {{half_width: H}} with H in (0, 0.5), e.g. "
+                                 "{half_width: 0.025} for a 95% interval of +-2.5 points at worst") from None
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise ValueError("must be a fraction of the rows in [0, 1] (e.g. 0.05) or a whole row count >= 0 (e.g. 300)")
         if isinstance(v, float):

@@ -54,11 +54,10 @@ from typing import Any
 import numpy as np
 
 from .sources import CONSENSUS, UNREVIEWED
-from .stats import wilson_interval
+from .stats import Z95, wilson_interval
 
 MIN_POINTS = 30  # an audit with fewer unpicked rows calibrates on the cross-fitted reviewed rows
 MIN_AUDIT = 10  # a group with fewer unpicked audit rows gets a plain (Wilson) interval, or none
-Z95 = 1.959963984540054
 
 
 # -- calibration -------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from ..budget import BudgetPlan, budget_rows, no_audit_reason, plan_budget, resi
 from ..context import RunContext, Tuning
 from ..continual import StageLoop, StoppingCriterion
 from ..engine import Engine, make_engine
-from ..errors import InputError, RunStoreError, SpecialistError
+from ..errors import InputError, RunStoreError, SpecialistError, TaskError
 from ..progress import Progress, SilentProgress
 from ..registry import Registry, read_registry
 from ..review.base import Checked, Closeable, Queued, Reviewer
@@ -299,8 +299,12 @@ class Annotator:
             self.progress.log(f"review budget {plan.total} -> {total} rows: {len(resized.stages) - routed} stage(s) "
                               "still to come")
             return resized
-        plan = plan_budget(self.task.review, self.task.continual, n_rows=store.n_rows, n_texts=store.n_texts,
-                           n_labels=len(self.task.labels), trainable=any(m.trainable for m, _ in built))
+        try:
+            plan = plan_budget(self.task.review, self.task.continual, n_rows=store.n_rows, n_texts=store.n_texts,
+                               n_labels=len(self.task.labels), trainable=any(m.trainable for m, _ in built))
+        except TaskError as err:  # nothing reviewed yet; this run directory belongs to this task file
+            raise TaskError(f"{err}; then rerun with a new --run-dir (or delete {str(self.run_dir)!r}: nothing was "
+                            "reviewed in it yet)") from None
         store.set_meta("budget_plan", plan.to_dict())
         why = no_audit_reason(self.task.review, store.n_rows) if plan.total else None
         if why is not None:  # the run's own accuracy will not be estimated: say so before anything is spent
