@@ -377,3 +377,21 @@ def test_a_reviewer_with_a_skewed_but_sane_label_mix_is_not_called_broken() -> N
     answers = np.r_[np.zeros(90, np.int64), np.ones(10, np.int64)]
     assert degenerate_answers(answers, np.tile([0.3, 0.4, 0.3], (100, 1)), ["a", "b", "c"]) is None  # 90%: not all
     assert degenerate_answers(np.zeros(20, np.int64), np.tile([0.1, 0.8, 0.1], (20, 1)), ["a", "b", "c"]) is None
+
+
+def test_a_model_card_scored_against_an_unmeasured_reviewer_says_it_is_agreement(tmp_path: Path) -> None:
+    """No audit (300 rows at 20%) and only the noisy reviewer: the exported head's cross-validated score is
+    agreement with that reviewer's answers, and the printed line and the card say so."""
+    from typer.testing import CliRunner
+
+    from labeljury.cli import app
+
+    data = tmp_path / "in.csv"
+    make_rows(300, seed=8).to_csv(data, index=False)
+    task = load_task(write_task(tmp_path / "t.yaml", budget=0.2))
+    out = tmp_path / "out.csv"
+    assert run(task, data, out, reviewer=NoisyReviewer(data, task.label_names)).status == "complete"
+    res = CliRunner().invoke(app, ["export-model", str(tmp_path / "out.csv.run"), "--output", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    said = "against answers of noisy, whose accuracy is unmeasured: agreement with it, not a measured accuracy"
+    assert said in res.stdout.replace("\n", " ") and said in (tmp_path / "m" / "README.md").read_text()

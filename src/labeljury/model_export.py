@@ -109,8 +109,11 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
         reviewed = len(labeled if cross_fitted else labeled - set(store.routed(AUDIT)))
         unmeasured = sorted((store.get_meta("trust") or {}).get("unmeasured") or {})
     score = record.score
+    # rows answered by a weighed reviewer of unmeasured accuracy: a score against them is agreement with it
+    agreement = (f", against answers of {', '.join(unmeasured)}, whose accuracy is unmeasured: agreement with "
+                 "it, not a measured accuracy" if unmeasured and not record.audited else "")
     entry = {**record.to_dict(), "validation_accuracy": record.latest_accuracy,
-             "score": None if score is None else score.describe(record.version),
+             "score": None if score is None else score.describe(record.version) + agreement,
              "basis": None if score is None else score.basis, "cross_fitted": cross_fitted}
     kind = _kind(ckpt)
     assert kind is not None  # checkpoint_dir only returns folders of a known kind
@@ -119,11 +122,9 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
     card = model_card(task, labels, entry, kind, info, stages, reviewed, run_dir, output.name, unmeasured)
     _write_atomically(output, ckpt, {"README.md": card,
                                      "labels.json": json.dumps(labels, indent=2, ensure_ascii=False) + "\n"})
-    score = record.score
     return ExportedModel(entry["name"], int(entry["version"]), kind, output, entry["validation_accuracy"],
                          "the audit sample" if record.audited else
-                         score.basis if score is not None else "held-out reviewed rows",
-                         None if score is None else score.describe(record.version))
+                         score.basis if score is not None else "held-out reviewed rows", entry["score"])
 
 
 def _refuse_run_files(output: Path, run_dir: Path, store: RunStore) -> None:

@@ -28,9 +28,8 @@ second look, by cleanlab's label-issue finder (`find_label_issues`) on those out
 
 from __future__ import annotations
 
-import warnings
-
 import json
+import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
