@@ -106,6 +106,8 @@ def run(
                                                     "local or ray (default: the task file's `engine`)")] = None,
     address: Annotated[str | None, typer.Option(help="the Ray cluster for --engine ray (host:port, auto or "
                                                      "ray://...; default: start a local one)")] = None,
+    from_run: Annotated[Path | None, typer.Option("--from", help="the run directory of an earlier batch of this task: "
+                                                              "this run learns from everything it reviewed")] = None,
 ) -> None:
     """Label INPUT and write OUTPUT; resumes an interrupted run."""
     _allow_key_hosts(allow_key_host)
@@ -119,7 +121,8 @@ def run(
         if address is not None:
             update["address"] = address
         spec = spec.model_copy(update={"engine": spec.engine.model_copy(update=update)})
-    report = pipeline.run(spec, input, output, run_dir, progress=RichProgress(err), details=details, finish=finish)
+    report = pipeline.run(spec, input, output, run_dir, progress=RichProgress(err), details=details, finish=finish,
+                          from_run=from_run)
     for s in report.specialists:
         if s["status"] == "dropped":
             err.print(f"specialist {s['name']}: {s['note']}", highlight=False)

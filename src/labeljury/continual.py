@@ -152,9 +152,12 @@ class StageLoop:
             self.update(stage)
             if stage + 1 < len(self.plan.stages) and self.stopping.stop(self.store.stages()):
                 if self.store.get_meta("stopped_after_stage") is None:
+                    unspent = sum(self.plan.stages[stage + 1:])
                     self.store.set_meta("stopped_after_stage", stage)
-                    self.progress.log(f"stopped after stage {stage + 1} of {len(self.plan.stages)}: "
-                                      "the stages no longer help (the stopping criterion); the rest of the budget is unspent")
+                    self.store.set_meta("unspent_reviews", unspent)
+                    self.progress.log(f"stopped after stage {stage + 1} of {len(self.plan.stages)}: the stages no "
+                                      f"longer raise the vote's accuracy on the audit (the stopping criterion); "
+                                      f"{unspent} reviews of the budget are left unspent")
                 break
         self.ctx.weigher.cross_fit_priors(self.scorer, self.trainer, self.progress)
         if self.settings.rescore:
@@ -253,9 +256,9 @@ class StageLoop:
             reviewed_rows += len(audit_ids)
         train = bounded_rows(train, np.setdiff1d(stage_ids, gate_ids), cap,
                              self.seed * 1_000_003 + 7919 * (stage + 1))
-        if len(train) < reviewed_rows and not self._told_bounded:
+        if len(train) + len(audit_train) < reviewed_rows and not self._told_bounded:
             self._told_bounded = True
-            self.progress.log(f"refits learn from {len(train):,} of the {reviewed_rows:,} reviewed rows (this stage's "
+            self.progress.log(f"refits learn from {len(train) + len(audit_train):,} of the {reviewed_rows:,} reviewed rows (this stage's "
                               "first, then a uniform sample; continual.max_train_rows bounds their memory)")
         index = self.labels.index
         return UpdateRows(train, reviewed_rows, basis, gate_ids,

@@ -20,7 +20,7 @@ from . import data
 from .errors import InputError, RunStoreError
 from .labels import LabelMatcher
 from .sources import AUDIT, UNREVIEWED
-from .status import run_status, unmeasured_note, weighing_lines
+from .status import continued_lines, run_status, unmeasured_note, weighing_lines
 from .store import RunStore
 
 _PAGE = """<!doctype html>
@@ -203,6 +203,18 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
         sections.append({"title": "Dropped specialists", "table": [["specialist", "status", "why"], *dropped]})
     for line in weighing_lines(info):
         sections.append({"title": line[0].capitalize(), "note": line[1]})
+    for key, line in continued_lines(info):
+        sections.append({"title": {"continues": "Continues an earlier batch", "drift": "Drift"}.get(key, key),
+                         "note": line})
+    chain = info.get("chain") or []
+    if len(chain) > 1:
+        sections.append({"title": "Batches of this chain", "table": [
+            ["batch", "rows", "reviews", "estimated accuracy (95%)", "drift (AUC)"],
+            *[[str(i), f"{b['rows']:,}", f"{b['reviews']:,}",
+               "" if b["estimated_accuracy"] is None else
+               f"{b['estimated_accuracy']:.1%}" + ("" if b["low"] is None else f" ({b['low']:.1%} - {b['high']:.1%})"),
+               "" if b["drift_auc"] is None else f"{'DRIFTED' if b['drifted'] else 'none'} ({b['drift_auc']:.2f})"]
+              for i, b in enumerate(chain, 1)]]})
     if flagged:
         sections.append({"title": f"Flagged rows ({len(flagged)}{', the first 100' if len(flagged) > 100 else ''})",
                          "note": "Reviewed rows whose label a confident vote, out of sample, contradicts: worth a "

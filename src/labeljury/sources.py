@@ -13,6 +13,7 @@ REVIEWED = "reviewed"  # reviewed:<reviewer>: that reviewer decided the row
 QUEUED = "queued"  # queued:<why>: no reviewer settled it yet
 SKIPPED = "skipped"  # skipped:<why>: not labeled (an empty text, no vote)
 OUTWEIGHED = "vote:over"  # vote:over-<reviewer>: the reviewer's answer was weighed, and the vote decided
+EARLIER = "earlier"  # earlier:<reviewer>: reviewed in an earlier run this one continues (`--from`), not again
 
 
 def reviewed(reviewer: str) -> str:
@@ -31,16 +32,25 @@ def outweighed(reviewer: str) -> str:
     return f"{OUTWEIGHED}-{reviewer}"
 
 
+def earlier(reviewer: str) -> str:
+    return f"{EARLIER}:{reviewer}"
+
+
 def reviewer_of(source: str) -> str:
     """The reviewer a source names: reviewed:llm -> llm, queued:gold-label-missing -> gold."""
     kind, _, rest = source.partition(":")
-    return rest if kind == REVIEWED else rest.split("-")[0]
+    return rest if kind in (REVIEWED, EARLIER) else rest.split("-")[0]
 
 
 # -- why a row is reviewed (the routing table's `why`, a review item's `reason`) ------------------------------
 AUDIT = "audit"  # a uniform sample: measures, never trains
 BOOTSTRAP = "bootstrap"  # a diverse first sample: trains the first versions
 HARD = "hard"  # a stage's hardest rows
+# Texts an earlier run brought (`--from`): its reviewed rows, and a uniform sample of its input that a new
+# batch is compared with for drift. Never asked, never counted against the budget.
+CARRIED = "carried"
+REFERENCE = "reference"
+WEIGHED = "weighed-earlier"  # the reason of a carried review that was a weighed reviewer's answer
 # A second look: a reviewed row whose answer the out-of-sample vote contradicts with confidence is sent on
 # to the next reviewer of a cascade. It is asked with the reason SECOND_LOOK; the answers table marks the
 # row with the pseudo-reviewer SENT_ON while it waits there (two stored names of one event).
@@ -48,10 +58,14 @@ SECOND_LOOK = "flagged"
 SENT_ON = "second-look"
 
 # -- meta keys read back by more than one step ---------------------------------------------------------------
-AUDIT_OOF = "audit_oof"  # the final refit's out-of-fold predictions on the audit rows it also trained on
+AUDIT_OOF = "audit_oof"
+FROM_RUN = "from_run"  # the run directory an earlier batch was labeled in, which this run continues
+INPUT_TEXTS = "input_texts"  # the texts of this run's own input: ids below it (carried ones come after)
+DRIFT = "drift"  # the new batch against what the earlier run learned from (`pipeline.carry`)  # the final refit's out-of-fold predictions on the audit rows it also trained on
 
 # -- steps a run marks done (`RunStore.mark_done`), in the order a run takes them ------------------------------
 INGEST = "ingest"
+CARRY = "carry"
 ROUTE_AUDIT = "route:audit"
 ROUTE_BOOTSTRAP = "route:bootstrap"
 VALIDATE = "validate"

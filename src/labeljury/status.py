@@ -8,9 +8,12 @@ from typing import Any
 from . import trust
 from .llm.usage import LLMUsage, read_llm_usage
 from .registry import read_registry
-from .sources import AUDIT, SENT_ON, reviewed, reviewer_of
+from .sources import AUDIT, DRIFT, FROM_RUN, SENT_ON, reviewed, reviewer_of
 from .store import RunStore
 from .weighing import degenerate_line
+
+
+MAX_CHAIN = 1000  # batches a chain's history shows
 
 
 def run_status(run_dir: str | Path) -> dict[str, Any]:
@@ -36,7 +39,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "input": s.get_meta("input_path"),
             "state": state,
             "rows": rows,
-            "texts": s.n_texts,
+            "texts": s.n_input_texts,
             "skipped": skipped,
             "reviews": sum(n for n, _ in by_source.values()),
             "reviews_by_source": {src: n for src, (n, _) in by_source.items()},
@@ -56,7 +59,39 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "audit_reviewers": _count_by(((reviewer_of(src), n) for src, n in audit_sources)),
             **_estimate(s.get_meta("trust") if done else None, len(s.routed(AUDIT))),
             "no_audit": _no_audit(task, rows),
+            "stopped_after_stage": s.get_meta("stopped_after_stage"),
+            "unspent_reviews": s.get_meta("unspent_reviews"),
+            **_continued(s, run_dir),
         }
+
+
+def _continued(s: RunStore, run_dir: Path) -> dict[str, Any]:
+    """What a run that continues an earlier batch (`--from`) took from it, its drift test, and the chain of
+    batches, earliest first (each read-only; a run directory since moved or deleted ends the chain)."""
+    where = s.get_meta(FROM_RUN)
+    if where is None:
+        return {}
+    carried, reused = s.carried_totals()
+    chain = [_batch(s, run_dir)]
+    seen = {str(Path(run_dir).resolve())}
+    while where is not None and len(chain) < MAX_CHAIN and where not in seen and (Path(where) / "run.db").is_file():
+        seen.add(where)
+        with RunStore.existing(where) as earlier:
+            chain.append(_batch(earlier, Path(where)))
+            where = earlier.get_meta(FROM_RUN)
+    return {"from_run": s.get_meta(FROM_RUN), "carried_reviews": carried, "reused_reviews": reused,
+            "drift": s.get_meta(DRIFT), "chain": chain[::-1], "chain_cut": where if where is not None else None}
+
+
+def _batch(s: RunStore, run_dir: Path) -> dict[str, Any]:
+    """One batch of a chain: rows, reviews spent, estimate, drift, specialist versions."""
+    overall = (((s.get_meta("trust") or {}).get("estimates") or {}).get("overall") or {})
+    drift = s.get_meta(DRIFT) or {}
+    return {"run_dir": str(run_dir), "rows": s.n_rows, "reviews": s.count_reviews(),
+            "estimated_accuracy": overall.get("accuracy"), "low": overall.get("low"), "high": overall.get("high"),
+            "drift_auc": drift.get("auc"), "drifted": drift.get("drifted"),
+            "dropped": (drift.get("estimate") or {}).get("dropped"),
+            "versions": {r.name: r.version for r in read_registry(s) if r.status != "dropped"}}
 
 
 def _second_looks(s: RunStore) -> dict[str, int]:
@@ -190,9 +225,62 @@ def render(info: dict[str, Any], run_dir: Path | str) -> Any:
         sp.add_row(s["name"], s["status"], str(s["version"]),
                    "" if acc is None else f"{acc:.1%} of {s['audit_rows']}",
                    "" if s.get("weight") is None else f"{s['weight']:.2f}", s["note"] or "")
+    if info.get("stopped_after_stage") is not None:
+        t.add_row("stopped early", f"after stage {info['stopped_after_stage'] + 1}: the stages no longer raised the "
+                                   f"vote's accuracy on the audit; {info.get('unspent_reviews') or 0} reviews unspent")
+    for line in continued_lines(info):
+        t.add_row(*line)
     est = (info.get("estimates") or {}).get("by_source") or None
     return Group(t, sp, *_stages(info.get("stages") or [], info.get("rollbacks") or {}),
-                 *_sources(info.get("sources") or {}, est))
+                 *_sources(info.get("sources") or {}, est), *_chain(info.get("chain") or []))
+
+
+def continued_lines(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """A run that continues an earlier batch: what it learned from, its drift test, an estimate drop."""
+    if not info.get("from_run"):
+        return []
+    out = [("continues", f"{info['from_run']}: learned from its {info['carried_reviews']:,} reviewed rows"
+                         + (f"; {info['reused_reviews']:,} of them in this input keep their earlier label (source "
+                            "earlier:<reviewer>), not asked again" if info.get("reused_reviews") else ""))]
+    if info.get("chain_cut"):
+        out.append(("history", f"the batches before {info['chain_cut']} are not shown: that run directory is not "
+                               "there any more (moved or deleted)"))
+    drift = info.get("drift") or {}
+    if drift.get("tested"):
+        if drift.get("drifted"):
+            out.append(("drift", f"DRIFTED: this batch's texts are told apart from the earlier ones with AUC "
+                                 f"{drift['auc']:.2f} (0.5: alike); texts most unlike them: "
+                                 + " | ".join(repr(e[:60]) for e in drift.get("examples", [])[:3])))
+        else:
+            out.append(("drift", f"none: this batch's texts are like the earlier ones (AUC {drift['auc']:.2f}, 0.5: alike)"))
+    elif drift:
+        out.append(("drift", f"not tested: {drift.get('why')}"))
+    est = drift.get("estimate") or {}
+    if est.get("dropped"):
+        lost = est.get("labels_lost") or []
+        out.append(("WARNING", f"labels less accurate than the earlier batch's beyond doubt: {est['now']:.1%} against "
+                               f"{est['earlier']:.1%} [{est['earlier_low']:.1%}, {est['earlier_high']:.1%}]"
+                               + (f"; labels that lost accuracy: {', '.join(lost)}" if lost else "")))
+    return out
+
+
+def _chain(chain: list[dict[str, Any]]) -> list[Any]:
+    from rich.table import Table
+
+    if len(chain) < 2:
+        return []
+    t = Table(title="batches of this chain (earliest first)")
+    for col in ("batch", "run directory", "rows", "reviews", "estimated accuracy", "drift", "versions"):
+        t.add_column(col)
+    for i, b in enumerate(chain, 1):
+        est = ("" if b["estimated_accuracy"] is None else
+               f"{b['estimated_accuracy']:.1%}" + ("" if b["low"] is None else f" ({b['low']:.1%} - {b['high']:.1%})"))
+        drift = "" if b["drift_auc"] is None else (("DRIFTED" if b["drifted"] else "none") + f" (AUC {b['drift_auc']:.2f})")
+        if b.get("dropped"):
+            drift += "; accuracy DROPPED"
+        t.add_row(str(i), b["run_dir"], f"{b['rows']:,}", f"{b['reviews']:,}", est, drift,
+                  ", ".join(f"{n} v{v}" for n, v in b["versions"].items()))
+    return [t]
 
 
 def confidence_line(info: dict[str, Any]) -> str:

@@ -98,7 +98,8 @@ class ReviewSpec(BaseModel):
     needs at worst), drawn uniformly at random, are reviewed to
     measure: never chosen by hardness, never trained on; they give the estimated accuracy, calibrate
     the confidences and gate the continual-learning stages. What these come to in rows is planned by
-    `budget.plan_budget` (the audit and the bootstrap are inside the budget).
+    `budget.plan_budget` (the audit and the bootstrap are inside the budget). `stop_early` ends the stages
+    when they stop raising the vote's accuracy on the audit (default: only in a run `--from` an earlier one).
     """
 
     model_config = _STRICT
@@ -107,6 +108,9 @@ class ReviewSpec(BaseModel):
     threshold: float | None = None
     bootstrap: float | int | None = None
     audit: float | int | AuditSize | None = None
+    # stop the stages when they no longer raise the vote's accuracy on the audit (`continual.NoImprovement`),
+    # leaving the rest of the budget unspent; None: on for a run that continues an earlier batch (`--from`)
+    stop_early: bool | None = None
 
     @field_validator("budget", mode="before")
     @classmethod
@@ -335,6 +339,7 @@ class Task(BaseModel):
         price: a run resumed with other values of those continues where it stopped."""
         data = self.model_dump(mode="json")
         data["review"].pop("budget", None)
+        data["review"].pop("stop_early", None)  # how much of the budget is spent, like the budget
         data.pop("engine", None)  # where the work runs does not change the labels
         if data.get("continual"):
             data["continual"].pop("keep_checkpoints", None)  # nor which old checkpoints stay on disk

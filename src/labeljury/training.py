@@ -83,9 +83,10 @@ class Trainer:
         self._pool: np.ndarray | None = None
 
     def pool(self) -> np.ndarray:
-        """A fixed random sample of the text ids, for fitting features on unlabeled rows."""
+        """A fixed random sample of the input's text ids, for fitting features on unlabeled rows (not the
+        texts an earlier batch brought: its reviewed rows train, and the features are this batch's)."""
         if self._pool is None:
-            n = self.store.n_texts
+            n = self.store.n_input_texts
             ids = np.arange(n)
             if n > POOL_SAMPLE:
                 ids = np.sort(np.random.default_rng(self.seed).choice(n, POOL_SAMPLE, replace=False))

@@ -472,6 +472,9 @@ def unmeasured_note(unmeasured: dict[str, int], estimated: float | None, rows: i
                 f"rows by its blind answers to those of them a stage sends it")
     if not rows:
         return None
+    if not unmeasured:  # only rows an earlier run's weighed reviewer decided, reused (`--from`)
+        return (f"the {rows} rows whose label an earlier run's weighed reviewer gave (source earlier:<reviewer>) "
+                "count anywhere from all wrong to all right in the interval: nothing in this run measured that reviewer")
     who = ", ".join(sorted(unmeasured))
     return (f"the {rows} rows {who} decided count anywhere from all wrong to all right in the interval, since "
             f"its accuracy is unmeasured: nothing independent checked a random sample of its answers")

@@ -27,7 +27,7 @@ from typing import Any
 from .. import data
 from ..budget import BudgetPlan, budget_rows, no_audit_reason, plan_budget, resize_plan
 from ..context import RunContext, Tuning
-from ..continual import StageLoop, StoppingCriterion
+from ..continual import NoImprovement, StageLoop, StoppingCriterion
 from ..engine import Engine, make_engine
 from ..errors import InputError, RunStoreError, SpecialistError, TaskError
 from ..progress import Progress, SilentProgress
@@ -36,12 +36,13 @@ from ..review.base import Checked, Closeable, Queued, Reviewer
 from ..review.desk import ReviewDesk
 from ..routing import HardestFirst
 from ..scoring import Features
-from ..sources import AUDIT, BOOTSTRAP, FINAL_UPDATE, FINALIZE, route_hard
+from ..sources import AUDIT, BOOTSTRAP, FINAL_UPDATE, FINALIZE, FROM_RUN, ROUTE_BOOTSTRAP, route_hard
 from ..specialists import Specialist, build_specialist
 from ..specialists.catalog import auto_specialists, specialist_names
 from ..store import RunStore, check_run_dir, storage_errors
 from ..task import ContinualSpec, ReviewerSpec, SpecialistSpec, Task
 from .bootstrap import fit_first_versions, route_audit, route_bootstrap, validate
+from .carry import carry, check_earlier, compare_estimates, selected_specialists, test_drift, without_bootstrap
 from .encode import bootstrap_encoder, encode, encoders_needed
 from .export import DETAIL_COLUMNS, OUTPUT_COLUMNS, export
 from .finalize import finalize
@@ -127,8 +128,10 @@ class Annotator:
 
     def __init__(self, task: Task, input_path: str | Path, run_dir: str | Path,
                  reviewer: Reviewer | None = None, progress: Progress | None = None, engine: Engine | None = None,
-                 tuning: Tuning | None = None, stopping: StoppingCriterion | None = None):
+                 tuning: Tuning | None = None, stopping: StoppingCriterion | None = None,
+                 from_run: str | Path | None = None):
         self.task = task
+        self.from_run = None if from_run is None else Path(from_run)  # the earlier batch's run this one continues
         self.tuning = tuning or Tuning()
         self.stopping = stopping  # None: every stage of the budget plan runs
         self.engine = engine
@@ -154,6 +157,7 @@ class Annotator:
         self._output = output
         self._check_input(output)
         check_run_dir(self.run_dir)  # before the reviewer or the LLM selection writes there
+        self._check_from()
         reviewer = self.reviewer or make_reviewer(task, self.input_path, self.run_dir)
         self.reviewer = reviewer
         if isinstance(reviewer, Checked):
@@ -165,6 +169,8 @@ class Annotator:
         features: Features | None = None
         try:
             ingest(store, self.input_path, task.text_column, progress)
+            if self.from_run is not None:
+                carry(store, self.from_run, progress, task.seed)
             plan = self._budget_plan(store, built)
             registry = Registry(store, self._fresh, (task.continual or ContinualSpec()).keep_checkpoints)
             registry.open(built, self._unbuilt)
@@ -175,16 +181,18 @@ class Annotator:
 
             encoders = encoders_needed(registry.models.values())
             encode(store, encoders, progress, engine)
+            if self.from_run is not None:
+                self._continue_plan(ctx, bootstrap_encoder(encoders))
             store.set_meta("run_started_at", time.time())  # answers given before now may have been used
-            route_audit(store, plan.audit, task.seed)
-            route_bootstrap(store, plan.bootstrap, features, bootstrap_encoder(encoders), task.seed, progress, engine)
+            route_audit(store, ctx.plan.audit, task.seed)
+            route_bootstrap(store, ctx.plan.bootstrap, features, bootstrap_encoder(encoders), task.seed, progress, engine)
             first = {t: BOOTSTRAP for t in store.routed(BOOTSTRAP)} | {t: AUDIT for t in store.routed(AUDIT)}
             if not ctx.review(sorted(first), first) and not finish:
                 return self._report(store, "waiting", None, desk)
             validate(ctx)
             fit_first_versions(ctx)
             stages = StageLoop(ctx, strategy=HardestFirst(task.review.policy, task.review.threshold),
-                               stopping=self.stopping)
+                               stopping=self._stopping())
             if not stages.run(wait=not finish):
                 return self._report(store, "waiting", None, desk)
             # the audit rows, which no version learns from, get the final vote as their prior; then
@@ -193,6 +201,8 @@ class Annotator:
             ctx.weigher.weigh()
             ctx.second_look()  # the rows flagged by that last weighing go on to the next reviewer
             finalize(ctx)
+            if self.from_run is not None:
+                compare_estimates(store, progress)
             if not store.n_texts:
                 progress.log(f"nothing to label: no row of {self.input_path.name} has a text in column "
                              f"{task.text_column!r} (every one is empty or not text: skipped:empty); check text_column")
@@ -224,6 +234,43 @@ class Annotator:
         if output is not None:
             data.check_output(output, self.input_path)
 
+    def _stopping(self) -> StoppingCriterion | None:
+        """The caller's stopping criterion, else `review.stop_early`'s (by default on for a later batch)."""
+        if self.stopping is not None:
+            return self.stopping
+        on = self.task.review.stop_early
+        return NoImprovement() if (on if on is not None else self.from_run is not None) else None
+
+    def _check_from(self) -> None:
+        """A run that continues an earlier one: that run must be finished and of the same task; a resumed
+        run keeps the earlier run it started from."""
+        given = None if self.from_run is None else str(self.from_run.resolve())
+        if given is not None and Path(given) == self.run_dir.resolve():
+            raise RunStoreError("--from names this run's own run directory; pass the earlier batch's run directory, "
+                                "and a new --run-dir (or --output) for this batch")
+        if (self.run_dir / "run.db").is_file():
+            with RunStore.existing(self.run_dir) as s:
+                started, saved = s.get_meta("fingerprint") is not None, s.get_meta(FROM_RUN)
+            if started and saved != given:
+                raise RunStoreError(f"run directory {str(self.run_dir)!r} " + (
+                    f"continues {saved!r}: rerun it with --from {saved}" if saved is not None else
+                    "was started without --from: rerun it without --from") + " (or pass a new --run-dir)")
+        if self.from_run is None:
+            return
+        check_earlier(self.from_run, self.task)
+
+    def _continue_plan(self, ctx: RunContext, encoder: str) -> None:
+        """The drift test of a run that continues an earlier one; without drift, the bootstrap sample's
+        reviews go to the stages (decided once, before anything is routed)."""
+        store = ctx.store
+        drift = test_drift(store, ctx.features, encoder, self.task.seed, self.progress, ctx.engine)
+        if drift.get("drifted") or store.is_done(ROUTE_BOOTSTRAP) or not ctx.plan.bootstrap:
+            return
+        if not ctx.registry.trainable():
+            return  # nothing trainable: the bootstrap sample is what validates the fixed specialists
+        ctx.plan = without_bootstrap(ctx.plan)
+        store.set_meta("budget_plan", ctx.plan.to_dict())
+
     def _open_store(self) -> RunStore:
         store = RunStore(self.run_dir)
         try:
@@ -234,6 +281,8 @@ class Annotator:
         fp = {"task": self.task.fingerprint(), "input": input_fingerprint(self.input_path)}
         old = store.get_meta("fingerprint")
         if old is None:
+            if self.from_run is not None:  # before the fingerprint: a run that has one says whether it continues one
+                store.set_meta(FROM_RUN, str(self.from_run.resolve()))
             store.set_meta("fingerprint", fp)
             store.set_meta("task", self.task.model_dump(mode="json"))
             store.set_meta("input_path", str(self.input_path.resolve()))
@@ -254,6 +303,10 @@ class Annotator:
         task = self.task
         if task.specialists != "auto":
             return list(task.specialists)
+        chosen = None if self.from_run is None else selected_specialists(self.from_run)
+        if chosen is not None:  # the earlier run's choice: a chain keeps its specialists
+            self._selected = [SpecialistSpec.model_validate(sp) for sp in chosen]
+            return self._selected
         if task.llm is None:
             return auto_specialists(task)
         from ..controller.select import select_for_run
@@ -300,7 +353,8 @@ class Annotator:
                               "still to come")
             return resized
         try:
-            plan = plan_budget(self.task.review, self.task.continual, n_rows=store.n_rows, n_texts=store.n_texts,
+            plan = plan_budget(self.task.review, self.task.continual, n_rows=store.n_rows,
+                               n_texts=store.n_input_texts - store.carried_totals()[1],
                                n_labels=len(self.task.labels), trainable=any(m.trainable for m, _ in built))
         except TaskError as err:  # nothing reviewed yet; this run directory belongs to this task file
             raise TaskError(f"{err}; then rerun with a new --run-dir (or delete {str(self.run_dir)!r}: nothing was "
@@ -314,7 +368,7 @@ class Annotator:
     def _report(self, store: RunStore, status: str, output: Path | None, desk: ReviewDesk) -> RunReport:
         n_rows = store.n_rows
         return RunReport(
-            status=status, run_dir=self.run_dir, output=output, rows=n_rows, texts=store.n_texts,
+            status=status, run_dir=self.run_dir, output=output, rows=n_rows, texts=store.n_input_texts,
             sources=store.source_counts() if status == "complete" else {},
             reviews=store.count_reviews(), budget=budget_rows(self.task.review, n_rows),
             pending=desk.pending(),
@@ -334,12 +388,13 @@ def _members(reviewer: Reviewer | None) -> list[Reviewer]:
 def run(task: Task, input_path: str | Path, output: str | Path, run_dir: str | Path | None = None, *,
         reviewer: Reviewer | None = None, progress: Progress | None = None, details: bool = False,
         finish: bool = False, engine: Engine | None = None, tuning: Tuning | None = None,
-        stopping: StoppingCriterion | None = None) -> RunReport:
+        stopping: StoppingCriterion | None = None, from_run: str | Path | None = None) -> RunReport:
     """Label `input_path` with `task` and write `output`. Resumes the run in `run_dir` if it exists.
+    `from_run`: the run directory of an earlier batch this run continues (`pipeline.carry`).
     With `finish`, goes on without the answers people have not given yet (see `Annotator.run`).
     `engine` overrides the task's (`labeljury.engine`); `tuning` (`context.Tuning`) switches on settings
     that were measured and lost, for benchmarks; `stopping` (`continual.StoppingCriterion`) may end the
     stages before the budget is spent (default: none does)."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(output)
     return Annotator(task, input_path, run_dir, reviewer=reviewer, progress=progress, engine=engine,
-                     tuning=tuning, stopping=stopping).run(output, details=details, finish=finish)
+                     tuning=tuning, stopping=stopping, from_run=from_run).run(output, details=details, finish=finish)

@@ -24,7 +24,7 @@ from ..progress import Progress
 from ..registry import Promotion, Registry
 from ..routing import select_bootstrap
 from ..scoring import Features, Scorer
-from ..sources import AUDIT, BOOTSTRAP, ROUTE_AUDIT, ROUTE_BOOTSTRAP, VALIDATE
+from ..sources import AUDIT, BOOTSTRAP, CARRIED, ROUTE_AUDIT, ROUTE_BOOTSTRAP, VALIDATE
 from ..specialists import MappedSpecialist, Specialist, Updatable
 from ..stats import wilson_interval
 from ..store import CHUNK, RunStore
@@ -39,14 +39,19 @@ ROUTE_STEP = ROUTE_BOOTSTRAP
 AUDIT_STEP = ROUTE_AUDIT
 VALIDATE_STEP = VALIDATE
 BOOTSTRAP_POOL = 50_000  # k-means for the bootstrap runs on at most this many embeddings
+VALIDATE_CARRIED = 1000  # rows an earlier run reviewed that validate the specialists of a run continuing it
 
 
 def route_audit(store: RunStore, n: int, seed: int) -> None:
-    """Route `n` rows drawn uniformly at random to review as the audit (once)."""
+    """Route `n` rows drawn uniformly at random to review as the audit (once): among the input's texts
+    that no earlier run reviewed (`--from`: those keep their earlier label)."""
     if store.is_done(AUDIT_STEP):
         return
     rng = np.random.default_rng(seed * 1_000_003 + 104_729)
-    ids = np.sort(rng.choice(store.n_texts, min(n, store.n_texts), replace=False)) if n else np.zeros(0, np.int64)
+    pool = _unreviewed_input(store)
+    # positions into the pool: when it is every text of the input (no earlier run, or one that reviewed none
+    # of them), the same draw as a run that continues none
+    ids = pool[np.sort(rng.choice(len(pool), min(n, len(pool)), replace=False))] if n else np.zeros(0, np.int64)
     store.add_routing(ids.tolist(), AUDIT, None, stage=0, done_step=AUDIT_STEP)
 
 
@@ -61,7 +66,7 @@ def route_bootstrap(store: RunStore, n: int, features: Features, encoder: str, s
     ids = np.zeros(0, np.int64)
     if n:
         rng = np.random.default_rng(seed)
-        pool = np.setdiff1d(np.arange(store.n_texts), np.array(store.routed(AUDIT), np.int64))
+        pool = np.setdiff1d(_unreviewed_input(store), np.array(store.routed(AUDIT), np.int64))
         if len(pool) > BOOTSTRAP_POOL:
             pool = np.sort(rng.choice(pool, BOOTSTRAP_POOL, replace=False))
 
@@ -75,12 +80,24 @@ def route_bootstrap(store: RunStore, n: int, features: Features, encoder: str, s
     store.add_routing(ids.tolist(), BOOTSTRAP, None, stage=0, done_step=ROUTE_STEP)
 
 
+def _unreviewed_input(store: RunStore) -> np.ndarray:
+    """The input's text ids, but those an earlier run reviewed (`--from`)."""
+    ids = np.arange(store.n_input_texts)
+    carried = store.routed(CARRIED)
+    return np.setdiff1d(ids, np.array(carried, np.int64)) if carried else ids
+
+
 def validate(ctx: RunContext) -> None:
     store, registry, trainer, scorer, labels, progress = (ctx.store, ctx.registry, ctx.trainer, ctx.scorer,
                                                           ctx.labels, ctx.progress)
     if store.is_done(VALIDATE_STEP):
         return
-    ids, y = reviewed(store, store.routed(BOOTSTRAP))
+    rows = np.array(store.routed(BOOTSTRAP), np.int64)
+    carried = np.array(store.routed(CARRIED), np.int64)
+    if len(carried) and store.learns_from_carried:  # a later batch: the earlier reviewed rows validate too (a sample)
+        rng = np.random.default_rng(ctx.seed + 11)
+        rows = np.union1d(rows, rng.choice(carried, min(VALIDATE_CARRIED, len(carried)), replace=False))
+    ids, y = reviewed(store, rows)
     k = len(labels)
     chance = 1.0 / k
     for name, model in list(registry.models.items()):

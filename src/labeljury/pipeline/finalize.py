@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import trust
 from ..scoring import Vote
-from ..sources import FINALIZE, outweighed, reviewer_of, skipped
+from ..sources import FINALIZE, WEIGHED, outweighed, reviewer_of, skipped
 from ..store import RunStore
 from ..voting import hard_votes
 from ..weighing import degenerate_line
@@ -105,6 +105,11 @@ def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: 
                 out.append((t, label[i], round(float(v.belief), 6), source[i], voted, vconf, votes_json[i]))
             else:
                 source[i], label[i] = r.source, r.label
+                if r.reason == WEIGHED:
+                    # an earlier run's weighed answer, reused: nothing in this run measured that reviewer,
+                    # so the estimate counts the row anywhere from wrong to right (see `trust`)
+                    known_right[i] = float(r.confidence if r.confidence is not None else 1.0)
+                    unmeasured_row[i] = True
                 out.append((t, r.label, r.confidence, r.source, voted, vconf, votes_json[i]))
         elif voted is None:
             source[i] = r.source if r is not None else skipped("no-vote")

@@ -57,6 +57,7 @@ from .predictions import FeatureRecords
 from .records import Answer, FinalLabel, ReviewResult, Verdict
 from .reviews import ReviewRecords
 from .routing import RoutingRecords
+from .carried import CarriedRecords
 from .specialists import SpecialistRecords, ids_hash
 from .texts import TextKeys, TextRecords, text_hash
 
@@ -66,7 +67,7 @@ __all__ = ["CHUNK", "Answer", "FinalLabel", "ReviewResult", "RunStore", "TextKey
 
 
 class RunStore(MetaRecords, TextRecords, FeatureRecords, SpecialistRecords, RoutingRecords, ReviewRecords,
-               OutputRecords):
+               OutputRecords, CarriedRecords):
     """One run directory. Not thread-safe: one connection, used from the pipeline's thread.
 
     `RunStore(dir)` opens a run directory to work in (creating it if needed); `RunStore.existing(dir)`

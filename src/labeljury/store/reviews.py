@@ -97,21 +97,33 @@ class ReviewRecords(Tables):
             self.conn, "SELECT text_id, label, source, created_at FROM reviews WHERE pending=0 AND text_id IN ", text_ids)}
 
     def count_reviews(self, pending: bool = False) -> int:
-        """How many rows have an answer (or, with `pending`, wait for one)."""
-        return self.conn.execute("SELECT COUNT(*) FROM reviews WHERE pending=?", (int(pending),)).fetchone()[0]
+        """How many rows have an answer from this run's reviewers (or, with `pending`, wait for one): not the
+        reviews an earlier run brought (`earlier:*`), which cost this run nothing."""
+        return self.conn.execute("SELECT COUNT(*) FROM reviews WHERE pending=? AND source NOT LIKE 'earlier:%'",
+                                 (int(pending),)).fetchone()[0]
 
     def review_batches(self, size: int = 50_000) -> Iterator[list[tuple[int, str | None, str, float | None]]]:
-        """Every answered review as (text id, label, source, confidence), in text id order, `size` at a time."""
+        """Every answered review of this run's reviewers as (text id, label, source, confidence), in text id
+        order, `size` at a time: what the weighing weighs (an earlier run's reviews, `earlier:*`, were
+        weighed there: what they carry is the label it decided)."""
         cursor = self.conn.execute("SELECT text_id, label, source, confidence FROM reviews WHERE pending=0 "
-                                   "ORDER BY text_id")
+                                   "AND source NOT LIKE 'earlier:%' ORDER BY text_id")
         while batch := cursor.fetchmany(size):
             yield batch
 
     def review_totals(self) -> dict[str, tuple[int, float]]:
-        """{source: (answered rows, cost in USD)}, in the order the sources first appeared: sums, not rows."""
+        """{source: (answered rows, cost in USD)} of this run's reviews, in the order the sources first
+        appeared: sums, not rows (the reviews an earlier run brought: `carried_totals`)."""
         return {src: (n, cost) for src, n, cost in self.conn.execute(
-            "SELECT source, COUNT(*), TOTAL(cost_usd) FROM reviews WHERE pending=0 GROUP BY source "
-            "ORDER BY MIN(rowid)")}
+            "SELECT source, COUNT(*), TOTAL(cost_usd) FROM reviews WHERE pending=0 AND source NOT LIKE 'earlier:%' "
+            "GROUP BY source ORDER BY MIN(rowid)")}
+
+    def carried_totals(self) -> tuple[int, int]:
+        """(reviewed rows an earlier run brought, those of them this input holds too: reused, not asked)."""
+        n_input = self.n_input_texts  # type: ignore[attr-defined]
+        row = self.conn.execute("SELECT COUNT(*), TOTAL(text_id < ?) FROM reviews WHERE source LIKE 'earlier:%'",
+                                (n_input,)).fetchone()
+        return int(row[0]), int(row[1])
 
     def audit_review_sources(self) -> list[tuple[str, int]]:
         """(source, answered audit rows) of the audit sample's reviews."""
@@ -134,14 +146,17 @@ class ReviewRecords(Tables):
 
     # -- what trains and what measures ----------------------------------------------------------------
     def learned_labels(self, start: int = 0, stop: int | None = None, *,
-                       include_audit: bool = False) -> tuple[np.ndarray, list[str]]:
+                       include_audit: bool = False, include_carried: bool | None = None) -> tuple[np.ndarray, list[str]]:
         """(text ids in [start, stop), ascending; their labels) of the reviewed rows a specialist may
         learn from: every reviewed row with a label, the label to train on where it was weighed (its
         verdict's), without the audit sample, which measures (`include_audit`: with it, for the final
-        refit, which the audit measures by cross-fitting). Read by range of the primary key: a chunk's
-        rows cost the chunk, not every review. Each label is one shared string (a million reviews hold
-        a million pointers, not a million strings)."""
+        refit, which the audit measures by cross-fitting); an earlier batch's rows (`store.carried`)
+        unless this batch has drifted from them (`include_carried`: with them or without, whatever the
+        drift). Read by range of the primary key: a chunk's rows cost the chunk, not every review. Each
+        label is one shared string (a million reviews hold a million pointers, not a million strings)."""
         stop = self.n_texts if stop is None else stop  # type: ignore[attr-defined]
+        if not (self.learns_from_carried if include_carried is None else include_carried):  # type: ignore[attr-defined]
+            stop = min(stop, self.n_input_texts)  # type: ignore[attr-defined]
         audit = "" if include_audit else (
             "AND NOT EXISTS (SELECT 1 FROM routing g WHERE g.text_id = r.text_id AND g.why = 'audit') ")
         rows = self.conn.execute(

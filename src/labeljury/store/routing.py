@@ -45,7 +45,8 @@ class RoutingRecords(Tables):
 
     @property
     def n_routed(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM routing").fetchone()[0]
+        """Rows sent for review by this run (not the texts an earlier run brought: `store.carried`)."""
+        return self.conn.execute("SELECT COUNT(*) FROM routing WHERE why NOT IN ('carried', 'reference')").fetchone()[0]
 
     def _mark_audit_hard(self, text_ids: Sequence[int], hardness: Sequence[float], stage: int,
                          conn: sqlite3.Connection) -> None:
