@@ -260,6 +260,8 @@ def test_a_later_batch_stops_asking_when_the_stages_stop_helping(tmp_path: Path)
     # on for a later batch: the vote's audit accuracy did not rise for two stages, so it stopped
     assert st["stopped_after_stage"] is not None and max(acc[-2:]) <= max(acc[:-2])
     assert report.reviews == 300 - st["unspent_reviews"] < 300
+    assert f"{report.reviews}/300 reviews (stopped early: the stages no longer helped; {st['unspent_reviews']} unspent)" \
+        in report.summary()
     shown = CliRunner().invoke(app, ["status", str(tmp_path / "b2.out.csv.run")], terminal_width=200).output
     assert f"{st['unspent_reviews']} reviews unspent" in shown
     # the user's choice: review.stop_early: false spends the whole budget

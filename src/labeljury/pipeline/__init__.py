@@ -71,6 +71,7 @@ class RunReport:
     queue: Path | None = None
     specialists: list[dict[str, Any]] = field(default_factory=list)
     waiting_for: str = "file"  # who the pending reviews wait for: "file" (the queue file) or "human" (the page)
+    unspent: int = 0  # reviews of the budget left unspent when the stages stopped early (`review.stop_early`)
 
     def summary(self) -> str:
         if self.status == "waiting":
@@ -81,8 +82,10 @@ class RunReport:
             return (f"waiting for {self.pending} review(s) in {self.queue}: set \"label\" on each line, "
                     "then rerun the same command (or add --finish to go on without them)")
         waiting = f"; {self.pending} row(s) still wait for people" if self.pending else ""
+        stopped = (f" (stopped early: the stages no longer helped; {self.unspent} unspent)" if self.unspent else "")
         parts = ", ".join(f"{k} {v}" for k, v in sorted(self.sources.items()))
-        return f"labeled {self.rows} rows ({parts}); {self.reviews}/{self.budget} reviews{waiting}; output {self.output}"
+        return (f"labeled {self.rows} rows ({parts}); {self.reviews}/{self.budget} reviews{stopped}{waiting}; "
+                f"output {self.output}")
 
 
 def default_run_dir(output: str | Path) -> Path:
@@ -374,7 +377,8 @@ class Annotator:
             pending=desk.pending(),
             queue=next((r.path for r in _members(self.reviewer) if isinstance(r, Queued)), None),
             waiting_for="human" if any(r.kind == "human" for r in _members(self.reviewer)) else "file",
-            specialists=[r.to_dict() for r in read_registry(store)])
+            specialists=[r.to_dict() for r in read_registry(store)],
+            unspent=int(store.get_meta("unspent_reviews") or 0) if status == "complete" else 0)
 
 
 def _members(reviewer: Reviewer | None) -> list[Reviewer]:
