@@ -304,3 +304,24 @@ def test_a_weighed_reviewers_earlier_rows_carry_the_decided_label_and_are_not_we
     # an earlier weighed answer is not counted as certainly right: nothing in this run measured that reviewer
     overall = run_status(tmp_path / "b2.out.csv.run")["estimates"]
     assert overall is None or (overall["overall"].get("unmeasured_rows") or 0) >= len(reused)
+
+
+def test_a_chain_carries_at_most_what_a_refit_can_learn_from(tmp_path: Path) -> None:
+    task = load_task(write_task(tmp_path / "task.yaml", specialists=SPECIALISTS, budget=0.2,
+                                extra="continual: {max_train_rows: 40}\n"))
+    b1 = make_rows(500, seed=41)
+    b2 = pd.concat([make_rows(300, seed=42), b1.iloc[:30]], ignore_index=True)
+    b1.to_csv(tmp_path / "b1.csv", index=False)
+    b2.to_csv(tmp_path / "b2.csv", index=False)
+    run(task, tmp_path / "b1.csv", tmp_path / "b1.out.csv")
+    with RunStore.existing(tmp_path / "b1.out.csv.run") as s:
+        ids, _ = s.learned_labels(include_audit=True)
+        earlier = {s.texts_by_id([int(t)])[int(t)][0] for t in ids}
+    assert len(earlier) == 100
+    run(task, tmp_path / "b2.csv", tmp_path / "b2.out.csv", from_run=tmp_path / "b1.out.csv.run")
+    st = run_status(tmp_path / "b2.out.csv.run")
+    reused = len(set(b2["text"]) & earlier)
+    assert reused > 0 and st["reused_reviews"] == reused  # every text seen again keeps its label, cap or not
+    assert st["carried_reviews"] == reused + 40  # of the others, max_train_rows of them
+    out = pd.read_csv(tmp_path / "b2.out.csv")
+    assert (out[out["text"].isin(earlier)]["annotation_source"] == "earlier:gold").all()

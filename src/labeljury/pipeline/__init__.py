@@ -173,7 +173,7 @@ class Annotator:
         try:
             ingest(store, self.input_path, task.text_column, progress)
             if self.from_run is not None:
-                carry(store, self.from_run, progress, task.seed)
+                carry(store, self.from_run, progress, task.seed, cap=(task.continual or ContinualSpec()).max_train_rows)
             plan = self._budget_plan(store, built)
             registry = Registry(store, self._fresh, (task.continual or ContinualSpec()).keep_checkpoints)
             registry.open(built, self._unbuilt)

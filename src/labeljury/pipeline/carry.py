@@ -66,8 +66,10 @@ def selected_specialists(earlier_dir: Path) -> list[dict[str, Any]] | None:
         return s.get_meta("selected_specialists")
 
 
-def carry(store: RunStore, earlier_dir: Path, progress: Progress, seed: int) -> None:
-    """Bring the earlier run's reviewed rows and its reference sample into `store` (once)."""
+def carry(store: RunStore, earlier_dir: Path, progress: Progress, seed: int, cap: int | None = None) -> None:
+    """Bring the earlier run's reviewed rows and its reference sample into `store` (once): every one this
+    input holds (reused), and of the others at most `cap` (`continual.max_train_rows`: what a refit can learn
+    from; the earlier batch's own rows first), so that a long chain does not encode ever more texts."""
     if store.is_done(CARRY):
         return
     with RunStore.existing(earlier_dir) as s:
@@ -89,8 +91,11 @@ def carry(store: RunStore, earlier_dir: Path, progress: Progress, seed: int) -> 
     reused, _ = store.add_carried(
         [texts[int(ids[i])][0] for i in keep], [labels[i] for i in keep],
         [earlier(reviewer_of(sources.get(int(ids[i]), "reviewed:unknown"))) for i in keep],
-        [beliefs.get(int(ids[i])) for i in keep], reference)
-    progress.log(f"continuing {earlier_dir}: {len(keep):,} reviewed rows learned from it"
+        [beliefs.get(int(ids[i])) for i in keep], reference, cap=cap,
+        newest=[int(ids[i]) < n_input for i in keep], seed=seed)
+    carried, _ = store.carried_totals()
+    progress.log(f"continuing {earlier_dir}: {carried:,} reviewed rows learned from it"
+                 + (f" (of its {len(keep):,}: continual.max_train_rows bounds them)" if carried < len(keep) else "")
                  + (f" ({reused:,} of them are in this input too: their earlier label is reused, not asked again)"
                     if reused else ""))
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from ..sources import CARRIED, CARRY, DRIFT, INPUT_TEXTS, REFERENCE, WEIGHED
 from .tables import Tables
 from .texts import text_hash
@@ -28,11 +30,14 @@ class CarriedRecords(Tables):
         return not (self.get_meta(DRIFT) or {}).get("drifted")  # type: ignore[attr-defined]
 
     def add_carried(self, texts: Sequence[str], labels: Sequence[str], sources: Sequence[str],
-                    beliefs: Sequence[float | None], reference: Sequence[str]) -> tuple[int, int]:
+                    beliefs: Sequence[float | None], reference: Sequence[str], *, cap: int | None = None,
+                    newest: Sequence[bool] | None = None, seed: int = 0) -> tuple[int, int]:
         """Record the earlier run's reviewed texts (`labels`, `sources` such as earlier:gold; `beliefs`: for
         the answer of a weighed reviewer, the earlier weighing's belief in its label, else None) and its
-        reference sample, and that the carry step is done, in one transaction. Returns (carried texts
-        that this input holds too, carried texts added after the input's)."""
+        reference sample, and that the carry step is done, in one transaction. Of the reviewed texts this
+        input lacks, at most `cap` are kept (what a refit can learn from: `continual.max_train_rows`), those
+        `newest` marks first, then a uniform sample; every one this input holds is kept (reused). Returns
+        (carried texts that this input holds too, carried texts added after the input's)."""
         keys = self.text_keys()  # type: ignore[attr-defined]
         now = time.time()
         with self.transaction() as c:  # type: ignore[attr-defined]
@@ -40,10 +45,13 @@ class CarriedRecords(Tables):
             next_id = n_input
             hashes = [text_hash(t) for t in (*texts, *reference)]
             known = keys.find(list(dict.fromkeys(hashes)), c)
+            dropped = _beyond_cap([i for i in range(len(texts)) if hashes[i] not in known], cap, newest, seed)
             new_texts, reviews, routing = [], [], []
             reused = 0
             taken: set[int] = set()
             for i, (text, h) in enumerate(zip((*texts, *reference), hashes, strict=True)):
+                if i in dropped:
+                    continue
                 tid = known.get(h)
                 if tid is None:
                     tid = known[h] = next_id
@@ -67,3 +75,17 @@ class CarriedRecords(Tables):
             self.set_meta(INPUT_TEXTS, n_input, c)  # type: ignore[attr-defined]
             self.mark_done(CARRY, c)  # type: ignore[attr-defined]
         return reused, len(new_texts)
+
+
+def _beyond_cap(outside: list[int], cap: int | None, newest: Sequence[bool] | None, seed: int) -> set[int]:
+    """The positions of `outside` not kept under `cap`: the newest first, then a uniform sample of the rest."""
+    if cap is None or len(outside) <= cap:
+        return set()
+    rng = np.random.default_rng(seed * 7919 + 29)
+    first = [i for i in outside if newest is not None and newest[i]]
+    rest = [i for i in outside if not (newest is not None and newest[i])]
+    if len(first) >= cap:
+        kept = set(rng.choice(first, cap, replace=False).tolist())
+    else:
+        kept = set(first) | set(rng.choice(rest, cap - len(first), replace=False).tolist())
+    return set(outside) - kept
