@@ -229,7 +229,7 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
     reviewer = None
     from labeljury.context import Tuning
 
-    tuning = Tuning()
+    tuning = Tuning(**spec.get("tuning", {}))  # settings measured again (bench_audit.py --tilt)
     if spec.get("simulated"):  # a reviewer that is often wrong (benchmarks/simulated_reviewer.py)
         from simulated_reviewer import SimulatedReviewer
 
@@ -277,6 +277,7 @@ def _pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
     with RunStore.existing(run_dir) as store:
         stages = store.stages()
         result["budget_plan"] = store.get_meta("budget_plan")
+        result["audit_bought"] = store.get_meta("audit_bought")  # what the audit cost and fixed
     result["stages"] = stages
     if spec.get("simulated"):
         result["reviewer"] = _reviewer_metrics(out, spec["gold_column"])

@@ -71,7 +71,10 @@ class RandomRows(HardestFirst):
 
 
 def test_routing_the_hardest_rows_beats_routing_random_ones(tmp_path: Path, hard_data: Path, monkeypatch) -> None:
-    task = load_task(write_task(tmp_path / "t.yaml", budget=0.2))
+    path = write_task(tmp_path / "t.yaml", budget=0.2)
+    # a uniform audit in both: the default one favours hard rows, which would help the random routing too
+    path.write_text(path.read_text().replace("policy: margin}", "policy: margin, audit_sampling: uniform}"))
+    task = load_task(path)
     run(task, hard_data, tmp_path / "hardest.csv")
     hardest = pd.read_csv(tmp_path / "hardest.csv", keep_default_na=False)
     monkeypatch.setattr(pipeline_module, "HardestFirst", RandomRows)

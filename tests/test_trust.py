@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 from labeljury import evaluate, load_task, run, trust
 from labeljury.budget import plan_budget
 from labeljury.cli import app
+from labeljury.sampling import inclusion_probabilities, systematic_sample
 from labeljury.store import RunStore
 from labeljury.task import ReviewSpec
+from labeljury.training import audit_weights
 from labeljury.trust import Audit, Tally, ece, estimate, estimates, fit_calibrator, reference_noise, unbiased_correct
 
 from .conftest import CHROMIUM, make_rows, require, write_task
@@ -101,6 +103,70 @@ def test_the_interval_is_honest_even_when_the_confidences_are_biased(bias: float
         assert e.method == "ppi" and e.audit_rows == 300
     assert covered / 300 >= 0.90  # a 95% interval: allow for the simulation's own noise
     assert np.mean(widths) / 2 < 0.04
+
+
+def test_inclusion_probabilities_favour_hard_rows_within_a_bound() -> None:
+    h = np.r_[np.zeros(900), np.full(90, 0.5), np.full(10, 1.0)]
+    pi = inclusion_probabilities(h, 100, 0.5)
+    assert pi.sum() == pytest.approx(100) and pi.max() <= 1.0
+    assert pi[0] == pytest.approx(100 * 0.5 / 1000)  # an easy row keeps the uniform half: weight <= 2x uniform
+    assert pi[-1] > pi[950] > pi[0]
+    capped = inclusion_probabilities(h, 400, 0.9)  # the hardest would pass 1: capped, the rest scaled up
+    assert capped.sum() == pytest.approx(400) and (capped[-10:] == 1.0).all() and capped.max() == 1.0
+    assert (inclusion_probabilities(np.zeros(50), 10, 0.5) == 0.2).all()  # no hardness known: uniform
+    assert (inclusion_probabilities(h, 2000, 0.5) == 1.0).all()
+
+
+def test_a_systematic_sample_draws_each_row_with_its_probability() -> None:
+    rng = np.random.default_rng(0)
+    pi = inclusion_probabilities(rng.random(200) ** 3, 30, 0.7)
+    counts = np.zeros(200)
+    for _ in range(4000):
+        drawn = systematic_sample(pi, rng)
+        assert len(drawn) == 30 and len(np.unique(drawn)) == 30
+        counts[drawn] += 1
+    assert np.abs(counts / 4000 - pi).max() < 0.03
+
+
+def test_an_audit_drawn_by_hardness_measures_without_bias_once_weighted() -> None:
+    """The vote is wrong mostly where it is unsure: an audit drawn favouring those rows reviews (and so
+    fixes) more wrong labels, and with each row weighted (1 - pi)/pi its estimate of the output still holds
+    the truth; unweighted it would not. Its interval is no wider than a uniform audit's of the same size."""
+    rng = np.random.default_rng(4)
+    covered, err, err_unweighted, wrong_found, widths = 0, [], [], [], []
+
+    def run_with(audit: np.ndarray, w: np.ndarray, weight: np.ndarray, right: np.ndarray, c_hat: np.ndarray):
+        known = np.zeros(len(weight), bool)
+        known[audit] = True  # reviewed: right from now on
+        src, lab = np.full(len(weight), "vote", dtype=object), np.full(len(weight), "a", dtype=object)
+        tally = Tally()
+        tally.add(weight, known, c_hat, src, lab)
+        truth = float((weight * np.where(known, 1.0, right)).sum() / weight.sum())
+        sample = Audit(weight=w, calibrated=c_hat[audit], correct=right[audit].astype(float), source=src[audit],
+                       label=lab[audit])
+        return estimate(tally.sums(), sample), truth
+
+    for _ in range(300):
+        n = 5000
+        weight = rng.integers(1, 3, n).astype(float)
+        p_true = rng.beta(6, 1.5, n)
+        right = rng.random(n) < p_true
+        # overconfident where unsure: the correction is largest on the rows the draw favours
+        c_hat = np.clip(p_true + 0.5 * (1 - p_true) + rng.normal(0, 0.05, n), 0.01, 0.99)
+        pi = inclusion_probabilities(1 - c_hat, 300, 0.5)
+        audit = systematic_sample(pi, rng)
+        e, truth = run_with(audit, weight[audit] * (1 - pi[audit]) / pi[audit], weight, right, c_hat)
+        covered += e.low <= truth <= e.high
+        err.append(e.accuracy - truth)
+        err_unweighted.append(run_with(audit, weight[audit], weight, right, c_hat)[0].accuracy - truth)
+        uniform = np.sort(rng.choice(n, 300, replace=False))
+        u, _ = run_with(uniform, weight[uniform], weight, right, c_hat)
+        widths.append((e.high - e.low) / (u.high - u.low))
+        wrong_found.append((weight * ~right)[audit].sum() / (weight * ~right)[uniform].sum())
+    assert covered / 300 >= 0.9 and abs(np.mean(err)) < 0.002
+    assert np.mean(err_unweighted) < -0.008  # the hard rows over-represented: the estimate too low
+    assert np.mean(wrong_found) > 1.2  # it reviews wrong labels 1.2+ times as often as a uniform draw
+    assert np.mean(widths) < 1.05
 
 
 def test_estimates_without_audit_or_with_everything_known() -> None:
@@ -225,6 +291,36 @@ def test_status_reports_the_estimate_and_it_is_close_to_the_truth(audited_run: P
     assert "estimated accuracy" in table.stdout and "audit rows" in table.stdout
 
 
+def test_status_says_how_the_audit_was_drawn_and_what_it_bought(audited_run: Path, tmp_path: Path) -> None:
+    """The default audit is drawn favouring hard rows after the first versions; `audit_sampling: uniform`
+    draws it uniformly before the bootstrap, as before: equal weights, no probabilities kept."""
+    info = json.loads(runner.invoke(app, ["status", str(audited_run / "out.csv.run"), "--json"]).stdout)
+    bought = info["audit_bought"]
+    assert info["audit_sampling"] == "hard" and 1.0 < info["audit_max_weight"] <= 2.0 + 1e-9
+    assert bought["rows"] == 150 and bought["sampling"] == "hard" and 0 < bought["fixed"] < 150
+    with RunStore.existing(audited_run / "out.csv.run") as s:
+        audit_ids, audit_y = s.audited_labels()
+        votes = (s.get_meta("trust") or {})["audit_votes"]
+    labels = ["negative", "neutral", "positive"]
+    assert bought["fixed"] == sum(votes[str(t)] != labels.index(y) for t, y in zip(audit_ids.tolist(), audit_y))
+    table = runner.invoke(app, ["status", str(audited_run / "out.csv.run")]).stdout
+    assert "drawn favouring hard rows" in " ".join(table.split()) and "fixed" in table
+
+    make_rows(600, seed=5).to_csv(tmp_path / "in.csv", index=False)
+    task = write_task(tmp_path / "task.yaml", specialists="[tfidf-head, vader]", budget=0.3)
+    task.write_text(task.read_text().replace("policy: margin}", "policy: margin, audit: 60, audit_sampling: uniform}"))
+    run(load_task(task), tmp_path / "in.csv", tmp_path / "out.csv")
+    with RunStore.existing(tmp_path / "out.csv.run") as s:
+        assert s.get_meta("audit_inclusion") is None and (audit_weights(s, s.routed("audit")) == 1).all()
+        audit, seed = sorted(s.routed("audit")), s.get_meta("task")["seed"]
+    # the draw before this setting existed: uniform over every text, before the bootstrap
+    rng = np.random.default_rng(seed * 1_000_003 + 104_729)
+    assert audit == np.sort(rng.choice(600, 60, replace=False)).tolist()
+    info = json.loads(runner.invoke(app, ["status", str(tmp_path / "out.csv.run"), "--json"]).stdout)
+    assert info["audit_sampling"] == "uniform" and info["audit_bought"]["sampling"] == "uniform"
+    assert info["estimated_accuracy_low"] <= info["estimated_accuracy"] <= info["estimated_accuracy_high"]
+
+
 def test_eval_measures_self_reports_on_rows_never_trained_on(audited_run: Path) -> None:
     ev = evaluate(audited_run / "out.csv", "label")
     out = pd.read_csv(audited_run / "out.csv", keep_default_na=False)
@@ -247,7 +343,8 @@ def test_calibrated_confidence_is_a_probability_of_being_right(audited_run: Path
     right = voted.annotation == voted.label
     raw = voted.annotation_vote_confidence.astype(float)
     assert abs(conf.mean() - right.mean()) < 0.06  # calibrated: the mean confidence is the share right
-    assert abs(conf.mean() - right.mean()) < abs(raw.mean() - right.mean())
+    # the toy's raw vote is near calibrated already (ECE 0.019): calibration must keep it so
+    assert ece(conf.to_numpy(), right.to_numpy()) < min(0.04, ece(raw.to_numpy(), right.to_numpy()) + 0.01)
 
 
 def test_the_model_card_and_export_use_the_audit(audited_run: Path) -> None:
@@ -353,10 +450,15 @@ def test_the_final_refit_learns_from_the_audit_and_is_measured_on_it_out_of_fold
         head = next(r for r in read_registry(s) if r.name == "tfidf-head")
         in_sample = s.get_predictions("tfidf-head", head.version, 0)[audit_ids].argmax(axis=1)
         trained = set(s.train_ids("tfidf-head", head.version).tolist())
+        w = audit_weights(s, audit_ids)  # each audit row counts (1 - pi)/pi: drawn favouring hard rows
+        drawn = s.get_meta("audit_inclusion")
     y = np.array([labels.index(v) for v in audit_y])
     out_of_fold = np.asarray(oof["specialists"]["tfidf-head"]["probs"]).argmax(axis=1)
     assert oof["ids"] == audit_ids.tolist() and set(audit_ids.tolist()) <= trained
-    assert head.audited and head.audit_accuracy == pytest.approx((out_of_fold == y).mean())
+    # unequal, each at least the uniform half of a uniform draw's probability (a weight at most twice its)
+    assert w.std() > 0 and min(drawn["pi"]) >= 0.5 * 150 / drawn["pool"] - 1e-9 and drawn["ids"] == audit_ids.tolist()
+    assert head.audited and head.audit_rows == 150
+    assert head.audit_accuracy == pytest.approx(np.average(out_of_fold == y, weights=w))
     assert (out_of_fold == y).mean() < (in_sample == y).mean()  # in sample it would flatter itself
 
 

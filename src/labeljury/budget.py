@@ -1,5 +1,5 @@
 """The review budget, planned once, in one place: how many rows the reviewer may label in all, how many
-of them go to the uniform audit sample (to measure), how many to the diverse bootstrap sample (to
+of them go to the audit sample (to measure), how many to the diverse bootstrap sample (to
 start the specialists), and how the rest is split over the continual-learning stages.
 
 `plan_budget` is a pure function of the task's settings and the input's size. The pipeline computes
@@ -83,7 +83,7 @@ def sized_audit(half_width: float) -> int:
 
 
 def audit_rows(review: ReviewSpec, n_rows: int) -> int:
-    """Rows of the uniform audit sample, within the budget (see AUDIT_SHARE); an audit sized for an
+    """Rows of the audit sample, within the budget (see AUDIT_SHARE); an audit sized for an
     interval that the budget cannot hold is refused (`TaskError`), not shrunk."""
     budget = budget_rows(review, n_rows)
     if review.audit is None:

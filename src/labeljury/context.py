@@ -31,6 +31,11 @@ class Tuning:
     second_look: bool = True  # a flagged answer goes on to the next reviewer of a cascade
     audit_trains: bool = True  # the final refit learns from the audit too, which measures it by cross-fitting
     learn_measured: bool = False  # learn a measured weighed reviewer's decided labels, not its answers
+    # the share of the audit's inclusion probabilities spread by hardness (`pipeline.bootstrap`, section 15)
+    audit_tilt: float = 0.5
+    # an audit row a stage picked as hard trains the next stages' versions (and stops gating them): measured
+    # no better (BENCHMARKS.md, section 15), and worse on a toy set with a uniform audit: off
+    picked_audit_trains: bool = False
 
 
 @dataclass

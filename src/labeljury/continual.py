@@ -31,7 +31,7 @@ from .routing import HardestFirst
 from .sources import AUDIT, AUDIT_OOF, FINAL_UPDATE, HARD, route_hard
 from .sources import update as update_step
 from .specialists import Specialist, Updatable
-from .training import audited, bounded_rows, reviewed
+from .training import audit_weights, audited, bounded_rows, reviewed
 from .voting import hard_labels
 from .weighing import answer_noise
 
@@ -112,6 +112,8 @@ class UpdateRows:
     y_weight: np.ndarray
     # the final refit's: audit rows it also trains on (the gate's rows), measured by cross-fitting
     audit_train: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # each gate row's weight in an accuracy shown (audit rows: (1 - pi)/pi, `training.audit_weights`); None: equal
+    w_gate: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,7 @@ class StageLoop:
                                    "audit_rows": int(len(rows.gate_ids)) if rows.basis == "audit" else 0,
                                    "specialists": {}}
         if rows.basis == "audit":
-            metrics["audit_vote_accuracy"] = self._vote_accuracy(rows.gate_ids, rows.y_gate, before.noisy)
+            metrics["audit_vote_accuracy"] = self._vote_accuracy(rows.gate_ids, rows.y_gate, before.noisy, rows.w_gate)
             if before.noisy:
                 metrics["audit_corrected_rows"] = int(sum(m.sum() for m, _ in before.noisy))
         promotions: list[Promotion] = []
@@ -239,9 +241,19 @@ class StageLoop:
         audit_ids, audit_y = audited(s)
         # the decided labels of the stage's rows; the audit's own answers (it measures)
         labels = {**dict(zip(stage_ids.tolist(), stage_y)), **dict(zip(audit_ids.tolist(), audit_y))}
+        # With `Tuning.picked_audit_trains` (off: measured no better), an audit row a stage picked as hard is
+        # one of that stage's rows: the stages after it learn from it, and it gates nothing (the audit rows no
+        # stage picked measure: `trust`). The final refit learns from every audit row, measured by cross-fitting.
+        picked = np.zeros(0, np.int64)
+        if len(audit_ids) and self.ctx.tuning.picked_audit_trains:
+            picked = np.intersect1d(audit_ids, np.array(sorted(t for t, st in s.audit_hard().items() if st <= stage),
+                                                        np.int64))
         if len(audit_ids):
-            gate_ids, train = audit_ids, all_ids
-            weight_ids, basis = stage_ids, "audit"
+            gate_ids = np.setdiff1d(audit_ids, picked)
+            train = all_ids if final else np.union1d(all_ids, picked)
+            this_stage = np.array(sorted(t for t, st in s.audit_hard().items() if st == stage), np.int64)
+            weight_ids, basis = np.union1d(stage_ids, np.intersect1d(picked, this_stage)), "audit"
+            stage_ids = weight_ids
         else:
             gate_ids = weight_ids = holdout_split(stage_ids, self.settings.holdout, self.seed, stage)
             train, basis = np.setdiff1d(all_ids, gate_ids), "holdout"
@@ -263,7 +275,8 @@ class StageLoop:
         index = self.labels.index
         return UpdateRows(train, reviewed_rows, basis, gate_ids,
                           np.array([index(labels[int(t)]) for t in gate_ids], dtype=np.int64), weight_ids,
-                          np.array([index(labels[int(t)]) for t in weight_ids], dtype=np.int64), audit_train)
+                          np.array([index(labels[int(t)]) for t in weight_ids], dtype=np.int64), audit_train,
+                          audit_weights(s, gate_ids) if basis == "audit" else None)
 
     def _measure_current(self, rows: UpdateRows) -> CurrentVersions:
         """The current versions on the gate's rows and on the vote weights' rows. What is shown as an
@@ -273,8 +286,8 @@ class StageLoop:
         noisy = answer_noise(self.store, rows.gate_ids.tolist(), len(self.labels)) if rows.basis == "audit" else []
         before_pred = self._current_pred(rows.gate_ids)
         right = {n: p == rows.y_gate for n, p in before_pred.items()}
-        acc = {n: float(r.mean()) for n, r in right.items()}
-        shown = ({n: trust.accuracy_against(p, rows.y_gate, noisy) for n, p in before_pred.items()}
+        acc = {n: float(np.average(r, weights=rows.w_gate)) for n, r in right.items()}
+        shown = ({n: trust.accuracy_against(p, rows.y_gate, noisy, rows.w_gate) for n, p in before_pred.items()}
                  if noisy else acc)
         if rows.basis == "holdout":
             weight_acc = acc
@@ -301,7 +314,8 @@ class StageLoop:
         if model.trainable and len(train) and not reg.same_rows(name, train):
             t1 = time.perf_counter()
             new_version = reg.versions[name] + 1
-            cand = self.candidate(name, model, train, stage, with_audit=cross_fit)
+            # `train` may hold audit rows: a stage's picked ones, the final refit's (`_split`)
+            cand = self.candidate(name, model, train, stage, with_audit=True)
             reg.save_checkpoint(cand, new_version)  # type: ignore[arg-type]
             after_pred = self.trainer.predict(cand, rows.gate_ids)
             if cross_fit and after_pred is not None:
@@ -312,7 +326,8 @@ class StageLoop:
                 learned = rows.audit_train[at] == rows.gate_ids
                 after_pred[learned] = hard_labels(oof)[at[learned]]
             after_right = None if after_pred is None else after_pred == rows.y_gate
-            after = None if after_pred is None else trust.accuracy_against(after_pred, rows.y_gate, before.noisy)
+            after = None if after_pred is None else trust.accuracy_against(after_pred, rows.y_gate, before.noisy,
+                                                                           rows.w_gate)
             promote = final or self.gate.promote(before.right.get(name), after_right)
             entry.update(version_before=reg.versions[name], accuracy_after=after, promoted=promote,
                          fit_seconds=round(time.perf_counter() - t1, 3))
@@ -358,12 +373,13 @@ class StageLoop:
         P, names = self.scorer.tensor(ids)
         return {name: hard_labels(P[:, j]) for j, name in enumerate(names)}
 
-    def _vote_accuracy(self, ids: np.ndarray, y: np.ndarray, noisy: list[tuple[np.ndarray, np.ndarray]]) -> float | None:
-        """The current vote's accuracy on rows `ids` (the audit: for the per-stage plot)."""
+    def _vote_accuracy(self, ids: np.ndarray, y: np.ndarray, noisy: list[tuple[np.ndarray, np.ndarray]],
+                       weight: np.ndarray | None = None) -> float | None:
+        """The current vote's accuracy on rows `ids` (the audit, each row weighing (1 - pi)/pi: for the per-stage plot)."""
         if not len(ids) or not self.registry.voters():
             return None
         # the vote as routing and finalize see it (Dawid-Skene fitted on every row)
-        return trust.accuracy_against(self.scorer.vote(ids).result.label, y, noisy)
+        return trust.accuracy_against(self.scorer.vote(ids).result.label, y, noisy, weight)
 
     def candidate(self, name: str, model: Specialist, train: np.ndarray, stage: int,
                   with_audit: bool = False) -> Specialist:
@@ -380,4 +396,4 @@ class StageLoop:
         new, old = np.setdiff1d(train, before), np.intersect1d(train, before)
         rng = np.random.default_rng(self.seed * 1_000_003 + 31 * (stage + 1))
         old = rng.choice(old, min(self.settings.replay, len(old)), replace=False) if len(old) else old
-        return self.trainer.fit(cand, np.union1d(new, old), update=True)
+        return self.trainer.fit(cand, np.union1d(new, old), update=True, with_audit=with_audit)

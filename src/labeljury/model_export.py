@@ -237,7 +237,7 @@ def model_card(task: dict[str, Any], labels: list[dict[str, Any]], entry: dict[s
         "",
         *_training_lines(entry, kind, info, reviewed),
         (f"- Audit accuracy: {_pct(acc)} on {entry['audit_rows']} rows of the run's audit sample: drawn at random "
-         "from the input, reviewed, and "
+         "from the input (favouring hard rows, each weighted by the unreviewed rows it stands for), reviewed, and "
          + ("learned from by this final version too, so each audit row was predicted by a copy fitted without "
             "it (5-fold cross-fitting): an estimate for a version fitted on a little less data"
             if entry.get("cross_fitted") else "never trained on by this or any version") + " (each stage below)"

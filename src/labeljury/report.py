@@ -109,7 +109,11 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
     fig.update_xaxes(title="accuracy", tickformat=".0%", range=[0, 1.02])
     note = unmeasured_note(info)
     add("estimate", "Estimated accuracy (95% interval)", fig,
-        "From the audit sample: rows drawn at random, reviewed, never trained on or chosen."
+        ("From the audit sample: rows drawn at random, favouring the hard ones, each weighted by the rows left "
+         "unreviewed it stands for, and reviewed; those no stage picked as hard measure (no stage trained on them, "
+         "and the final versions' copies are each fitted without them)."
+         if info.get("audit_sampling") == "hard" else
+         "From the audit sample: rows drawn at random, reviewed, and never trained on or picked by a stage.")
         + (f" The estimate {note}." if note is not None and overall.get("accuracy") is None else
            f" Note: {note}." if note is not None else
            "" if overall.get("accuracy") is not None else

@@ -43,7 +43,7 @@ def reviewer_of(source: str) -> str:
 
 
 # -- why a row is reviewed (the routing table's `why`, a review item's `reason`) ------------------------------
-AUDIT = "audit"  # a uniform sample: measures, never trains
+AUDIT = "audit"  # a random sample (known probabilities): measures; only the final refit trains on it
 BOOTSTRAP = "bootstrap"  # a diverse first sample: trains the first versions
 HARD = "hard"  # a stage's hardest rows
 # Texts an earlier run brought (`--from`): its reviewed rows, and a uniform sample of its input that a new
@@ -58,10 +58,12 @@ SECOND_LOOK = "flagged"
 SENT_ON = "second-look"
 
 # -- meta keys read back by more than one step ---------------------------------------------------------------
-AUDIT_OOF = "audit_oof"
+AUDIT_OOF = "audit_oof"  # the final refit's out-of-fold predictions on the audit rows it also trained on
+AUDIT_INCLUSION = "audit_inclusion"  # each audit row's probability of being drawn (absent: a uniform draw)
+AUDIT_BOUGHT = "audit_bought"  # what the audit cost and bought (`pipeline.finalize`)
 FROM_RUN = "from_run"  # the run directory an earlier batch was labeled in, which this run continues
 INPUT_TEXTS = "input_texts"  # the texts of this run's own input: ids below it (carried ones come after)
-DRIFT = "drift"  # the new batch against what the earlier run learned from (`pipeline.carry`)  # the final refit's out-of-fold predictions on the audit rows it also trained on
+DRIFT = "drift"  # the new batch against what the earlier run learned from (`pipeline.carry`)
 
 # -- steps a run marks done (`RunStore.mark_done`), in the order a run takes them ------------------------------
 INGEST = "ingest"

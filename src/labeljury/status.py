@@ -8,7 +8,7 @@ from typing import Any
 from . import trust
 from .llm.usage import LLMUsage, read_llm_usage
 from .registry import read_registry
-from .sources import AUDIT, DRIFT, FROM_RUN, SENT_ON, reviewed, reviewer_of
+from .sources import AUDIT, AUDIT_BOUGHT, AUDIT_INCLUSION, DRIFT, FROM_RUN, SENT_ON, reviewed, reviewer_of
 from .store import RunStore
 from .weighing import degenerate_line
 
@@ -59,6 +59,8 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "audit_reviewers": _count_by(((reviewer_of(src), n) for src, n in audit_sources)),
             **_estimate(s.get_meta("trust") if done else None, len(s.routed(AUDIT))),
             "no_audit": _no_audit(task, rows),
+            **_audit_draw(s),
+            "audit_bought": s.get_meta(AUDIT_BOUGHT),
             "stopped_after_stage": s.get_meta("stopped_after_stage"),
             "unspent_reviews": s.get_meta("unspent_reviews"),
             **_continued(s, run_dir),
@@ -109,6 +111,20 @@ def _estimate(trust: dict[str, Any] | None, audit_rows: int) -> dict[str, Any]:
             "estimates": est or None, "calibrated_on": (trust or {}).get("calibrated_on"),
             "unmeasured": (trust or {}).get("unmeasured") or {},
             "unmeasured_rows": overall.get("unmeasured_rows") or 0}
+
+
+def _audit_draw(s: RunStore) -> dict[str, Any]:
+    """How the audit was drawn (`hard`: favouring hard rows, each weighted (1 - pi)/pi; `uniform`), the largest
+    weight of a row in it against a uniform draw's, and how many audit rows a stage picked as hard."""
+    drawn = s.get_meta(AUDIT_INCLUSION)
+    n = len(s.routed(AUDIT))
+    if not n:
+        return {"audit_sampling": None}
+    out: dict[str, Any] = {"audit_sampling": "uniform", "audit_picked": len(s.audit_hard())}
+    if drawn and drawn.get("ids"):
+        low, uniform = min(drawn["pi"]), n / drawn["pool"]
+        out.update(audit_sampling="hard", audit_max_weight=round((1 - low) / low / ((1 - uniform) / uniform), 3))
+    return out
 
 
 def _no_audit(task: dict[str, Any], rows: int) -> str | None:
@@ -207,6 +223,8 @@ def render(info: dict[str, Any], run_dir: Path | str) -> Any:
     if info.get("kind") == "baseline":
         return Group(t, *_sources(info.get("sources") or {}, None))
     t.add_row("estimated accuracy", _estimate_line(info))
+    if info.get("audit_bought"):
+        t.add_row("audit", trust.audit_line(info["audit_bought"]))
     if info.get("state") == "complete" and info.get("calibrated_on"):
         t.add_row("confidence", confidence_line(info))
     for line in weighing_lines(info):
@@ -332,6 +350,16 @@ def weighing_lines(info: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _drawn(info: dict[str, Any]) -> str:
+    """How the audit the estimate rests on was drawn, for its line."""
+    if info.get("audit_sampling") != "hard":
+        return ""
+    picked = info.get("audit_picked") or 0
+    return (f" (drawn favouring hard rows, each weighted by the unreviewed rows it stands for, "
+            f"at most {info.get('audit_max_weight', 0):.1f}x a uniform draw's; the {info['audit_rows'] - picked} no stage "
+            f"picked as hard measure)")
+
+
 def _estimate_line(info: dict[str, Any]) -> str:
     acc = info.get("estimated_accuracy")
     note = unmeasured_note(info)
@@ -342,9 +370,9 @@ def _estimate_line(info: dict[str, Any]) -> str:
                 if not info.get("audit_rows") else "when the run is complete")
     low, high = info.get("estimated_accuracy_low"), info.get("estimated_accuracy_high")
     if note is not None and low is not None:  # part of the output is unmeasured: no point to ship on
-        return f"between {low:.1%} and {high:.1%} (95%), from {info['audit_rows']} audit rows; {note}"
+        return f"between {low:.1%} and {high:.1%} (95%), from {info['audit_rows']} audit rows{_drawn(info)}; {note}"
     interval = "" if low is None else f" (95% interval {low:.1%} - {high:.1%})"
-    line = f"{acc:.1%}{interval}, from {info['audit_rows']} audit rows"
+    line = f"{acc:.1%}{interval}, from {info['audit_rows']} audit rows{_drawn(info)}"
     return line if note is None else f"{line}; {note}"
 
 

@@ -95,9 +95,11 @@ class ReviewSpec(BaseModel):
     max). `threshold`, when set, sends only rows harder than it (still never over budget).
     `bootstrap` rows, chosen for diversity, are reviewed first to fit and validate specialists.
     `audit` rows (a fraction of the rows, a count, or `{half_width: 0.025}`: as many as that interval
-    needs at worst), drawn uniformly at random, are reviewed to
-    measure: never chosen by hardness, never trained on; they give the estimated accuracy, calibrate
-    the confidences and gate the continual-learning stages. What these come to in rows is planned by
+    needs at worst) are drawn at random and reviewed to measure: they give the estimated accuracy,
+    calibrate the confidences and gate the continual-learning stages; only the final refit trains on
+    them (measured by cross-fitting). `audit_sampling`: `hard` (the default) draws them once the first
+    versions exist, with known probabilities favouring the rows those find hard, each row then counting
+    1/probability wherever the audit measures; `uniform` draws them uniformly before anything else. What these come to in rows is planned by
     `budget.plan_budget` (the audit and the bootstrap are inside the budget). `stop_early` ends the stages
     when they stop raising the vote's accuracy on the audit (default: only in a run `--from` an earlier one).
     """
@@ -108,6 +110,8 @@ class ReviewSpec(BaseModel):
     threshold: float | None = None
     bootstrap: float | int | None = None
     audit: float | int | AuditSize | None = None
+    # how the audit is drawn; None: `hard` (a run made before the setting existed keeps the draw it made)
+    audit_sampling: Literal["hard", "uniform"] | None = None
     # stop the stages when they no longer raise the vote's accuracy on the audit (`continual.NoImprovement`),
     # leaving the rest of the budget unspent; None: on for a run that continues an earlier batch (`--from`)
     stop_early: bool | None = None
@@ -340,6 +344,8 @@ class Task(BaseModel):
         data = self.model_dump(mode="json")
         data["review"].pop("budget", None)
         data["review"].pop("stop_early", None)  # how much of the budget is spent, like the budget
+        if data["review"].get("audit_sampling") is None:
+            data["review"].pop("audit_sampling", None)  # the default: runs made before it existed go on
         data.pop("engine", None)  # where the work runs does not change the labels
         if data.get("continual"):
             data["continual"].pop("keep_checkpoints", None)  # nor which old checkpoints stay on disk

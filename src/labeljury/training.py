@@ -17,6 +17,7 @@ from .progress import Progress, SilentProgress
 from .registry import Registry
 from .routing import in_sorted
 from .scoring import Features
+from .sources import AUDIT_INCLUSION
 from .specialists import LearnsFromUnlabeled, Specialist, Updatable
 from .specialists.base import TrainsInBatches
 from .store import RunStore
@@ -40,6 +41,25 @@ def reviewed(store: RunStore, ids: Sequence[int] | None = None) -> tuple[np.ndar
 def audited(store: RunStore) -> tuple[np.ndarray, list[str]]:
     """(sorted text ids, labels) of the audit rows that got a label: the rows that measure."""
     return store.audited_labels()
+
+
+def audit_weights(store: RunStore, ids: np.ndarray) -> np.ndarray:
+    """(len(ids),) the weight of each audit row wherever the audit measures: (1 - pi) / pi for a row drawn
+    with probability pi (`pipeline.bootstrap.route_audit_by_hardness`), scaled to a mean of 1 over the
+    whole audit; all 1 for a uniform draw (and for rows not drawn with a known probability). Why (1 - pi)
+    / pi: the audit stands for the rows left unreviewed, and a row drawn with probability pi is one of
+    those with probability 1 - pi (Horvitz-Thompson: the sum over the sample of y (1 - pi) / pi is, on
+    average, the sum over the rows not drawn); a uniform draw's weights are all equal either way."""
+    drawn = store.get_meta(AUDIT_INCLUSION)
+    ids = np.asarray(ids, dtype=np.int64)
+    if not drawn or not drawn.get("ids"):
+        return np.ones(len(ids))
+    pi = np.asarray(drawn["pi"], dtype=np.float64)
+    # a row drawn for sure stands for no row left unreviewed (a tiny weight keeps a group's mean defined)
+    inv = np.maximum((1.0 - pi) / pi, 1e-9)
+    inv /= inv.mean()
+    of = dict(zip(drawn["ids"], inv.tolist(), strict=True))
+    return np.array([of.get(int(t), 1.0) for t in ids.tolist()], dtype=np.float64)
 
 
 def labels_of(store: RunStore, ids: np.ndarray, include_audit: bool = False) -> list[str]:

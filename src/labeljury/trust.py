@@ -5,24 +5,28 @@ Everything here is arrays in, arrays out; `pipeline.calibrate` gathers them from
 
 Calibration. `annotation_confidence` of a row labeled by the vote is the probability that its label is
 right: Platt scaling of "the vote was right" on the vote's confidence and source (`consensus`, `vote`),
-fitted on the audit rows no stage picked: they are a uniform sample of exactly the rows the vote
-labels, and no version trained on them. With too small an audit it is fitted on the reviewed rows'
+fitted on the audit rows no stage picked: a random sample of exactly the rows the vote labels (each
+weighted by (1 - pi)/pi, pi its probability of being drawn), and no stage's version trained on them. With too small an audit it is fitted on the reviewed rows'
 cross-fitted votes instead (each voted by versions trained without it): their distribution is that
 of the hard rows, so they were measured to calibrate worse (ECE 0.07 against 0.02), and serve only
 as a fallback.
 
-Estimate. The audit is a uniform random sample of the texts. It competes for hardness in every stage
-like any row but is never asked again, so the audit rows no stage picked are a uniform sample of the
-rows left unreviewed. On those rows, prediction-powered inference (Angelopoulos et al., 2023) corrects
-the calibrated confidences' sum by their mean error on the audit, with cross-fitted calibrators so the
-correction is unbiased:
+Estimate. The audit is a random sample of the texts, each drawn with a known probability pi: by
+default favouring the rows the first versions find hard (`sampling`, `review.audit_sampling: hard`),
+else uniform. It competes for hardness in every stage like any row but is never asked again, so the
+audit rows no stage picked, each counted (1 - pi)/pi times, stand for the rows left unreviewed. On those rows,
+prediction-powered inference (Angelopoulos et al., 2023; with unequal probabilities, active statistical
+inference, Zrnic & Candes 2024) corrects the calibrated confidences' sum by their mean error on the
+audit, with cross-fitted calibrators so the correction is unbiased:
 
     correct rows of a group G  =  known-correct rows of G (reviewed, audited)
                                 + sum over G's unreviewed rows of c^
-                                + (G's unreviewed rows) * mean over G's unpicked audit rows of (c - c^)
+                                + (G's unreviewed rows) * (1 - pi)/pi-weighted mean over G's unpicked audit rows of (c - c^)
 
-with rows weighted by how often their text occurs, and a normal interval from the correction's
-standard error. The calibrated confidences only narrow the interval: biased ones are corrected.
+with rows also weighted by how often their text occurs, and a normal interval from the correction's
+standard error (the Hajek ratio's linearised variance). A hard row is where the vote is most often
+wrong, so drawing it more often both fixes more labels and measures the correction where it varies
+most; the uniform part of each probability bounds every weight (`sampling`). The calibrated confidences only narrow the interval: biased ones are corrected.
 Reviewed rows count as right: the estimate is against the reviewer that answered the audit, except
 where that reviewer's answers are weighed (an LLM, often wrong). Then "the vote agreed with its
 answer" is not "the vote was right", and both steps correct for its confusion matrix C[true, answer]
@@ -39,8 +43,8 @@ the rows it decided count anywhere from all wrong to all right in the interval (
 and honest. The point estimate still reads their belief.
 
 What is measured is credited with what measured it. In a cascade whose last reviewer is trusted, a weighed
-reviewer also answers, blind, the audit rows a stage would have sent it (`ReviewDesk.ask_blind`): a uniform
-sample of the rows it decides, each with a trusted answer. The rows it decided are credited with the
+reviewer also answers, blind, the audit rows a stage would have sent it (`ReviewDesk.ask_blind`): a random
+sample of the rows it decides (each weighted (1 - pi)/pi), each with a trusted answer. The rows it decided are credited with the
 share of those rows whose weighed label (decided by a confusion matrix fitted without that row's truth)
 is right, and that share's Wilson interval joins the audit's in quadrature (`Blind`, `Sums.measured`).
 """
@@ -120,16 +124,21 @@ def _platt(X: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> Ca
 
 
 def fit_calibrator(confidence: np.ndarray, correct: np.ndarray, group: np.ndarray,
-                   noise: ReferenceNoise | None = None) -> Calibrator:
+                   noise: ReferenceNoise | None = None, weight: np.ndarray | None = None) -> Calibrator:
     """Logistic regression of `correct` (0/1) on [logit(confidence), source is consensus]; lightly
     regularised so a small or one-sided sample stays near the identity. With `noise`, `correct` is
-    agreement with a noisy reference, and the fit is EM over whether each row was really right."""
+    agreement with a noisy reference, and the fit is EM over whether each row was really right.
+    `weight`: each row's (an audit drawn with unequal probabilities: (1 - pi)/pi), so that the fit is the one
+    over the rows the audit stands for."""
     y = np.asarray(correct, dtype=np.float64)
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64) / np.mean(weight)
     if len(y) < 2 or y.min() == y.max():
         p = (y.sum() + 0.5) / (len(y) + 1)  # all right (or all wrong): a constant, short of certainty
         return Calibrator(0.0, 0.0, float(np.log(p / (1 - p))), len(y))
     X = np.c_[_logit(confidence), np.asarray(group) == CONSENSUS]
-    cal = _platt(X, y)
+    cal = _platt(X, y, None if weight is None else w)
+    if weight is not None:
+        cal = replace(cal, points=len(y))
     if noise is None:
         return cal
     a = np.clip(noise.agree_if_right, 1e-3, 1.0)
@@ -140,7 +149,7 @@ def fit_calibrator(confidence: np.ndarray, correct: np.ndarray, group: np.ndarra
         # P(right | agreed or not, p): what each row says about its own label once the reference's noise is known
         right = np.where(y == 1, p * a / (p * a + (1 - p) * b),
                          p * (1 - a) / np.maximum(p * (1 - a) + (1 - p) * (1 - b), 1e-12))
-        new = _platt(XX, yy, np.r_[right, 1 - right])
+        new = replace(_platt(XX, yy, np.r_[w * right, w * (1 - right)]), points=len(y))
         done = max(abs(new.a - cal.a), abs(new.b - cal.b), abs(new.c - cal.c)) < 1e-5
         cal = new
         if done:
@@ -149,14 +158,15 @@ def fit_calibrator(confidence: np.ndarray, correct: np.ndarray, group: np.ndarra
 
 
 def cross_fitted(confidence: np.ndarray, correct: np.ndarray, group: np.ndarray, folds: np.ndarray,
-                 noise: ReferenceNoise | None = None) -> np.ndarray:
+                 noise: ReferenceNoise | None = None, weight: np.ndarray | None = None) -> np.ndarray:
     """Each point's calibrated confidence by a calibrator fitted without its fold: what the
     estimate's correction needs to stay unbiased."""
     out = np.zeros(len(confidence))
     for f in np.unique(folds):
         train = folds != f
         out[~train] = fit_calibrator(confidence[train], correct[train], group[train],
-                                     None if noise is None else noise.take(train))(confidence[~train], group[~train])
+                                     None if noise is None else noise.take(train),
+                                     None if weight is None else weight[train])(confidence[~train], group[~train])
     return out
 
 
@@ -170,17 +180,17 @@ def unbiased_correct(agreed_label: np.ndarray, answer: np.ndarray, confusion: np
 
 
 def accuracy_against(pred: np.ndarray, answer: np.ndarray,
-                     noisy: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> float:
+                     noisy: Sequence[tuple[np.ndarray, np.ndarray]] = (), weight: np.ndarray | None = None) -> float:
     """The share of `pred` that is right, measured against the reviewers' `answer`s: where a mask of
     `noisy` says a weighed reviewer with confusion matrix C gave the answer, by C^-1 (unbiased given
-    C) instead of by agreement; clipped to [0, 1]."""
+    C) instead of by agreement; clipped to [0, 1]. `weight`: each row's (audit rows: (1 - pi)/pi)."""
     pred, answer = np.asarray(pred), np.asarray(answer)
     if not len(pred):
         return float("nan")
     value = (pred == answer).astype(np.float64)
     for mask, C in noisy:
         value[mask] = unbiased_correct(pred[mask], answer[mask], C)
-    return float(np.clip(value.mean(), 0.0, 1.0))
+    return float(np.clip(np.average(value, weights=weight), 0.0, 1.0))
 
 
 def reference_noise(label: np.ndarray, confusion: np.ndarray, prior: np.ndarray) -> ReferenceNoise:
@@ -246,14 +256,17 @@ class CalibrationBins:
         return float((self.rows[has] * gap).sum() / total)
 
 
-def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10,
+                weight: np.ndarray | None = None) -> list[dict[str, float]]:
     """Per confidence bin: mean confidence, accuracy, rows (for a reliability diagram). `correct` may
-    be a noise-corrected value (its mean estimates the accuracy; clipped to [0, 1] for display)."""
+    be a noise-corrected value (its mean estimates the accuracy; clipped to [0, 1] for display);
+    `weight`: each row's in the means (an audit drawn with unequal probabilities: (1 - pi)/pi)."""
     c = np.asarray(confidence, dtype=np.float64)
     y = np.asarray(correct, dtype=np.float64)
+    w = np.ones(len(c)) if weight is None else np.asarray(weight, dtype=np.float64)
     idx = np.minimum((c * bins).astype(int), bins - 1)
-    return [{"low": b / bins, "high": (b + 1) / bins, "confidence": float(c[idx == b].mean()),
-             "accuracy": float(np.clip(y[idx == b].mean(), 0, 1)), "rows": int((idx == b).sum())}
+    return [{"low": b / bins, "high": (b + 1) / bins, "confidence": float(np.average(c[idx == b], weights=w[idx == b])),
+             "accuracy": float(np.clip(np.average(y[idx == b], weights=w[idx == b]), 0, 1)), "rows": int((idx == b).sum())}
             for b in range(bins) if (idx == b).any()]
 
 
@@ -302,6 +315,7 @@ class Blind:
     label: np.ndarray
     source: np.ndarray
     correct: np.ndarray
+    weight: np.ndarray | None = None  # each row's ((1 - pi)/pi: `sampling`); None: equal
 
 
 @dataclass(frozen=True)
@@ -392,7 +406,7 @@ def estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None, blind: Bl
                            unmeasured_right=sums.unmeasured_right + sums.measured_right)
         else:
             assert blind is not None and sel is not None
-            return _with_blind(sums, audit, rows, blind.correct[sel])
+            return _with_blind(sums, audit, rows, blind.correct[sel], None if blind.weight is None else blind.weight[sel])
     est = _estimate(sums, audit, rows)
     if not sums.unmeasured or est.accuracy is None or est.low is None or est.high is None:
         return est if not sums.unmeasured else Estimate(est.accuracy, est.low, est.high, est.rows, est.audit_rows,
@@ -405,13 +419,15 @@ def estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None, blind: Bl
                     int(round(sums.unmeasured)))
 
 
-def _with_blind(sums: Sums, audit: Audit, rows: np.ndarray | None, correct: np.ndarray) -> Estimate:
-    """`estimate` with the measured reviewer's rows credited with the share right of `correct`."""
+def _with_blind(sums: Sums, audit: Audit, rows: np.ndarray | None, correct: np.ndarray,
+                weight: np.ndarray | None = None) -> Estimate:
+    """`estimate` with the measured reviewer's rows credited with the (weighted) share right of `correct`."""
     base = replace(sums, known_right=sums.known_right - sums.measured_right, measured=0.0, measured_right=0.0)
     est = estimate(base, audit, rows)  # its rows counted as wrong here; their share right added below
     n = len(correct)
-    p = float(correct.mean())
-    lo, hi = wilson_interval(p, n)
+    w = np.ones(n) if weight is None else np.asarray(weight, dtype=np.float64)
+    p = float(np.average(correct, weights=w))
+    lo, hi = wilson_interval(p, max(1, int(w.sum() ** 2 / (w**2).sum())))  # Kish's effective sample size
     share = sums.measured / sums.rows
     acc = None if est.accuracy is None else est.accuracy + share * p
     low = high = None
@@ -490,3 +506,13 @@ def estimates(tally: Tally, audit: Audit, labels: Sequence[str], blind: Blind | 
         "by_class": {lab: estimate(tally.sums(label=lab), audit, audit.label == lab, blind,
                                    None if blind is None else blind.label == lab).to_dict() for lab in labels},
     }
+
+
+def audit_line(b: dict[str, Any]) -> str:
+    """One line on what the audit cost and bought (`pipeline.finalize`)."""
+    how = "drawn favouring hard rows" if b["sampling"] == "hard" else "drawn uniformly"
+    interval = "" if b.get("half_width") is None else f"; it measures the labels to within ±{100 * b['half_width']:.1f} points"
+    picked = f", {b['picked']} of them rows a stage then picked as hard" if b.get("picked") else ""
+    return (f"the audit took {b['rows']} of the {b['reviews']} reviews ({b['rows'] / max(b['reviews'], 1):.0%}), "
+            f"{how}{picked}: their answers fixed {b['fixed']} labels the vote got wrong ({b['fixed'] / b['rows']:.0%} "
+            f"of them){interval}")

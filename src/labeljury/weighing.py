@@ -45,7 +45,7 @@ DEFAULT_ACCURACY = 0.7  # the prior belief in a weighed reviewer before its answ
 PRIOR_STRENGTH = 10.0  # ... worth this many rows per class
 PRIOR_MIX = 0.1  # the vote is not calibrated: its distribution is mixed with uniform before use
 FLAG_MIN_ROWS = 30  # fewer reviewed rows with a prior than this: no flags (cleanlab needs counts)
-# A weighed reviewer's accuracy counts as measured only on audit rows (a uniform sample) that it and a trusted
+# A weighed reviewer's accuracy counts as measured only on audit rows (a random sample) that it and a trusted
 # reviewer both answered, at least this many of them: its agreement with a vote that learned from it never does.
 # A few suffice: the estimate gives the share right among them a Wilson interval, as wide as they are few.
 MIN_MEASURED_ROWS = 10
@@ -248,7 +248,7 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str], lear
         # observed (its answer and the prior), so the estimate stays unbiased. Their label is the
         # trusted one: no verdict is kept for them.
         # So are the audit rows it answered blind beside a trusted reviewer (`ReviewDesk.ask_blind`):
-        # a uniform sample of the rows a stage sends it.
+        # a random sample of the rows a stage sends it (the estimate weighs each (1 - pi)/pi).
         checked, is_blind = [], []
         for t, said in answers.items():
             i = rv.at(t) if SENT_ON in said or t in audit else None
@@ -270,7 +270,8 @@ def weigh(store: RunStore, labels: Sequence[str], weighed: Collection[str], lear
         C, q = fit_confusion(rv.prior[rows], ans, truth, k)
         blind_at = decided_here + np.flatnonzero(np.array(is_blind, bool))
         if len(blind_at):
-            out.blind[kind] = _blind_measurement(rv.prior[rows], ans, truth, k, blind_at)
+            out.blind[kind] = {**_blind_measurement(rv.prior[rows], ans, truth, k, blind_at),
+                               "ids": rv.ids[rows[blind_at]].tolist()}
         out.confusion[kind] = [[round(float(x), 4) for x in row] for row in C]
         # its accuracy on the rows it answered: the mean posterior that its answer is right
         out.accuracy[kind] = float(q[np.arange(len(rows)), ans].mean())

@@ -41,7 +41,7 @@ from ..specialists import Specialist, build_specialist
 from ..specialists.catalog import auto_specialists, specialist_names
 from ..store import RunStore, check_run_dir, storage_errors
 from ..task import ContinualSpec, ReviewerSpec, SpecialistSpec, Task
-from .bootstrap import fit_first_versions, route_audit, route_bootstrap, validate
+from .bootstrap import fit_first_versions, route_audit, route_audit_by_hardness, route_bootstrap, validate
 from .carry import carry, check_earlier, compare_estimates, selected_specialists, test_drift, without_bootstrap
 from .encode import bootstrap_encoder, encode, encoders_needed
 from .export import DETAIL_COLUMNS, OUTPUT_COLUMNS, export
@@ -187,13 +187,20 @@ class Annotator:
             if self.from_run is not None:
                 self._continue_plan(ctx, bootstrap_encoder(encoders))
             store.set_meta("run_started_at", time.time())  # answers given before now may have been used
-            route_audit(store, ctx.plan.audit, task.seed)
+            by_hardness = task.review.audit_sampling != "uniform"
+            if not by_hardness:
+                route_audit(store, ctx.plan.audit, task.seed)
             route_bootstrap(store, ctx.plan.bootstrap, features, bootstrap_encoder(encoders), task.seed, progress, engine)
             first = {t: BOOTSTRAP for t in store.routed(BOOTSTRAP)} | {t: AUDIT for t in store.routed(AUDIT)}
             if not ctx.review(sorted(first), first) and not finish:
                 return self._report(store, "waiting", None, desk)
             validate(ctx)
             fit_first_versions(ctx)
+            if by_hardness:  # once the first versions can say which rows are hard
+                route_audit_by_hardness(ctx, ctx.plan.audit)
+                audit = store.routed(AUDIT)
+                if not ctx.review(audit, {t: AUDIT for t in audit}) and not finish:
+                    return self._report(store, "waiting", None, desk)
             stages = StageLoop(ctx, strategy=HardestFirst(task.review.policy, task.review.threshold),
                                stopping=self._stopping())
             if not stages.run(wait=not finish):

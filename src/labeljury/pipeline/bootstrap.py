@@ -1,7 +1,10 @@
-"""Bootstrap: the rows reviewed first — a uniform audit sample that only measures, and a small
-diverse sample that starts the specialists — then every specialist judged on the latter.
+"""Bootstrap: the rows reviewed first — a small diverse sample that starts the specialists, every
+specialist judged on it — and the audit sample, which measures.
 
-- `route_audit`: the audit, drawn uniformly at random from the unique texts;
+- `route_audit_by_hardness` (the default, once version 1 exists): the audit, drawn with known
+  probabilities favouring the rows the first versions find hard (`sampling`, `review.audit_sampling`);
+- `route_audit` (`audit_sampling: uniform`, before the bootstrap): drawn uniformly at random from the
+  unique texts;
 - `route_bootstrap`: k-means over the embeddings picks the sample (`routing.select_bootstrap`) among
   at most `BOOTSTRAP_POOL` rows drawn from those not in the audit;
 - `validate`: a specialist with labels of its own gets the label map the reviews support best; each
@@ -22,9 +25,10 @@ import numpy as np
 from ..engine import Engine
 from ..progress import Progress
 from ..registry import Promotion, Registry
-from ..routing import select_bootstrap
+from ..routing import HardestFirst, hardness, select_bootstrap
+from ..sampling import inclusion_probabilities, systematic_sample
 from ..scoring import Features, Scorer
-from ..sources import AUDIT, BOOTSTRAP, CARRIED, ROUTE_AUDIT, ROUTE_BOOTSTRAP, VALIDATE
+from ..sources import AUDIT, AUDIT_INCLUSION, BOOTSTRAP, CARRIED, ROUTE_AUDIT, ROUTE_BOOTSTRAP, VALIDATE
 from ..specialists import MappedSpecialist, Specialist, Updatable
 from ..stats import wilson_interval
 from ..store import CHUNK, RunStore
@@ -52,6 +56,35 @@ def route_audit(store: RunStore, n: int, seed: int) -> None:
     # positions into the pool: when it is every text of the input (no earlier run, or one that reviewed none
     # of them), the same draw as a run that continues none
     ids = pool[np.sort(rng.choice(len(pool), min(n, len(pool)), replace=False))] if n else np.zeros(0, np.int64)
+    store.add_routing(ids.tolist(), AUDIT, None, stage=0, done_step=AUDIT_STEP)
+
+
+def route_audit_by_hardness(ctx: RunContext, n: int) -> None:
+    """Route `n` rows to review as the audit (once), drawn with known unequal probabilities that favour
+    the rows the first versions find hard (`sampling`; `Tuning.audit_tilt` of each probability spread by
+    hardness, the rest evenly, so a row's weight is at most 1 / (1 - tilt) times a uniform draw's): among the input's texts not reviewed yet
+    (the bootstrap's, an earlier run's). Each one's probability is kept (`AUDIT_INCLUSION`): the audit
+    counts a row (1 - pi)/pi times wherever it measures (`training.audit_weights`)."""
+    store, tilt = ctx.store, ctx.tuning.audit_tilt
+    if store.is_done(AUDIT_STEP):
+        return
+    pool = np.setdiff1d(_unreviewed_input(store), np.array(store.routed(), np.int64))
+    ids = np.zeros(0, np.int64)
+    pi = np.zeros(0)
+    if n and len(pool):
+        h = np.zeros(len(pool))
+        if ctx.registry.voters():
+            strategy = HardestFirst(ctx.task.review.policy, ctx.task.review.threshold)
+            for v in ctx.scorer.votes("drawing the audit"):
+                at = np.searchsorted(pool, v.ids)
+                inside = at < len(pool)
+                inside[inside] = pool[at[inside]] == v.ids[inside]
+                h[at[inside]] = hardness(v.result, v.P, strategy.policy)[inside]
+        pi_all = inclusion_probabilities(h, min(n, len(pool)), tilt)
+        drawn = systematic_sample(pi_all, np.random.default_rng(ctx.seed * 1_000_003 + 104_729))
+        ids, pi = pool[drawn], pi_all[drawn]
+    store.set_meta(AUDIT_INCLUSION, {"ids": ids.tolist(), "pi": [round(float(p), 9) for p in pi],
+                                     "tilt": tilt, "pool": int(len(pool))})
     store.add_routing(ids.tolist(), AUDIT, None, stage=0, done_step=AUDIT_STEP)
 
 

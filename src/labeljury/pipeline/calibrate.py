@@ -22,7 +22,7 @@ from ..sources import CONSENSUS, VOTE, outweighed, reviewer_of
 from ..sources import reviewed as reviewed_by
 from ..specialists import Updatable
 from ..store import RunStore
-from ..training import FOLDS, audited, reviewed
+from ..training import FOLDS, audit_weights, audited, reviewed
 from ..weighing import answer_noise
 
 if TYPE_CHECKING:
@@ -79,8 +79,8 @@ def vote_groups(vote: Vote) -> np.ndarray:
 
 
 def fit_calibration(ctx: RunContext) -> Calibration:
-    """The calibrator, on the audit rows no stage picked (a uniform sample of the rows the vote labels,
-    voted by the final versions), and those rows as the estimate reads them."""
+    """The calibrator, on the audit rows no stage picked (a random sample of the rows the vote labels,
+    each weighted (1 - pi)/pi, voted by the final versions), and those rows as the estimate reads them."""
     store, scorer, labels, seed = ctx.store, ctx.scorer, ctx.labels, ctx.seed
     k_index = {lab: i for i, lab in enumerate(labels)}
     audit_ids, audit_y = audited(store)
@@ -102,9 +102,11 @@ def fit_calibration(ctx: RunContext) -> Calibration:
     all_answered_by = _audit_reviewers(store, audit_ids)
     unmeasured = {k: int((all_answered_by == k).sum()) for k in sorted(unmeasured_kinds)}
     y_noise = None if noise is None else noise.take(yardstick)
+    # a row drawn with probability pi stands for (1 - pi)/pi rows (`sampling`): every mean over the audit weighs it so
+    u_w = audit_weights(store, u_ids)
     if yardstick.sum() >= trust.MIN_POINTS:
         calibrator, on = trust.fit_calibrator(u_conf[yardstick], u_correct[yardstick], u_group[yardstick],
-                                              y_noise), "audit"
+                                              y_noise, u_w[yardstick]), "audit"
     else:
         o_conf, o_correct, o_group = _cross_fitted_votes(ctx, unmeasured_kinds)
         if len(o_conf) >= trust.MIN_POINTS:
@@ -116,18 +118,18 @@ def fit_calibration(ctx: RunContext) -> Calibration:
     m = yardstick
     if on == "audit" and m.sum() >= 2 * FOLDS:
         folds = np.random.default_rng(seed * 1_000_003 + 65_537).permutation(int(m.sum())) % FOLDS
-        y_cal = trust.cross_fitted(u_conf[m], u_correct[m], u_group[m], folds, y_noise)
+        y_cal = trust.cross_fitted(u_conf[m], u_correct[m], u_group[m], folds, y_noise, u_w[m])
         u_cal = calibrator(u_conf, u_group)
         u_cal[m] = y_cal
     else:
         u_cal = calibrator(u_conf, u_group)  # not fitted on these rows (or too few to fold): unbiased as it is
     label_names = np.array(labels, dtype=object)
-    audit = trust.Audit(weight=store.row_counts_of(u_ids[m]), calibrated=u_cal[m], correct=u_value[m],
+    audit = trust.Audit(weight=store.row_counts_of(u_ids[m]) * u_w[m], calibrated=u_cal[m], correct=u_value[m],
                         source=u_group[m].astype(object),
                         label=np.where(u_label[m] >= 0, label_names[np.maximum(u_label[m], 0)], ""))
     if not m.any():  # every audit answer came from a reviewer of unmeasured accuracy: nothing to measure with
         audit = None
-    return Calibration(calibrator, on, audit, trust.reliability(u_cal[m], u_value[m]), int(len(audit_ids)),
+    return Calibration(calibrator, on, audit, trust.reliability(u_cal[m], u_value[m], weight=u_w[m]), int(len(audit_ids)),
                        0 if noise is None else int((noise.agree_if_right < 1).sum()), unmeasured or None,
                        _blind(store, labels, ctx.weigher.weighed - unmeasured_kinds),
                        dict(zip(audit_ids.tolist(), scorer.audit_vote(audit_ids).result.label.tolist(), strict=True)))
@@ -139,13 +141,15 @@ def _blind(store: RunStore, labels: list[str], measured: frozenset[str]) -> trus
     parts = [(kind, found[kind]) for kind in sorted(measured) if (found.get(kind) or {}).get("rows")]
     if not parts:
         return None
-    label, source, correct = [], [], []
+    label, source, correct, ids = [], [], [], []
     for kind, b in parts:
         for answer, decided, right in zip(b["answer"], b["decided"], b["right"], strict=True):
             label.append(labels[decided])
             source.append(reviewed_by(kind) if decided == answer else outweighed(kind))
             correct.append(float(right))
-    return trust.Blind(np.array(label, dtype=object), np.array(source, dtype=object), np.array(correct))
+        ids += b.get("ids") or [-1] * len(b["right"])  # a run weighed before ids were kept: equal weights
+    return trust.Blind(np.array(label, dtype=object), np.array(source, dtype=object), np.array(correct),
+                       audit_weights(store, np.array(ids, np.int64)))
 
 
 def _audit_reviewers(store: RunStore, ids: np.ndarray) -> np.ndarray:

@@ -17,8 +17,9 @@ import numpy as np
 
 from .. import trust
 from ..scoring import Vote
-from ..sources import FINALIZE, WEIGHED, outweighed, reviewer_of, skipped
+from ..sources import AUDIT_BOUGHT, AUDIT_INCLUSION, FINALIZE, WEIGHED, outweighed, reviewer_of, skipped
 from ..store import RunStore
+from ..training import audited
 from ..voting import hard_votes
 from ..weighing import degenerate_line
 from .calibrate import Calibration, fit_calibration, vote_groups
@@ -55,6 +56,7 @@ def finalize(ctx: RunContext) -> None:
 
     store.put_final(records(), meta=described)
     overall = ((meta["trust"].get("estimates") or {}).get("overall") or {})
+    _audit_bought(ctx, calibration, overall)
     note = trust.unmeasured_note(calibration.unmeasured or {}, overall.get("accuracy"), overall.get("unmeasured_rows") or 0)
     if note is not None:
         ctx.progress.log(f"estimated accuracy: {note}")
@@ -64,6 +66,26 @@ def finalize(ctx: RunContext) -> None:
                          "measured; let people answer an audit to calibrate it")
     for kind, d in ((store.get_meta("weighing") or {}).get("degenerate") or {}).items():
         ctx.progress.log(f"WARNING: reviewer {kind} {degenerate_line(kind, d)}")
+
+
+def _audit_bought(ctx: RunContext, calibration: Calibration, overall: dict) -> None:
+    """What the audit cost (its reviews) and bought (the labels its reviews fixed: rows the vote, out of
+    fold, labeled otherwise; the estimate's interval), said in the run log and kept for `status`."""
+    store = ctx.store
+    audit_ids, audit_y = audited(store)
+    if not len(audit_ids) or calibration.audit_votes is None:
+        return
+    index = {lab: i for i, lab in enumerate(ctx.labels)}
+    fixed = sum(calibration.audit_votes.get(int(t), -1) != index.get(y, -2) for t, y in zip(audit_ids.tolist(), audit_y,
+                                                                                          strict=True))
+    spent = store.count_reviews()
+    half = (None if overall.get("low") is None or overall.get("high") is None
+            else (overall["high"] - overall["low"]) / 2)
+    bought = {"rows": int(len(audit_ids)), "reviews": int(spent), "fixed": int(fixed), "half_width": half,
+              "picked": len(store.audit_hard()),
+              "sampling": "hard" if store.get_meta(AUDIT_INCLUSION) else "uniform"}
+    store.set_meta(AUDIT_BOUGHT, bought)
+    ctx.progress.log(trust.audit_line(bought))
 
 
 def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: Calibration,
