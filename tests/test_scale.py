@@ -99,7 +99,8 @@ def test_refits_learn_from_at_most_max_train_rows(tmp_path: Path) -> None:
     with RunStore.existing(tmp_path / "out.csv.run") as store:
         stages = store.stages()
         versions = store.versions("tfidf-head")
-        assert len(versions) > 3 and max(v["train_count"] for v in versions) <= 60
+        # several refits (how many the gate promotes depends on the audit's draw), none past the bound
+        assert len(versions) >= 3 and max(v["train_count"] for v in versions) <= 60
         bounded = [st for st in stages if st["reviewed_rows"] > st["train_rows"]]
         assert bounded and all(st["train_rows"] == 60 for st in bounded)
         # a stage's own new rows come first: each bounded stage's version learned from all of them
