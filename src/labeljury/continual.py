@@ -244,16 +244,15 @@ class StageLoop:
         # With `Tuning.picked_audit_trains` (off: measured no better), an audit row a stage picked as hard is
         # one of that stage's rows: the stages after it learn from it, and it gates nothing (the audit rows no
         # stage picked measure: `trust`). The final refit learns from every audit row, measured by cross-fitting.
-        picked = np.zeros(0, np.int64)
-        if len(audit_ids) and self.ctx.tuning.picked_audit_trains:
-            picked = np.intersect1d(audit_ids, np.array(sorted(t for t, st in s.audit_hard().items() if st <= stage),
-                                                        np.int64))
+        hard_audit = s.audit_hard() if len(audit_ids) and self.ctx.tuning.picked_audit_trains else {}
+        picked = np.intersect1d(audit_ids, np.array(sorted(t for t, st in hard_audit.items() if st <= stage), np.int64))
         if len(audit_ids):
             gate_ids = np.setdiff1d(audit_ids, picked)
             train = all_ids if final else np.union1d(all_ids, picked)
-            this_stage = np.array(sorted(t for t, st in s.audit_hard().items() if st == stage), np.int64)
-            weight_ids, basis = np.union1d(stage_ids, np.intersect1d(picked, this_stage)), "audit"
-            stage_ids = weight_ids
+            this_stage = np.intersect1d(picked, np.array(sorted(t for t, st in hard_audit.items() if st == stage),
+                                                         np.int64))
+            weight_ids = stage_ids = np.union1d(stage_ids, this_stage)
+            basis = "audit"
         else:
             gate_ids = weight_ids = holdout_split(stage_ids, self.settings.holdout, self.seed, stage)
             train, basis = np.setdiff1d(all_ids, gate_ids), "holdout"
