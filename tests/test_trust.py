@@ -105,6 +105,33 @@ def test_the_interval_is_honest_even_when_the_confidences_are_biased(bias: float
     assert np.mean(widths) / 2 < 0.04
 
 
+@pytest.mark.parametrize(("accuracy", "stated"), [(0.97, 0.995), (0.99, 0.995)])
+def test_a_small_audit_without_a_mistake_does_not_make_the_interval_vanish(accuracy: float, stated: float) -> None:
+    """30 audit rows of a vote right 97-99% of the time and sure of itself hold no mistake most of the time:
+    the residuals are then all tiny, and an interval from their spread alone shrinks to nothing and misses
+    (it covered the truth 26% and 59% of the time). It must still cover, and stay narrow at 300 rows."""
+    rng = np.random.default_rng(0)
+    for n_audit, max_half in ((30, 0.06), (300, 0.02)):
+        covered, halves = 0, []
+        for _ in range(300):
+            n = 3000
+            known = rng.random(n) < 0.2
+            right = rng.random(n) < accuracy
+            c_hat = np.full(n, stated)
+            audit = rng.choice(np.flatnonzero(~known), n_audit, replace=False)
+            src = np.where(known, "reviewed:gold", "vote").astype(object)
+            lab = np.array(["a"] * n, dtype=object)
+            tally = Tally()
+            tally.add(np.ones(n), known, c_hat, src, lab)
+            e = estimate(tally.sums(), Audit(weight=np.ones(n_audit), calibrated=c_hat[audit],
+                                             correct=right[audit].astype(float), source=src[audit], label=lab[audit]))
+            truth = float(np.where(known, 1.0, right).mean())
+            covered += e.low <= truth <= e.high
+            halves.append((e.high - e.low) / 2)
+        assert covered / 300 >= 0.92, (n_audit, covered)
+        assert np.mean(halves) < max_half
+
+
 def test_inclusion_probabilities_favour_hard_rows_within_a_bound() -> None:
     h = np.r_[np.zeros(900), np.full(90, 0.5), np.full(10, 1.0)]
     pi = inclusion_probabilities(h, 100, 0.5)

@@ -440,6 +440,20 @@ def _with_blind(sums: Sums, audit: Audit, rows: np.ndarray | None, correct: np.n
                     est.method + "+blind", est.unmeasured_rows, n)
 
 
+def _residual_variance(d: np.ndarray, calibrated: np.ndarray, w: np.ndarray) -> float:
+    """The variance of the weighted mean residual (correct - c^) of the audit rows, with one pseudo-row right
+    and one wrong at their mean c^ (Agresti-Coull's plus-two, for the variance only): an audit that happens
+    to hold no mistake must not make the interval vanish (30 rows all right, the vote 99.5% sure, say
+    nothing of a 97% truth; without them the interval covered it 26-59% of the time)."""
+    mw = float(w.mean())
+    c = float(np.average(calibrated, weights=w))
+    dd = np.r_[d, 1.0 - c, -c]
+    ww = np.r_[w, mw, mw]
+    r = float((ww * dd).sum() / ww.sum())
+    n = len(dd)
+    return float((ww**2 * (dd - r) ** 2).sum() / ww.sum() ** 2) * n / (n - 1)
+
+
 def _estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None) -> Estimate:
     asel = np.ones(len(audit.weight), bool) if rows is None else rows
     total = sums.rows
@@ -456,7 +470,7 @@ def _estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None) -> Estim
     if n >= MIN_AUDIT:
         d = audit.correct[asel] - audit.calibrated[asel]
         r = float((aw * d).sum() / aw.sum())
-        var = float((aw**2 * (d - r) ** 2).sum() / aw.sum() ** 2) * n / (n - 1)
+        var = _residual_variance(d, audit.calibrated[asel], aw)
         acc = (k + s_u + w_u * r) / total
         half = Z95 * w_u * np.sqrt(var) / total
         # both ends clipped into [0, 1]: a correction that overshoots 1 must not leave low above high
