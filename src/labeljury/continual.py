@@ -307,7 +307,7 @@ class StageLoop:
         shown = before.shown.get(name)
         gated, version = shown, reg.versions[name]
         # the final refit of a head also learns from the audit rows, which then measure it by cross-fitting
-        # (a fine-tuned transformer is not refitted five more times: it keeps off the audit)
+        # (a fine-tuned transformer is not refitted ten more times: it keeps off the audit)
         cross_fit = bool(len(rows.audit_train)) and not isinstance(model, Updatable)
         train = np.union1d(rows.train, rows.audit_train) if cross_fit else rows.train
         if model.trainable and len(train) and not reg.same_rows(name, train):
