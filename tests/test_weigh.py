@@ -184,6 +184,7 @@ def test_with_only_a_weighed_reviewer_the_accuracy_cannot_be_estimated_and_the_r
     would only look calibrated; it stays the vote's own probability, and the run says so."""
     from labeljury.evaluate import evaluate
     from labeljury.status import _estimate_line, confidence_line
+    from labeljury.trust import audit_line
 
     out, run_dir, reviewer = noisy_run
     info = run_status(run_dir)
@@ -196,6 +197,11 @@ def test_with_only_a_weighed_reviewer_the_accuracy_cannot_be_estimated_and_the_r
     assert ev.estimated_accuracy is None and ev.estimate_covers_truth is None and "cannot be estimated" in ev.estimate_note
     assert "accuracy unmeasured" in dict(weighing_lines(info))["reviewer noisy"]
     assert info["calibrated_on"] == "none" and "NOT calibrated" in confidence_line(info) and "noisy" in confidence_line(info)
+    # where its audit answers differ from the vote, that is a change, not a fix: nothing says which was right
+    bought = info["audit_bought"]
+    assert bought["unmeasured"] == ["noisy"] and bought["fixed"] == 0 and bought["changed"] > 0
+    said = audit_line(bought)
+    assert "fixed" not in said and f"changed {bought['changed']} labels" in said and "for the better or not" in said
     with RunStore.existing(run_dir) as s:  # the vote's own probability: what the final vote said
         final = s.final_for(np.arange(s.n_texts))
     voted = [f for f in final.values() if f.source in ("consensus", "vote")]

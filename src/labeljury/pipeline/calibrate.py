@@ -97,9 +97,9 @@ def fit_calibration(ctx: RunContext) -> Calibration:
     # the estimate and the calibration rest only on answers of a reviewer of measured accuracy (`trust`):
     # agreement with one whose accuracy nothing measured would calibrate the confidence to that reviewer
     unmeasured_kinds = ctx.weigher.unmeasured()
-    answered_by = _audit_reviewers(store, u_ids)
+    answered_by = audit_reviewers(store, u_ids)
     yardstick = ~np.isin(answered_by, list(unmeasured_kinds)) if unmeasured_kinds else np.ones(len(u_ids), bool)
-    all_answered_by = _audit_reviewers(store, audit_ids)
+    all_answered_by = audit_reviewers(store, audit_ids)
     unmeasured = {k: int((all_answered_by == k).sum()) for k in sorted(unmeasured_kinds)}
     y_noise = None if noise is None else noise.take(yardstick)
     # a row drawn with probability pi stands for (1 - pi)/pi rows (`sampling`): every mean over the audit weighs it so
@@ -152,7 +152,7 @@ def _blind(store: RunStore, labels: list[str], measured: frozenset[str]) -> trus
                        audit_weights(store, np.array(ids, np.int64)))
 
 
-def _audit_reviewers(store: RunStore, ids: np.ndarray) -> np.ndarray:
+def audit_reviewers(store: RunStore, ids: np.ndarray) -> np.ndarray:
     """The reviewer whose answer decided each of audit rows `ids` ("" where none did)."""
     reviews = store.reviews(ids.tolist())
     return np.array([reviewer_of(reviews[int(t)].source) if int(t) in reviews else "" for t in ids], dtype=object)

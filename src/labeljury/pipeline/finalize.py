@@ -22,7 +22,7 @@ from ..store import RunStore
 from ..training import audited
 from ..voting import hard_votes
 from ..weighing import degenerate_line
-from .calibrate import Calibration, fit_calibration, vote_groups
+from .calibrate import Calibration, audit_reviewers, fit_calibration, vote_groups
 
 if TYPE_CHECKING:
     from ..context import RunContext
@@ -76,13 +76,17 @@ def _audit_bought(ctx: RunContext, calibration: Calibration, overall: dict) -> N
     if not len(audit_ids) or calibration.audit_votes is None:
         return
     index = {lab: i for i, lab in enumerate(ctx.labels)}
-    fixed = sum(calibration.audit_votes.get(int(t), -1) != index.get(y, -2) for t, y in zip(audit_ids.tolist(), audit_y,
-                                                                                          strict=True))
+    differs = np.array([calibration.audit_votes.get(int(t), -1) != index.get(y, -2)
+                        for t, y in zip(audit_ids.tolist(), audit_y, strict=True)], bool)
+    # an answer of a reviewer whose accuracy nothing measured differs from the vote: a change, not a fix
+    unmeasured = sorted(k for k, n in (calibration.unmeasured or {}).items() if n)
+    by_unmeasured = np.isin(audit_reviewers(store, audit_ids), unmeasured) if unmeasured else np.zeros(len(differs), bool)
     spent = store.count_reviews()
     half = (None if overall.get("low") is None or overall.get("high") is None
             else (overall["high"] - overall["low"]) / 2)
-    bought = {"rows": int(len(audit_ids)), "reviews": int(spent), "fixed": int(fixed), "half_width": half,
-              "picked": len(store.audit_hard()),
+    bought = {"rows": int(len(audit_ids)), "reviews": int(spent), "fixed": int((differs & ~by_unmeasured).sum()),
+              "changed": int((differs & by_unmeasured).sum()), "unmeasured": unmeasured,
+              "half_width": half, "picked": len(store.audit_hard()),
               "sampling": "hard" if store.get_meta(AUDIT_INCLUSION) else "uniform"}
     store.set_meta(AUDIT_BOUGHT, bought)
     ctx.progress.log(trust.audit_line(bought))
