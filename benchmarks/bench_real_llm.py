@@ -1,7 +1,7 @@
 """A real LLM as the reviewer: its recorded answers replayed (`replay_llm.py`), on the three llm-answers sets.
 
     python benchmarks/bench_real_llm.py [--sets hate,offensive,emotion] [--runs gpt35_zero,gpt4_zero]
-                                        [--budgets 26,8] [--modes llm,llm+people] [--out FILE]
+                                        [--budgets 26,8] [--modes llm,llm+people] [--seeds 0] [--out FILE]
 
 For each set (../shared/data/llm-answers/<set>.csv: the texts, the gold label, one column per recorded
 run), recorded run, budget (% of rows) and mode, one labeljury run in a fresh child process:
@@ -51,7 +51,7 @@ def child(spec: dict) -> dict:
     reviewer = {"llm": {"kind": "llm"}, "llm+people": [{"kind": "llm"}, {"kind": "gold", "column": "label"}],
                 "gold": {"kind": "gold", "column": "label"}}[spec["mode"]]
     task = {"name": f"real-llm-{spec['set']}", "labels": labels, "text_column": "text", "voting": "soft",
-            "review": {"budget": round(spec["budget"] / 100, 4)}, "reviewer": reviewer, "seed": 0}
+            "review": {"budget": round(spec["budget"] / 100, 4)}, "reviewer": reviewer, "seed": spec.get("seed", 0)}
     # the specialists `auto` picks without an LLM (the gold reviewer stands in only to make a valid task)
     auto = auto_specialists(labeljury.task.Task.model_validate({**task, "specialists": "auto",
                                                                 "reviewer": {"kind": "gold", "column": "label"}}))
@@ -73,7 +73,7 @@ def child(spec: dict) -> dict:
     by_source = {src: {"rows": int(len(g)), "true": float((g["annotation"] == g["label"]).mean()),
                        "estimated": ((status.get("estimates") or {}).get("by_source") or {}).get(src)}
                  for src, g in out.groupby("annotation_source")}
-    return {**{k: spec[k] for k in ("set", "run", "budget", "mode")}, "rows": len(df), "status": report.status,
+    return {**{k: spec[k] for k in ("set", "run", "budget", "mode")}, "seed": spec.get("seed", 0), "rows": len(df), "status": report.status,
             "accuracy": ev.accuracy, "llm_alone": llm_alone, "llm_calls": calls, "llm_call_share": calls / len(df),
             "people_reviews": int(out["annotation_source"].eq("reviewed:gold").sum()),
             "estimated": ev.estimated_accuracy, "low": ev.estimated_accuracy_low, "high": ev.estimated_accuracy_high,
@@ -89,31 +89,31 @@ def main() -> None:
     ap.add_argument("--modes", default="llm,llm+people")
     ap.add_argument("--out", default=str(RESULTS_DIR / "real_llm.json"))
     ap.add_argument("--keep", help="keep each run's folder under this directory")
+    ap.add_argument("--seeds", default="0", help="run seeds, e.g. 0,1,2")
     ap.add_argument("--tuning", default="", help="Tuning fields for every run, e.g. learn_measured=1")
     args = ap.parse_args()
     if not (DATA_DIR / "llm-answers").is_dir():
         sys.exit(f"skipping: {DATA_DIR / 'llm-answers'} is absent")
     results = []
-    for s in args.sets.split(","):
-        for run in args.runs.split(","):
-            for budget in (float(b) for b in args.budgets.split(",")):
-                for mode in args.modes.split(","):
-                    with tempfile.TemporaryDirectory(prefix="labeljury-real-llm-") as tmp:
-                        work = tmp
-                        if args.keep:
-                            work = str(Path(args.keep) / f"{s}-{run}-{budget:g}-{mode}")
-                            Path(work).mkdir(parents=True, exist_ok=True)
-                        spec = {"set": s, "run": run, "budget": budget, "mode": mode, "work": work,
-                                "tuning": {k: bool(int(v)) for k, v in (kv.split("=") for kv in args.tuning.split(",") if kv)}}
-                        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-                        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
-                                              capture_output=True, text=True)
-                        if proc.returncode:
-                            print(f"{s} {run} {budget} {mode}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-                            continue
-                        r = json.loads(proc.stdout.strip().splitlines()[-1])
-                        results.append(r)
-                        print(row(r), flush=True)
+    configs = [(s, run, float(b), m, int(sd)) for s in args.sets.split(",") for run in args.runs.split(",")
+               for b in args.budgets.split(",") for m in args.modes.split(",") for sd in args.seeds.split(",")]
+    for s, run, budget, mode, seed in configs:
+        with tempfile.TemporaryDirectory(prefix="labeljury-real-llm-") as tmp:
+            work = tmp
+            if args.keep:
+                work = str(Path(args.keep) / f"{s}-{run}-{budget:g}-{mode}-{seed}")
+                Path(work).mkdir(parents=True, exist_ok=True)
+            spec = {"set": s, "run": run, "budget": budget, "mode": mode, "work": work, "seed": seed,
+                    "tuning": {k: bool(int(v)) for k, v in (kv.split("=") for kv in args.tuning.split(",") if kv)}}
+            env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+            proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
+                                  capture_output=True, text=True)
+            if proc.returncode:
+                print(f"{s} {run} {budget} {mode} seed {seed}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            results.append(r)
+            print(row(r), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1, default=str))
 
@@ -128,7 +128,7 @@ def row(r: dict) -> str:
     if r["estimated"] is not None and r.get("estimate_note") and r["low"] is not None:  # no point to ship on
         est = f"between {pct(r['low'])} and {pct(r['high'])}"
     covers = {True: "yes", False: "**no**", None: "-"}[r["covered"]]
-    return (f"| {r['set']} | {r['run']} | {r['budget']:g}% | {r['mode']} | {pct(r['llm_alone'])} | "
+    return (f"| {r['set']} | {r['run']} | {r['budget']:g}% | {r['mode']} | {r.get('seed', 0)} | {pct(r['llm_alone'])} | "
             f"{pct(r['accuracy'])} | {r['llm_calls']} ({pct(r['llm_call_share'])}%) | {r['people_reviews']} | "
             f"{est} | {covers} |")
 
@@ -137,6 +137,6 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         print(json.dumps(child(json.loads(sys.argv[2])), default=str))
     else:
-        print("| set | LLM run | budget | reviewer | LLM alone % | labeljury % | LLM calls | people | "
-              "estimate % [95%] | covers? |\n|---|---|---:|---|---:|---:|---:|---:|---|---|")
+        print("| set | LLM run | budget | reviewer | seed | LLM alone % | labeljury % | LLM calls | people | "
+              "estimate % [95%] | covers? |\n|---|---|---:|---|---:|---:|---:|---:|---:|---|---|")
         main()
