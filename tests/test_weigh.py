@@ -270,6 +270,17 @@ def test_with_people_on_the_audit_the_weighed_reviewer_answers_audit_rows_blind_
     assert "noisy" not in info["unmeasured"]
     line = dict(weighing_lines(info))["reviewer noisy"]
     assert f"measured on {len(blind)} audit rows it answered blind" in line
+    # the shares it states are the ones the estimate credits: each blind row weighted (1 - pi)/pi
+    from labeljury.training import audit_weights
+
+    b = info["weighing"]["blind"]["noisy"]
+    with RunStore.existing(run_dir) as s:
+        w = audit_weights(s, np.array(b["ids"]))
+        first_row = dict(s.conn.execute("SELECT text_id, first_row FROM texts").fetchall())
+    ok = [int(task.label_names[a] == df.label[first_row[t]]) for a, t in zip(b["answer"], b["ids"])]
+    assert b["answer_ok"] == ok and b["share_answer_right"] == pytest.approx(np.average(ok, weights=w))
+    assert b["share_right"] == pytest.approx(np.average(b["right"], weights=w))
+    assert f"its answers {b['share_answer_right']:.0%} right, the labels weighed from them {b['share_right']:.0%}" in line
     overall = info["estimates"]["overall"]
     assert overall["method"].endswith("+blind") and overall["blind_rows"] == len(blind)
     truth = (df.annotation == df.label).mean()

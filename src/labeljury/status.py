@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import trust
 from .llm.usage import LLMUsage, read_llm_usage
 from .registry import read_registry
 from .sources import AUDIT, AUDIT_BOUGHT, AUDIT_INCLUSION, DRIFT, FROM_RUN, SENT_ON, reviewed, reviewer_of
 from .store import RunStore
+from .training import audit_weights
 from .weighing import degenerate_line
 
 
@@ -53,7 +56,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "rollbacks": _rollbacks(s.stages()),
             "sources": s.source_counts() if done else {},
             "budget_plan": s.get_meta("budget_plan"),
-            "weighing": s.get_meta("weighing"),
+            "weighing": _weighted_blind(s, s.get_meta("weighing")),
             "flagged": len(s.flagged_ids()),
             "second_looks": _second_looks(s),
             "audit_reviewers": _count_by(((reviewer_of(src), n) for src, n in audit_sources)),
@@ -65,6 +68,18 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "unspent_reviews": s.get_meta("unspent_reviews"),
             **_continued(s, run_dir),
         }
+
+
+def _weighted_blind(s: RunStore, weighing: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The weighing's summary, each blind measurement with its shares right as the estimate counts them:
+    each audit row weighted (1 - pi)/pi (`training.audit_weights`; equal for a uniform draw)."""
+    for b in ((weighing or {}).get("blind") or {}).values():
+        if b.get("ids") and len(b["ids"]) == len(b.get("right") or []):
+            w = audit_weights(s, np.array(b["ids"], np.int64))
+            b["share_right"] = float(np.average(b["right"], weights=w))
+            if len(b.get("answer_ok") or []) == len(w):  # kept since 2026-12-07
+                b["share_answer_right"] = float(np.average(b["answer_ok"], weights=w))
+    return weighing
 
 
 def _continued(s: RunStore, run_dir: Path) -> dict[str, Any]:
@@ -328,9 +343,11 @@ def weighing_lines(info: dict[str, Any]) -> list[tuple[str, str]]:
                     + (f" ({checked} of them, not a random sample, checked by a trusted reviewer)" if checked else "")
                     + ", which is not evidence: the vote learned from it")
         elif (blind := (w.get("blind") or {}).get(kind)):
+            answers = blind.get("share_answer_right", blind["answer_right"] / blind["rows"])
+            weighed = blind.get("share_right", sum(blind["right"]) / blind["rows"])
             said = (f"measured on {blind['rows']} audit rows it answered blind beside a trusted reviewer (a random "
-                    f"sample of the rows it was sent): its answers {blind['answer_right'] / blind['rows']:.0%} right, "
-                    f"the labels weighed from them {sum(blind['right']) / blind['rows']:.0%} right (what the "
+                    f"sample of the rows it was sent): its answers {answers:.0%} right, "
+                    f"the labels weighed from them {weighed:.0%} right (what the "
                     f"{w['rows'][kind] - w['checked'].get(kind, 0)} rows it decided are credited with)")
         else:
             basis = f"{checked} checked by a trusted reviewer" if checked else "from its agreement with the vote"

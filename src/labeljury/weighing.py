@@ -69,7 +69,8 @@ class Weighing:
     overruled: int = 0
     flagged: int = 0
     # reviewer -> its answers to audit rows a stage would have sent it, answered blind beside a trusted
-    # reviewer: {"rows", "answer_right" (its own answer right), "answer" (each row's), "decided" (the label
+    # reviewer: {"rows", "answer_right" (its own answer right), "answer" (each row's), "answer_ok" (each row's
+    # answer right, 0/1), "decided" (the label
     # the weighing decides, each row's by a confusion matrix fitted without it), "right" (0/1 of each)}
     blind: dict[str, dict[str, Any]] = field(default_factory=dict)
     # reviewer -> {label, share of its answers, share the vote gives that label on the same rows}
@@ -317,7 +318,8 @@ def _blind_measurement(prior: np.ndarray, answer: np.ndarray, truth: np.ndarray,
         _, q = fit_confusion(prior, answer, t, k)
         decided[fold == f] = q[hidden].argmax(axis=1)
     return {"rows": int(len(blind)), "answer_right": int((answer[blind] == y).sum()),
-            "answer": answer[blind].tolist(), "decided": decided.tolist(), "right": (decided == y).astype(int).tolist()}
+            "answer": answer[blind].tolist(), "answer_ok": (answer[blind] == y).astype(int).tolist(),
+            "decided": decided.tolist(), "right": (decided == y).astype(int).tolist()}
 
 
 def _label_issues(rv: _Reviewed) -> list[int]:
