@@ -530,7 +530,7 @@ def audit_line(b: dict[str, Any]) -> str:
     head = f"the audit took {b['rows']} of the {b['reviews']} reviews ({b['rows'] / max(b['reviews'], 1):.0%}), {how}{picked}"
     if b.get("unmeasured"):  # answered, at least in part, by a reviewer nothing measured
         by = ", ".join(b["unmeasured"])
-        fixed = f"; people's answers fixed {b['fixed']} labels the vote got wrong" if b["fixed"] else ""
+        fixed = f"; a trusted reviewer's answers fixed {b['fixed']} labels the vote got wrong" if b["fixed"] else ""
         return (f"{head}: answered by {by}, whose accuracy nothing measured, they changed {b['changed']} labels of the "
                 f"vote ({b['changed'] / b['rows']:.0%} of them), for the better or not{fixed}{interval}")
     return (f"{head}: their answers fixed {b['fixed']} labels the vote got wrong ({b['fixed'] / b['rows']:.0%} "

@@ -70,8 +70,8 @@ class Weighing:
     flagged: int = 0
     # reviewer -> its answers to audit rows a stage would have sent it, answered blind beside a trusted
     # reviewer: {"rows", "answer_right" (its own answer right), "answer" (each row's), "answer_ok" (each row's
-    # answer right, 0/1), "decided" (the label
-    # the weighing decides, each row's by a confusion matrix fitted without it), "right" (0/1 of each)}
+    # answer right, 0/1), "decided" (the label the weighing decides, each row's by a confusion matrix fitted
+    # without it), "right" (0/1 of each)}
     blind: dict[str, dict[str, Any]] = field(default_factory=dict)
     # reviewer -> {label, share of its answers, share the vote gives that label on the same rows}
     degenerate: dict[str, dict[str, Any]] = field(default_factory=dict)
