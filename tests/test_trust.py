@@ -132,6 +132,29 @@ def test_a_small_audit_without_a_mistake_does_not_make_the_interval_vanish(accur
         assert np.mean(halves) < max_half
 
 
+def test_the_interval_counts_the_chance_in_the_rows_left_unreviewed() -> None:
+    """The truth is the accuracy of these rows, so the rows left unreviewed carry their own luck: the error is
+    the audit's mean residual minus theirs. Where the audit is most of the pool (400 audited rows, 100 left),
+    an interval from the audit's spread alone covered the truth about 62% of the time."""
+    rng = np.random.default_rng(1)
+    covered, sims = 0, 400
+    for _ in range(sims):
+        n, n_audit = 500, 400
+        c_hat = rng.uniform(0.5, 0.95, n)
+        right = rng.random(n) < c_hat  # calibrated: each row right with its c^
+        audit = rng.permutation(n) < n_audit  # reviewed by a trusted reviewer: known, and right
+        src = np.where(audit, "reviewed:gold", "vote").astype(object)
+        lab = np.array(["a"] * n, dtype=object)
+        tally = Tally()
+        tally.add(np.ones(n), audit, c_hat, src, lab)
+        e = estimate(tally.sums(), Audit(weight=np.ones(n_audit), calibrated=c_hat[audit],
+                                         correct=right[audit].astype(float), source=np.array(["vote"] * n_audit, dtype=object),
+                                         label=lab[audit]))
+        truth = float(np.where(audit, 1.0, right).mean())
+        covered += e.low <= truth <= e.high
+    assert covered / sims >= 0.92, covered
+
+
 def test_inclusion_probabilities_favour_hard_rows_within_a_bound() -> None:
     h = np.r_[np.zeros(900), np.full(90, 0.5), np.full(10, 1.0)]
     pi = inclusion_probabilities(h, 100, 0.5)

@@ -440,18 +440,28 @@ def _with_blind(sums: Sums, audit: Audit, rows: np.ndarray | None, correct: np.n
                     est.method + "+blind", est.unmeasured_rows, n)
 
 
-def _residual_variance(d: np.ndarray, calibrated: np.ndarray, w: np.ndarray) -> float:
-    """The variance of the weighted mean residual (correct - c^) of the audit rows, with one pseudo-row right
-    and one wrong at their mean c^ (Agresti-Coull's plus-two, for the variance only): an audit that happens
-    to hold no mistake must not make the interval vanish (30 rows all right, the vote 99.5% sure, say
-    nothing of a 97% truth; without them the interval covered it 26-59% of the time)."""
+def _residual_variance(d: np.ndarray, calibrated: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """The spread of the audit's residuals (correct - c^): (the variance of one row's residual, the audit's
+    effective size), both with one pseudo-row right and one wrong at their mean c^ (Agresti-Coull's plus-two,
+    for the variance only): an audit that happens to hold no mistake must not make the interval vanish (30
+    rows all right, the vote 99.5% sure, say nothing of a 97% truth; without them the interval covered it
+    26-59% of the time). The variance of the weighted mean residual is their ratio."""
     mw = float(w.mean())
     c = float(np.average(calibrated, weights=w))
     dd = np.r_[d, 1.0 - c, -c]
     ww = np.r_[w, mw, mw]
     r = float((ww * dd).sum() / ww.sum())
     n = len(dd)
-    return float((ww**2 * (dd - r) ** 2).sum() / ww.sum() ** 2) * n / (n - 1)
+    var_mean = float((ww**2 * (dd - r) ** 2).sum() / ww.sum() ** 2) * n / (n - 1)
+    size = float(ww.sum() ** 2 / (ww**2).sum())  # Kish's effective sample size of unequal weights
+    return var_mean * size, size
+
+
+def _t95(df: float) -> float:
+    """The Student t quantile of a two-sided 95% interval on `df` degrees of freedom (the normal's beyond 1e6)."""
+    from scipy.stats import t
+
+    return Z95 if df > 1e6 else float(t.ppf(0.975, max(df, 1.0)))
 
 
 def _estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None) -> Estimate:
@@ -470,9 +480,13 @@ def _estimate(sums: Sums, audit: Audit, rows: np.ndarray | None = None) -> Estim
     if n >= MIN_AUDIT:
         d = audit.correct[asel] - audit.calibrated[asel]
         r = float((aw * d).sum() / aw.sum())
-        var = _residual_variance(d, audit.calibrated[asel], aw)
+        per_row, size = _residual_variance(d, audit.calibrated[asel], aw)
         acc = (k + s_u + w_u * r) / total
-        half = Z95 * w_u * np.sqrt(var) / total
+        # the truth is the accuracy of these very rows, not of the population they come from: the rows left
+        # unreviewed carry their own residuals, so the error is the audit's mean residual minus theirs, of
+        # variance S^2 (1/n_audit + 1/n_unreviewed) (a sample against its complement, drawn without replacement)
+        var = per_row * (1.0 / size + 1.0 / w_u)
+        half = _t95(size - 1) * w_u * np.sqrt(var) / total
         # both ends clipped into [0, 1]: a correction that overshoots 1 must not leave low above high
         low, high = np.clip([acc - half, acc + half], 0, 1)
         return Estimate(float(np.clip(acc, 0, 1)), float(low), float(high), n_rows, n, "ppi")
