@@ -115,15 +115,13 @@ def active_learning(E: np.ndarray, Y: np.ndarray, share: float, seed: int, round
 
 
 def scores(Y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """micro-F1, macro-F1 over the labels present (gold or predicted), exact-set accuracy, Hamming loss."""
-    tp = (Y & pred).sum(axis=0).astype(float)
-    fp = ((1 - Y) & pred).sum(axis=0).astype(float)
-    fn = (Y & (1 - pred)).sum(axis=0).astype(float)
-    micro = 2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1.0)
-    present = (tp + fp + fn) > 0
-    per = 2 * tp[present] / (2 * tp[present] + fp[present] + fn[present])
-    return {"micro_f1": float(micro), "macro_f1": float(per.mean()) if present.any() else 0.0,
-            "exact": float((Y == pred).all(axis=1).mean()), "hamming": float((Y != pred).mean())}
+    """labeljury's own multi-label scores (`labelsets.multilabel_scores`, what `labeljury eval --multi-label`
+    reports): micro-F1, macro-F1 over the labels present (gold or predicted), exact-set accuracy, Hamming loss."""
+    from labeljury.labelsets import multilabel_scores
+
+    s = multilabel_scores(Y, pred)
+    return {"micro_f1": s["micro_f1"], "macro_f1": s["macro_f1"], "exact": s["exact_set_accuracy"],
+            "hamming": s["hamming_loss"]}
 
 
 def main() -> None:

@@ -152,6 +152,7 @@ def run_baseline(
     chunk_rows: int = CHUNK_ROWS,
 ) -> BaselineReport:
     """Label every row of `input_path` with the LLM(s) `specs` by `method`; write `output`."""
+    task.require_single_label("`labeljury baseline`")
     progress = progress or SilentProgress()
     input_path, output = Path(input_path), Path(output)
     run_dir = Path(run_dir) if run_dir is not None else output.with_name(output.name + ".run")

@@ -186,10 +186,25 @@ def export_model(run_dir: Annotated[Path, typer.Argument(help="a run directory")
 def eval_(output: Annotated[Path, typer.Argument(help="a file written by `labeljury run`")],
           gold_column: Annotated[str, typer.Option(help="the column holding the true labels")] = "label",
           run_dir: Annotated[Path | None, typer.Option(help="the run directory (default: OUTPUT.run)")] = None,
-          json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+          json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+          multi_label: Annotated[bool, typer.Option(help="score label sets (micro- and macro-F1, exact set, Hamming "
+                                                         "loss, per label): names joined by --label-separator or "
+                                                         "JSON lists")] = False,
+          label_separator: Annotated[str, typer.Option(help="what joins a set's names (with --multi-label)")] = "|",
+          task: Annotated[Path | None, typer.Option(help="the task file: its labels are the only names accepted "
+                                                         "(with --multi-label; default: any name)")] = None) -> None:
     """Score labels against a gold column (accuracy, macro-F1, per class, per specialist)."""
-    from .evaluate import evaluate, render
+    from .evaluate import evaluate, evaluate_sets, render, render_sets
 
+    if multi_label:
+        spec = None if task is None else load_task(task)
+        sep = spec.separator if spec is not None and spec.multi_label else label_separator
+        sets = evaluate_sets(output, gold_column, sep, None if spec is None else spec.label_names)
+        if json_:
+            print(sets.to_json())
+        else:
+            out.print(render_sets(sets))
+        return
     report = evaluate(output, gold_column, run_dir)
     if json_:
         print(report.to_json())

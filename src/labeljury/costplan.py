@@ -101,6 +101,7 @@ def _baseline_line(task: Task, stats: InputStats, method: str) -> CostLine:
 
 def plan_costs(task: Task, input_path: Any) -> CostPlan:
     """Estimate the LLM cost of running `task` on `input_path` (see the module doc)."""
+    task.require_single_label("`labeljury plan`")
     data.check_input(input_path, task.text_column)
     stats = scan_input(input_path, task.text_column)
     spec = task.llm

@@ -99,6 +99,76 @@ class _Run:
             self.store.close()
 
 
+@dataclass
+class SetEvalReport:
+    """`labeljury eval --multi-label`: label sets against gold sets (`labelsets.SetScores`)."""
+
+    rows: int
+    micro_f1: float
+    macro_f1: float
+    exact_set_accuracy: float
+    hamming_loss: float
+    coverage: float  # rows with a set (possibly empty) in `annotation`; a row without one counts as the empty set
+    review_rate: float
+    true_labels_per_row: float
+    predicted_labels_per_row: float
+    labels: list[str]
+    per_label: dict[str, dict[str, float]]
+    by_source: dict[str, dict[str, float]]  # rows and exact-set accuracy per annotation_source
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def evaluate_sets(output: str | Path, gold_column: str, separator: str = "|",
+                  labels: list[str] | None = None) -> SetEvalReport:
+    """Score the label sets of `output` (`annotation`) against the gold sets of `gold_column`: a set written as
+    names joined by `separator`, as a JSON list, or a real list (JSONL, Parquet); `[]` is the empty set, an empty
+    cell no set. `labels`: the task's label names (any other name is refused); None: every name seen is a label.
+    A row without a gold set is not scored; a row without an annotation counts as the empty set (uncovered)."""
+    from .labelsets import LabelSetError, LabelSets, SetScores
+
+    output = Path(output)
+    columns = data.input_columns(output)
+    for col in (gold_column, "annotation", "annotation_source"):
+        if col not in columns:
+            hint = "set --gold-column" if col == gold_column else "pass a file written by `labeljury run`"
+            raise InputError(f"column {col!r} is not in {output.name} (columns: {', '.join(map(str, columns))}); {hint}")
+    sets = LabelSets(labels, separator, allow_empty=True)
+    counts = SetScores()
+    by_source: dict[str, SetScores] = defaultdict(SetScores)
+    covered = reviewed = 0
+    for chunk in data.iter_chunks(output, columns=[gold_column, "annotation", "annotation_source"]):
+        start = int(chunk.index.start)
+        for col in (gold_column, "annotation"):
+            parsed = []
+            for i, v in enumerate(chunk[col].tolist()):
+                try:
+                    parsed.append(sets.parse(v))
+                except LabelSetError as err:
+                    raise InputError(f"{output.name} row {start + i + 1}, column {col!r}: {err}") from None
+            chunk[col + "\0sets"] = pd.Series(parsed, index=chunk.index, dtype=object)
+        has = [g is not None for g in chunk[gold_column + "\0sets"]]
+        gold = [g for g, h in zip(chunk[gold_column + "\0sets"], has) if h]
+        pred = [p for p, h in zip(chunk["annotation\0sets"], has) if h]
+        source = [str(x) for x, h in zip(chunk["annotation_source"].tolist(), has) if h]
+        counts.add(gold, pred)
+        for g, p, src in zip(gold, pred, source, strict=True):
+            by_source[src].add([g], [p])
+        covered += sum(p is not None for p in pred)
+        reviewed += sum(1 for src in source if src.startswith((f"{REVIEWED}:", OUTWEIGHED)))
+    if not counts.rows:
+        raise InputError(f"no row of {output.name} has a gold set in {gold_column!r}; check --gold-column")
+    names = sets.labels if labels is not None else sorted(sets.labels, key=key)
+    sc = counts.scores(names)
+    return SetEvalReport(
+        rows=sc["rows"], micro_f1=sc["micro_f1"], macro_f1=sc["macro_f1"], exact_set_accuracy=sc["exact_set_accuracy"],
+        hamming_loss=sc["hamming_loss"], coverage=covered / counts.rows, review_rate=reviewed / counts.rows,
+        true_labels_per_row=sc["true_labels_per_row"], predicted_labels_per_row=sc["predicted_labels_per_row"],
+        labels=names, per_label=sc["per_label"],
+        by_source={src: {"rows": c.rows, "exact_set_accuracy": c.exact / c.rows} for src, c in sorted(by_source.items())})
+
+
 def evaluate(output: str | Path, gold_column: str, run_dir: str | Path | None = None) -> EvalReport:
     output = Path(output)
     columns = data.input_columns(output)
@@ -253,6 +323,33 @@ def _llm_usage_for(output: Path, run_dir: Path | None, n: int) -> LLMUsage | Non
         else:
             same = store.n_rows == n
     return usage if same else None
+
+
+def render_sets(report: SetEvalReport) -> Any:
+    """A rich renderable of a multi-label report."""
+    from rich.console import Group
+    from rich.table import Table
+
+    head = Table(title="label sets vs gold", show_header=False)
+    head.add_row("rows", str(report.rows))
+    head.add_row("micro-F1", f"{report.micro_f1:.4f}")
+    head.add_row("macro-F1", f"{report.macro_f1:.4f} (over the labels that occur in gold or annotation)")
+    head.add_row("exact-set accuracy", f"{report.exact_set_accuracy:.2%}")
+    head.add_row("Hamming loss", f"{report.hamming_loss:.4f}")
+    head.add_row("labels per row", f"{report.predicted_labels_per_row:.2f} annotated, {report.true_labels_per_row:.2f} true")
+    head.add_row("coverage", f"{report.coverage:.2%}")
+    head.add_row("review rate", f"{report.review_rate:.2%}")
+    per = Table(title="per label")
+    for col in ("label", "precision", "recall", "F1", "support"):
+        per.add_column(col)
+    for lab, v in report.per_label.items():
+        per.add_row(lab, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
+    src = Table(title="by source")
+    for col in ("source", "rows", "exact-set accuracy"):
+        src.add_column(col)
+    for s, v in report.by_source.items():
+        src.add_row(s, str(v["rows"]), f"{v['exact_set_accuracy']:.2%}")
+    return Group(head, per, src)
 
 
 def render(report: EvalReport) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -24,15 +24,19 @@ from pydantic import (
 
 from .errors import TaskError
 
+if TYPE_CHECKING:
+    from .labelsets import LabelSets
+
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
 class Example(BaseModel):
-    """A few-shot example: a text and its label (which must be one of the task's labels)."""
+    """A few-shot example: a text and its label (which must be one of the task's labels); in a multi-label
+    task, its set of labels (a list, or names joined by the task's `label_separator`)."""
 
     model_config = _STRICT
     text: str
-    label: str
+    label: str | list[str]
 
 
 class SpecialistSpec(BaseModel):
@@ -245,6 +249,11 @@ class Task(BaseModel):
 
     name: str
     labels: dict[str, str]
+    # a text may carry several labels, or none with `allow_empty` (`labelsets`); a set is written as the
+    # names joined by `label_separator` (default "|") or as a JSON list
+    multi_label: bool = False
+    label_separator: str | None = None
+    allow_empty: bool | None = None
     instructions: str = ""
     text_column: str = "text"
     examples: list[Example] = Field(default_factory=list)
@@ -309,9 +318,39 @@ class Task(BaseModel):
             raise ValueError("must be `auto` or a non-empty list of catalog ids, hub ids or local paths")
         return [{"id": x} if isinstance(x, str) else x for x in v]
 
+    @field_validator("label_separator")
+    @classmethod
+    def _separator(cls, v: str | None) -> str | None:
+        if v is not None and (not v or v != v.strip() or v.startswith("[")):
+            raise ValueError(f"{v!r} cannot separate names: give a non-empty separator without surrounding spaces "
+                             "that does not start with '[' (e.g. '|' or ';')")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> Task:
+        if not self.multi_label:
+            for name in ("label_separator", "allow_empty"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"`{name}` is for multi-label tasks: add `multi_label: true`, or remove `{name}`")
+        else:
+            for n in self.labels:
+                if self.separator in n:
+                    raise ValueError(f"label {n!r} contains the label_separator {self.separator!r}, so a set holding "
+                                     "it could not be read back; choose another `label_separator` (e.g. ';')")
+        sets = self.label_sets
         for i, ex in enumerate(self.examples):
+            if sets is not None:
+                from .labelsets import LabelSetError
+
+                try:
+                    if sets.parse(ex.label) is None:
+                        raise LabelSetError("the set is missing; write the example's labels")
+                except LabelSetError as err:
+                    raise ValueError(f"examples[{i}]: {err}") from None
+                continue
+            if isinstance(ex.label, list):
+                raise ValueError(f"examples[{i}] has a list of labels, but the task is single-label; add "
+                                 "`multi_label: true` if a text may carry several labels")
             if ex.label not in self.labels:
                 raise ValueError(
                     f"examples[{i}] has label {ex.label!r}, which is not in the label set "
@@ -337,11 +376,28 @@ class Task(BaseModel):
     def label_names(self) -> list[str]:
         return list(self.labels)
 
+    @property
+    def separator(self) -> str:
+        """What joins the names of a label set in text (`multi_label` tasks)."""
+        from .labelsets import DEFAULT_SEPARATOR
+
+        return self.label_separator or DEFAULT_SEPARATOR
+
+    @property
+    def label_sets(self) -> LabelSets | None:
+        """How this task reads and writes label sets; None for a single-label task."""
+        from .labelsets import LabelSets
+
+        return LabelSets(self.label_names, self.separator, bool(self.allow_empty)) if self.multi_label else None
+
     def fingerprint(self) -> str:
         """A hash of everything that changes the meaning of the labels. Not of how much may be spent
         (`review.budget`, the LLM's caps), how fast (concurrency, timeouts, batches, retries) or at what
         price: a run resumed with other values of those continues where it stopped."""
         data = self.model_dump(mode="json")
+        for name, default in (("multi_label", False), ("label_separator", None), ("allow_empty", None)):
+            if data.get(name) == default:
+                data.pop(name)  # the default: runs made before these existed go on
         data["review"].pop("budget", None)
         data["review"].pop("stop_early", None)  # how much of the budget is spent, like the budget
         if data["review"].get("audit_sampling") is None:
@@ -355,6 +411,14 @@ class Task(BaseModel):
             for key in RESUMABLE_LLM_SETTINGS:
                 data["llm"].pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def require_single_label(self, command: str) -> None:
+        """Refuse a multi-label task in `command`, which labels one label a text: say so in one line."""
+        if self.multi_label:
+            raise TaskError(f"{command} does not label multi-label tasks yet (the task says `multi_label: true`): "
+                            "labeljury reads, checks and scores label sets (`labeljury eval --multi-label`), but its "
+                            "specialists, vote and reviewers give one label a text; remove `multi_label: true` to label "
+                            "one label per text")
 
     @property
     def trusted_reviewer(self) -> ReviewerSpec:
@@ -420,7 +484,7 @@ def _as_written(typed: Any, raw: Any) -> Any:
             out["labels"] = {k: d for k, d in zip(labels, typed["labels"].values(), strict=True)}
         else:
             out["labels"] = labels
-    for name in ("text_column",):
+    for name in ("text_column", "label_separator"):
         if isinstance(raw.get(name), str) and not isinstance(typed.get(name), str):
             out[name] = raw[name]
     reviewers, raw_reviewers = typed.get("reviewer"), raw.get("reviewer")

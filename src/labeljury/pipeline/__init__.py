@@ -133,6 +133,7 @@ class Annotator:
                  reviewer: Reviewer | None = None, progress: Progress | None = None, engine: Engine | None = None,
                  tuning: Tuning | None = None, stopping: StoppingCriterion | None = None,
                  from_run: str | Path | None = None):
+        task.require_single_label("`labeljury run`")
         self.task = task
         self.from_run = None if from_run is None else Path(from_run)  # the earlier batch's run this one continues
         self.tuning = tuning or Tuning()

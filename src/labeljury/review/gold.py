@@ -12,8 +12,17 @@ from pathlib import Path
 from .. import data
 from ..errors import ReviewError
 from ..labels import LabelMatcher
+from ..labelsets import looks_like_a_set
 from ..sources import queued, reviewed
 from .base import ReviewItem, ReviewResult
+
+
+def _unknown(value: object, labels: Sequence[str]) -> str:
+    """Why gold `value` answers nothing: not a task label, or a set of them in a single-label task."""
+    if looks_like_a_set(value, labels):
+        return (f"gold value {value!r} is a set of labels, but the task is single-label; add `multi_label: true` "
+                "to the task if a text may carry several labels")
+    return f"gold value {value!r} is not a task label"
 
 
 class GoldReviewer:
@@ -48,7 +57,7 @@ class GoldReviewer:
                     missing = matcher.missing(value)
                     yield ReviewResult(item.key, None, queued("gold-label-missing") if missing
                                        else queued("gold-label-unknown"),
-                                       reason=None if missing else f"gold value {value!r} is not a task label")
+                                       reason=None if missing else _unknown(value, self.labels))
                 else:
                     yield ReviewResult(item.key, label, reviewed("gold"), 1.0)
             if hi >= last or not wanted:
