@@ -14,7 +14,12 @@ from typer.testing import CliRunner
 
 from labeljury.cli import app
 from labeljury.errors import TaskError
-from labeljury.labelsets import LabelSetError, LabelSets, looks_like_a_set, multilabel_scores
+from labeljury.labelsets import (
+    LabelSetError,
+    LabelSets,
+    looks_like_a_set,
+    multilabel_scores,
+)
 from labeljury.review.base import ReviewItem
 from labeljury.review.gold import GoldReviewer
 from labeljury.task import parse_task
