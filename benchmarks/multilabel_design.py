@@ -17,7 +17,11 @@ Scores by `labelsets.multilabel_scores`, over all rows of the test split.
     python benchmarks/multilabel_design.py --sets goemotions,reuters --budgets 10,20 --seeds 0 \
         --configs embedding:mean:none,embedding+tfidf:mean:none,embedding+tfidf:set:none
 
-A config is HEADS:HARDNESS:THRESHOLDS, HEADS joined by `+`. A markdown table on stdout.
+- `COMBINE` (optional): how two heads' probabilities combine: `mean` (default) or `max`;
+- `FIRST` (optional): the first tenth of the budget `random` (default) or `names`: half of it the rows most
+  similar to each label's name in turn (all-MiniLM-L6-v2), so that a rare label has positives from the start.
+
+A config is HEADS:HARDNESS:THRESHOLDS[:COMBINE[:FIRST]], HEADS joined by `+`. A markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -50,8 +54,30 @@ def ovr(X, Y: np.ndarray, train: np.ndarray, rows: np.ndarray, C: float) -> np.n
     return P
 
 
-def probs(feats: list, Y: np.ndarray, train: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    return np.mean([ovr(X, Y, train, rows, C) for X, C in feats], axis=0)
+def probs(feats: list, Y: np.ndarray, train: np.ndarray, rows: np.ndarray, combine: str = "mean") -> np.ndarray:
+    P = np.stack([ovr(X, Y, train, rows, C) for X, C in feats])
+    return P.mean(axis=0) if combine == "mean" else P.max(axis=0)
+
+
+def by_names(E: np.ndarray, names: list[str], m: int) -> np.ndarray:
+    """`m` rows, taken in turn for each label among the texts most similar to the label's name (all-MiniLM-L6-v2
+    cosine): rows where each label is likely, before any is reviewed."""
+    from labeljury.specialists import DEFAULT_ENCODER, get_encoder
+
+    L = get_encoder(DEFAULT_ENCODER).encode([n.replace("-", " ").replace("_", " ") for n in names])
+    sims = (E / np.linalg.norm(E, axis=1, keepdims=True)) @ (L / np.linalg.norm(L, axis=1, keepdims=True)).T
+    order = np.argsort(-sims, axis=0)
+    out: list[int] = []
+    seen: set[int] = set()
+    depth = 0
+    while len(out) < m:
+        for j in range(len(names)):
+            r = int(order[depth, j])
+            if r not in seen and len(out) < m:
+                seen.add(r)
+                out.append(r)
+        depth += 1
+    return np.array(out)
 
 
 def thresholds(feats: list, Y: np.ndarray, train: np.ndarray, mode: str, seed: int) -> np.ndarray:
@@ -74,21 +100,27 @@ def thresholds(feats: list, Y: np.ndarray, train: np.ndarray, mode: str, seed: i
     return t
 
 
-def run(feats: list, Y: np.ndarray, share: float, seed: int, hardness: str, thr: str, rounds: int = 8) -> dict:
+def run(feats: list, Y: np.ndarray, share: float, seed: int, hardness: str, thr: str, rounds: int = 8,
+        combine: str = "mean", first: str = "random", E: np.ndarray | None = None, names: list[str] | None = None) -> dict:
     n = len(Y)
     budget = int(round(share * n))
     rng = np.random.default_rng(seed)
     rev = np.zeros(n, bool)
-    rev[rng.choice(n, max(int(0.1 * budget), 3), replace=False)] = True  # the baseline's random first tenth
+    m = max(int(0.1 * budget), 3)
+    if first == "names":  # half the first tenth by the labels' names, half at random
+        rev[by_names(E, names, m // 2)] = True
+        rev[rng.choice(np.flatnonzero(~rev), m - int(rev.sum()), replace=False)] = True
+    else:
+        rev[rng.choice(n, m, replace=False)] = True  # the baseline's random first tenth
     per = (budget - int(rev.sum())) // rounds
     for r in range(rounds):
         k = per if r < rounds - 1 else budget - int(rev.sum())
         pool = np.flatnonzero(~rev)
-        P = probs(feats, Y, np.flatnonzero(rev), pool)
+        P = probs(feats, Y, np.flatnonzero(rev), pool, combine)
         h = (0.5 - np.abs(P - 0.5)).mean(1) if hardness == "mean" else 1 - np.prod(np.maximum(P, 1 - P), axis=1)
         rev[pool[np.argsort(-h, kind="stable")[:k]]] = True
     pred, rest, train = Y.copy(), np.flatnonzero(~rev), np.flatnonzero(rev)
-    P = probs(feats, Y, train, rest)
+    P = probs(feats, Y, train, rest, combine)
     t = thresholds(feats, Y, train, thr, seed)
     S = (P >= t).astype(np.int8)
     none = S.sum(1) == 0
@@ -107,23 +139,26 @@ def main() -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     seeds = [int(s) for s in args.seeds.split(",")]
-    print("| set | budget | heads | hardness | thresholds | micro-F1 | macro-F1 | exact set |\n|---|---:|---|---|---|---:|---:|---:|")
+    print("| set | budget | heads | hardness | thresholds | combine | first tenth | micro-F1 | macro-F1 | exact set |\n"
+          "|---|---:|---|---|---|---|---|---:|---:|---:|")
     for name in args.sets.split(","):
         path = DATA_DIR / name / "test.csv"
         if not path.is_file():
             print(f"skipping {name}: {path} is absent", file=sys.stderr)
             continue
-        texts, Y, _ = read_sets(path)
+        texts, Y, names = read_sets(path)
         heads = {"embedding": (embeddings(name, "test", texts), 1.0),
                  "tfidf": (TfidfVectorizer(sublinear_tf=True, min_df=2, ngram_range=(1, 2), max_features=50_000)
                            .fit_transform(texts), 10.0)}
         for b in parse_percents(args.budgets):
             for config in args.configs.split(","):
-                names, hardness, thr = config.split(":")
+                parts = config.split(":") + ["mean", "random"][len(config.split(":")) - 3:]
+                used, hardness, thr, combine, first = parts[:5]
                 t0 = time.perf_counter()
-                rs = [run([heads[h] for h in names.split("+")], Y, b / 100, s, hardness, thr) for s in seeds]
+                rs = [run([heads[h] for h in used.split("+")], Y, b / 100, s, hardness, thr, combine=combine, first=first,
+                          E=heads["embedding"][0], names=names) for s in seeds]
                 m = {k: float(np.mean([r[k] for r in rs])) for k in ("micro_f1", "macro_f1", "exact")}
-                print(f"| {name} | {b:g}% | {names} | {hardness} | {thr} | {m['micro_f1']:.3f} | {m['macro_f1']:.3f} | "
+                print(f"| {name} | {b:g}% | {used} | {hardness} | {thr} | {combine} | {first} | {m['micro_f1']:.3f} | {m['macro_f1']:.3f} | "
                       f"{m['exact']:.3f} |", flush=True)
                 print(f"  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
