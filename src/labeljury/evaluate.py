@@ -140,17 +140,20 @@ def evaluate_sets(output: str | Path, gold_column: str, separator: str = "|",
     covered = reviewed = 0
     for chunk in data.iter_chunks(output, columns=[gold_column, "annotation", "annotation_source"]):
         start = int(chunk.index.start)
-        for col in (gold_column, "annotation"):
-            parsed = []
+
+        def parsed(col: str) -> list[tuple[str, ...] | None]:
+            out = []
             for i, v in enumerate(chunk[col].tolist()):
                 try:
-                    parsed.append(sets.parse(v))
+                    out.append(sets.parse(v))
                 except LabelSetError as err:
                     raise InputError(f"{output.name} row {start + i + 1}, column {col!r}: {err}") from None
-            chunk[col + "\0sets"] = pd.Series(parsed, index=chunk.index, dtype=object)
-        has = [g is not None for g in chunk[gold_column + "\0sets"]]
-        gold = [g for g, h in zip(chunk[gold_column + "\0sets"], has) if h]
-        pred = [p for p, h in zip(chunk["annotation\0sets"], has) if h]
+            return out
+
+        gold_all, pred_all = parsed(gold_column), parsed("annotation")
+        has = [g is not None for g in gold_all]  # a row without a gold set is not scored
+        gold = [g for g, h in zip(gold_all, has) if h]
+        pred = [p for p, h in zip(pred_all, has) if h]
         source = [str(x) for x, h in zip(chunk["annotation_source"].tolist(), has) if h]
         counts.add(gold, pred)
         for g, p, src in zip(gold, pred, source, strict=True):
