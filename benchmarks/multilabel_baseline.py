@@ -69,9 +69,10 @@ def embeddings(name: str, split: str, texts: list[str]) -> np.ndarray:
     return E
 
 
-def fit_predict_proba(E: np.ndarray, Y: np.ndarray, train: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """(len(rows), k) P(label) of one-vs-rest logistic regressions fitted on rows `train`; a label with one
-    value among them (no positive yet, or no negative) predicts that value."""
+def fit_predict_proba(E: np.ndarray, Y: np.ndarray, train: np.ndarray, rows: np.ndarray, C: float = 1.0) -> np.ndarray:  # noqa: N803
+    """(len(rows), k) P(label) of one-vs-rest logistic regressions (inverse regularisation `C`) fitted on rows
+    `train` of features `E` (dense or sparse); a label with one value among them (no positive yet, or no
+    negative) predicts that value."""
     from sklearn.linear_model import LogisticRegression
 
     P = np.zeros((len(rows), Y.shape[1]))
@@ -80,7 +81,7 @@ def fit_predict_proba(E: np.ndarray, Y: np.ndarray, train: np.ndarray, rows: np.
         if y.min() == y.max():
             P[:, j] = float(y[0])
             continue
-        P[:, j] = LogisticRegression(max_iter=1000).fit(E[train], y).predict_proba(E[rows])[:, 1]
+        P[:, j] = LogisticRegression(max_iter=1000, C=C).fit(E[train], y).predict_proba(E[rows])[:, 1]
     return P
 
 

@@ -36,26 +36,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import DATA_DIR, parse_percents  # noqa: E402
-from multilabel_baseline import embeddings, read_sets, scores  # noqa: E402
+from multilabel_baseline import embeddings, fit_predict_proba, read_sets, scores  # noqa: E402
 
 GRID = np.linspace(0.05, 0.95, 19)
 
 
-def ovr(X, Y: np.ndarray, train: np.ndarray, rows: np.ndarray, C: float) -> np.ndarray:  # noqa: ANN001, N803
-    from sklearn.linear_model import LogisticRegression
-
-    P = np.zeros((len(rows), Y.shape[1]))
-    for j in range(Y.shape[1]):
-        y = Y[train, j]
-        if y.min() == y.max():
-            P[:, j] = float(y[0])
-            continue
-        P[:, j] = LogisticRegression(max_iter=1000, C=C).fit(X[train], y).predict_proba(X[rows])[:, 1]
-    return P
-
-
 def probs(feats: list, Y: np.ndarray, train: np.ndarray, rows: np.ndarray, combine: str = "mean") -> np.ndarray:
-    P = np.stack([ovr(X, Y, train, rows, C) for X, C in feats])
+    P = np.stack([fit_predict_proba(X, Y, train, rows, C) for X, C in feats])
     return P.mean(axis=0) if combine == "mean" else P.max(axis=0)
 
 

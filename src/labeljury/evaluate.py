@@ -99,6 +99,16 @@ class _Run:
             self.store.close()
 
 
+def _require_columns(output: Path, gold_column: str) -> list[str]:
+    """The columns of `output`, which must hold the gold column and what `labeljury run` writes."""
+    columns = data.input_columns(output)
+    for col in (gold_column, "annotation", "annotation_source"):
+        if col not in columns:
+            hint = "set --gold-column" if col == gold_column else "pass a file written by `labeljury run`"
+            raise InputError(f"column {col!r} is not in {output.name} (columns: {', '.join(map(str, columns))}); {hint}")
+    return columns
+
+
 @dataclass
 class SetEvalReport:
     """`labeljury eval --multi-label`: label sets against gold sets (`labelsets.SetScores`)."""
@@ -129,14 +139,10 @@ def evaluate_sets(output: str | Path, gold_column: str, separator: str = "|",
     from .labelsets import LabelSetError, LabelSets, SetScores
 
     output = Path(output)
-    columns = data.input_columns(output)
-    for col in (gold_column, "annotation", "annotation_source"):
-        if col not in columns:
-            hint = "set --gold-column" if col == gold_column else "pass a file written by `labeljury run`"
-            raise InputError(f"column {col!r} is not in {output.name} (columns: {', '.join(map(str, columns))}); {hint}")
+    _require_columns(output, gold_column)
     sets = LabelSets(labels, separator, allow_empty=True)
     counts = SetScores()
-    by_source: dict[str, SetScores] = defaultdict(SetScores)
+    by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # rows, exact sets
     covered = reviewed = 0
     for chunk in data.iter_chunks(output, columns=[gold_column, "annotation", "annotation_source"]):
         start = int(chunk.index.start)
@@ -157,7 +163,8 @@ def evaluate_sets(output: str | Path, gold_column: str, separator: str = "|",
         source = [str(x) for x, h in zip(chunk["annotation_source"].tolist(), has) if h]
         counts.add(gold, pred)
         for g, p, src in zip(gold, pred, source, strict=True):
-            by_source[src].add([g], [p])
+            by_source[src][0] += 1
+            by_source[src][1] += set(g) == set(p or ())
         covered += sum(p is not None for p in pred)
         reviewed += sum(1 for src in source if src.startswith((f"{REVIEWED}:", OUTWEIGHED)))
     if not counts.rows:
@@ -169,16 +176,12 @@ def evaluate_sets(output: str | Path, gold_column: str, separator: str = "|",
         hamming_loss=sc["hamming_loss"], coverage=covered / counts.rows, review_rate=reviewed / counts.rows,
         true_labels_per_row=sc["true_labels_per_row"], predicted_labels_per_row=sc["predicted_labels_per_row"],
         labels=names, per_label=sc["per_label"],
-        by_source={src: {"rows": c.rows, "exact_set_accuracy": c.exact / c.rows} for src, c in sorted(by_source.items())})
+        by_source={src: {"rows": n, "exact_set_accuracy": e / n} for src, (n, e) in sorted(by_source.items())})
 
 
 def evaluate(output: str | Path, gold_column: str, run_dir: str | Path | None = None) -> EvalReport:
     output = Path(output)
-    columns = data.input_columns(output)
-    for col in (gold_column, "annotation", "annotation_source"):
-        if col not in columns:
-            hint = "set --gold-column" if col == gold_column else "pass a file written by `labeljury run`"
-            raise InputError(f"column {col!r} is not in {output.name} (columns: {', '.join(map(str, columns))}); {hint}")
+    columns = _require_columns(output, gold_column)
     want = [gold_column, "annotation", "annotation_source"]
     want += [c for c in ("annotation_confidence", "annotation_vote", "annotation_votes") if c in columns]
     n_rows = data.count_rows(output)
@@ -328,6 +331,18 @@ def _llm_usage_for(output: Path, run_dir: Path | None, n: int) -> LLMUsage | Non
     return usage if same else None
 
 
+def _scores_table(title: str, scores: dict[str, dict[str, float]]) -> Any:
+    """Each label's precision, recall, F1 and support, as a rich table."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("label", "precision", "recall", "F1", "support"):
+        table.add_column(col)
+    for lab, v in scores.items():
+        table.add_row(lab, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
+    return table
+
+
 def render_sets(report: SetEvalReport) -> Any:
     """A rich renderable of a multi-label report."""
     from rich.console import Group
@@ -342,11 +357,7 @@ def render_sets(report: SetEvalReport) -> Any:
     head.add_row("labels per row", f"{report.predicted_labels_per_row:.2f} annotated, {report.true_labels_per_row:.2f} true")
     head.add_row("coverage", f"{report.coverage:.2%}")
     head.add_row("review rate", f"{report.review_rate:.2%}")
-    per = Table(title="per label")
-    for col in ("label", "precision", "recall", "F1", "support"):
-        per.add_column(col)
-    for lab, v in report.per_label.items():
-        per.add_row(lab, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
+    per = _scores_table("per label", report.per_label)
     src = Table(title="by source")
     for col in ("source", "rows", "exact-set accuracy"):
         src.add_column(col)
@@ -386,11 +397,7 @@ def render(report: EvalReport) -> Any:
         head.add_row("LLM cost", f"${report.cost_usd:.4f} ({report.llm_calls} calls, {report.llm_tokens} tokens)")
     if report.cost_per_row_usd is not None:
         head.add_row("LLM cost per row", f"${report.cost_per_row_usd:.6f}")
-    per = Table(title="per class")
-    for col in ("label", "precision", "recall", "F1", "support"):
-        per.add_column(col)
-    for lab, v in report.per_class.items():
-        per.add_row(lab, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", str(v["support"]))
+    per = _scores_table("per class", report.per_class)
     cm = Table(title="confusion (rows: gold, columns: annotation)")
     cm.add_column("")
     for lab in report.labels:

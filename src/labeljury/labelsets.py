@@ -93,14 +93,6 @@ class LabelSets:
         ordered = sorted(labels, key=self._order.__getitem__)
         return self.separator.join(ordered) if ordered else EMPTY
 
-    def indicators(self, sets: Sequence[tuple[str, ...] | None]) -> np.ndarray:
-        """A (rows, labels) 0/1 matrix of `sets` (a missing set: a row of zeros)."""
-        out = np.zeros((len(sets), len(self.labels)), np.int8)
-        for i, s in enumerate(sets):
-            for label in s or ():
-                out[i, self._order[label]] = 1
-        return out
-
 
 def looks_like_a_set(value: object, labels: Sequence[str], separator: str = DEFAULT_SEPARATOR) -> bool:
     """Whether `value`, which is no single label of a single-label task, reads as a set of two or more of its
