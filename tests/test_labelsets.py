@@ -1,5 +1,6 @@
 """Multi-label tasks, their first layer: the task file's `multi_label`, label sets read and written by one
-rule, `labeljury eval --multi-label`, and a clear refusal where labeljury still labels one label a text."""
+rule, `labeljury eval --multi-label`, and a clear refusal where labeljury still labels one label a text
+(the multi-label run itself: tests/test_multilabel_run.py)."""
 
 from __future__ import annotations
 
@@ -88,18 +89,19 @@ def test_a_single_label_task_keeps_its_fingerprint_and_a_multi_label_one_differs
     assert parse_task(_task(multi_label=True)).fingerprint() != plain.fingerprint()
 
 
-def test_run_refuses_a_multi_label_task_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+def test_what_does_not_take_sets_yet_refuses_a_multi_label_task_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
     data = tmp_path / "in.csv"
     pd.DataFrame({"text": ["a", "b", "c"], "labels": ["joy", "joy|love", "anger"]}).to_csv(data, index=False)
     task = tmp_path / "task.yaml"
     task.write_text("name: emotions\nlabels: [anger, joy, love, sadness]\nmulti_label: true\n"
-                    "reviewer: {kind: gold, column: labels}\n")
+                    "reviewer: {kind: human}\n")
     out = tmp_path / "out.csv"
-    for args in (["run", task, "-i", data, "-o", out], ["plan", task, "-i", data]):
+    for args, said in ((["run", task, "-i", data, "-o", out], "is reviewed by one of `gold`, `file` or `llm` for now, not human"),
+                       (["plan", task, "-i", data], "does not label multi-label tasks yet")):
         result = runner.invoke(app, [str(a) for a in args])
         assert result.exit_code == 2, result.output
         errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and "does not label multi-label tasks yet" in errors[0], result.output
+        assert len(errors) == 1 and said in errors[0], result.output
         assert "Traceback" not in result.output
     assert not out.exists() and not (tmp_path / "out.csv.run").exists()
 

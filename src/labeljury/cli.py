@@ -25,7 +25,7 @@ from . import pipeline
 from .errors import LabeljuryError, TaskError
 from .progress import RichProgress
 from .store import storage_error
-from .task import load_task
+from .task import Task, load_task
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Label text datasets with voting specialists, a reviewer for the hard rows, and a budget.")
@@ -160,7 +160,9 @@ def export(run_dir: Annotated[Path, typer.Argument(help="a finished run director
         input_path = Path(store.get_meta("input_path"))
         if not input_path.exists():
             raise RunStoreError(f"the run's input {str(input_path)!r} is gone; export needs it to copy the input columns")
-        pipeline.export(store, input_path, output, details=details, progress=RichProgress(err))
+        saved = store.get_meta("task") or {}
+        sets = Task.model_validate(saved).label_sets if saved.get("multi_label") else None
+        pipeline.export(store, input_path, output, details=details, progress=RichProgress(err), sets=sets)
     out.print(f"wrote {output}", highlight=False)
 
 
@@ -196,8 +198,12 @@ def eval_(output: Annotated[Path, typer.Argument(help="a file written by `labelj
     """Score labels against a gold column (accuracy, macro-F1, per class, per specialist)."""
     from .evaluate import evaluate, evaluate_sets, render, render_sets
 
+    spec = None if task is None else load_task(task)
+    ran = _multi_label_task_of(run_dir or pipeline.default_run_dir(output))
+    if ran is not None and not multi_label:  # the run labeled sets: score sets, by its task's labels
+        err.print("scoring label sets: the run's task is multi-label", highlight=False)
+        multi_label, spec = True, spec or ran
     if multi_label:
-        spec = None if task is None else load_task(task)
         sep = spec.separator if spec is not None and spec.multi_label else label_separator
         sets = evaluate_sets(output, gold_column, sep, None if spec is None else spec.label_names)
         if json_:
@@ -210,6 +216,17 @@ def eval_(output: Annotated[Path, typer.Argument(help="a file written by `labelj
         print(report.to_json())
     else:
         out.print(render(report))
+
+
+def _multi_label_task_of(run_dir: Path) -> Task | None:
+    """The task of the multi-label run in `run_dir`, if that is one."""
+    if not (run_dir / "run.db").is_file():
+        return None
+    from .store import RunStore
+
+    with RunStore.existing(run_dir) as store:
+        saved = store.get_meta("task") or {}
+    return Task.model_validate(saved) if saved.get("multi_label") else None
 
 
 @app.command()

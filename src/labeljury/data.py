@@ -560,6 +560,11 @@ class ChunkWriter:
         self._parquet: pq.ParquetWriter | None = None
         self._closed = False
 
+    @staticmethod
+    def format_of(path: PathLike) -> Format:
+        """The format an output at `path` is written in (from its extension)."""
+        return _detect(Path(path), OutputError, "output")
+
     def __enter__(self) -> ChunkWriter:
         return self
 

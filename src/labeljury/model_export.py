@@ -101,6 +101,9 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
     with RunStore.existing(run_dir) as store:
         _refuse_run_files(output, run_dir, store)
         task = store.get_meta("task") or {}
+        if task.get("multi_label"):
+            raise ExportError("`labeljury export-model` does not export a multi-label run's one-vs-rest heads yet; the "
+                              "run's labels are in its output (`labeljury export`)")
         stages = store.stages()
         record, ckpt = _pick(run_dir, read_registry(store), specialist)
         oof = ((store.get_meta(AUDIT_OOF) or {}).get("specialists") or {}).get(record.name) or {}

@@ -64,6 +64,9 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
     info = run_status(run_dir)
     if info.get("kind") == "baseline":
         raise RunStoreError(f"{str(run_dir)!r} holds an LLM baseline, not a pipeline run: it has nothing to report")
+    if info.get("kind") == "multi-label":
+        raise RunStoreError(f"`labeljury report` does not show multi-label runs yet: see `labeljury status {run_dir}` "
+                            "(its estimates) and `labeljury eval OUTPUT --multi-label` (per-label scores)")
     if info["state"] != "complete":
         raise RunStoreError(f"run {str(run_dir)!r} has not finished labeling ({info['state']}); rerun `labeljury run` first")
     with RunStore.existing(run_dir) as store:

@@ -26,6 +26,8 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         if s.get_meta("kind") == "baseline":
             return _baseline_status(s.get_meta("baseline") or {}, usage)
         task = s.get_meta("task") or {}
+        if task.get("multi_label"):
+            return _set_status(s, task)
         rows = s.n_rows
         # sums over the reviews, not the reviews: a run of millions of rows has hundreds of thousands
         by_source = s.review_totals()
@@ -204,6 +206,35 @@ def _llm_cost(usage: LLMUsage | None, rows: int, *, llm_reviewed: int = 0, revie
     return out
 
 
+def _set_status(s: RunStore, task: dict[str, Any]) -> dict[str, Any]:
+    """A multi-label run (`multilabel.run`): rows, reviews, stages, the estimates on the audit."""
+    done = s.is_done("finalize")
+    pending = s.count_reviews(pending=True)
+    by_source = s.review_totals()
+    meta = (s.get_meta("set_estimate") or {}) if done else {}
+    return {
+        "kind": "multi-label",
+        "task": task.get("name"),
+        "input": s.get_meta("input_path"),
+        "state": "complete" if done else ("waiting for reviews" if pending else "labeling"),
+        "rows": s.n_rows,
+        "texts": s.n_input_texts,
+        "skipped": s.n_skipped,
+        "reviews": sum(n for n, _ in by_source.values()),
+        "reviews_by_source": {src: n for src, (n, _) in by_source.items()},
+        "pending_reviews": pending,
+        "budget": task.get("review", {}).get("budget"),
+        "budget_plan": s.get_meta("budget_plan"),
+        "stages": s.stages(),
+        "sources": s.source_counts() if done else {},
+        "estimates": meta.get("estimates"),
+        "no_estimate": meta.get("why"),
+        "calibrated_on": meta.get("calibrated_on"),
+        "measured_against": meta.get("against"),
+        "audit_rows": len(s.routed(AUDIT)),
+    }
+
+
 def _baseline_status(meta: dict[str, Any], usage: LLMUsage | None) -> dict[str, Any]:
     rows = int(meta.get("rows", 0))
     return {
@@ -230,11 +261,25 @@ def render(info: dict[str, Any], run_dir: Path | str) -> Any:
     keys = ("task", "input", "state", "rows", "texts", "skipped", "reviews", "pending_reviews", "budget")
     if info.get("kind") == "baseline":
         keys = ("kind", "method", "models", "task", "input", "output", "state", "rows")
+    if info.get("kind") == "multi-label":
+        keys = ("kind", *keys)
     for key in keys:
         value = info.get(key)
         t.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
     for key, value in _cost_rows(info.get("llm")):
         t.add_row(key, value)
+    if info.get("kind") == "multi-label":
+        from .multilabel.trust import Estimate
+
+        for e in info.get("estimates") or []:
+            t.add_row("estimated " + e["metric"].replace("_", " "), Estimate(**e).detail())
+        if info.get("measured_against"):
+            t.add_row("measured against", info["measured_against"])
+        if info.get("state") == "complete" and not info.get("estimates"):
+            t.add_row("estimate", f"none: {info.get('no_estimate')}")
+        if info.get("calibrated_on"):
+            t.add_row("confidence", f"calibrated on {info['calibrated_on']} (out-of-fold predictions)")
+        return Group(t, *_sources(info.get("sources") or {}, None))
     if info.get("kind") == "baseline":
         return Group(t, *_sources(info.get("sources") or {}, None))
     t.add_row("estimated accuracy", _estimate_line(info))

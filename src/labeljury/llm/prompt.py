@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
 
 from ..labels import LabelMatcher
 from ..task import Example, Task
@@ -44,6 +44,31 @@ def answer_model(
         fields["reason"] = (str, Field(description="one sentence"))
     name = "ItemAnswer" if index else "Answer"
     return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def set_answer_model(labels: Sequence[str], *, allow_empty: bool = False, reason: bool = True,
+                     index: bool = False) -> type[BaseModel]:
+    """The answer schema of a multi-label task: `labels`, a list of the task's labels (each once; at least one
+    unless the task allows the empty set), the confidence that the whole set is right, and a reason."""
+    fields: dict[str, Any] = {}
+    if index:
+        fields["index"] = (int, Field(description="the item number"))
+    item = label_type(labels)
+    fields["labels"] = (list[item], Field(min_length=0 if allow_empty else 1,  # type: ignore[valid-type]
+                                          description="every label that applies, each once"))
+    fields["confidence"] = (float, Field(ge=0, le=1, description="probability that the whole set is right"))
+    if reason:
+        fields["reason"] = (str, Field(description="one sentence"))
+
+    name = "ItemSetAnswer" if index else "SetAnswer"
+    return create_model(name, __config__=ConfigDict(extra="forbid"),
+                        __validators__={"each_once": field_validator("labels")(_each_once)}, **fields)
+
+
+def _each_once(cls: Any, value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise ValueError("list each label once")
+    return value
 
 
 def task_header(task: Task) -> str:

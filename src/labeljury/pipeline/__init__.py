@@ -283,30 +283,7 @@ class Annotator:
         store.set_meta("budget_plan", ctx.plan.to_dict())
 
     def _open_store(self) -> RunStore:
-        store = RunStore(self.run_dir)
-        try:
-            store.lock()
-        except RunStoreError:
-            store.close()
-            raise
-        fp = {"task": self.task.fingerprint(), "input": input_fingerprint(self.input_path)}
-        old = store.get_meta("fingerprint")
-        if old is None:
-            if self.from_run is not None:  # before the fingerprint: a run that has one says whether it continues one
-                store.set_meta(FROM_RUN, str(self.from_run.resolve()))
-            store.set_meta("fingerprint", fp)
-            store.set_meta("task", self.task.model_dump(mode="json"))
-            store.set_meta("input_path", str(self.input_path.resolve()))
-        elif old != fp:
-            what = "task file" if old["task"] != fp["task"] else "input file"
-            store.close()
-            raise RunStoreError(f"run directory {str(self.run_dir)!r} belongs to a run with another {what}; "
-                                "pass a new --run-dir (or delete that one) to start afresh")
-        if self._output is not None:
-            store.set_meta("output_path", str(Path(self._output).resolve()))
-        if self._selected is not None:
-            store.set_meta("selected_specialists", [sp.model_dump(mode="json") for sp in self._selected])
-        return store
+        return open_run_store(self.run_dir, self.task, self.input_path, self._output, self.from_run, self._selected)
 
     def _choose_specialists(self) -> list[SpecialistSpec]:
         """The task's specialists; with `specialists: auto` and an `llm:` section, the ones the LLM
@@ -389,6 +366,36 @@ class Annotator:
             unspent=int(store.get_meta("unspent_reviews") or 0) if status == "complete" else 0)
 
 
+def open_run_store(run_dir: Path, task: Task, input_path: Path, output: str | Path | None,
+                   from_run: Path | None = None, selected: list[SpecialistSpec] | None = None) -> RunStore:
+    """The run's store, locked; a new one records the task and the input, an existing one must belong to
+    the same task file and input."""
+    store = RunStore(run_dir)
+    try:
+        store.lock()
+    except RunStoreError:
+        store.close()
+        raise
+    fp = {"task": task.fingerprint(), "input": input_fingerprint(input_path)}
+    old = store.get_meta("fingerprint")
+    if old is None:
+        if from_run is not None:  # before the fingerprint: a run that has one says whether it continues one
+            store.set_meta(FROM_RUN, str(from_run.resolve()))
+        store.set_meta("fingerprint", fp)
+        store.set_meta("task", task.model_dump(mode="json"))
+        store.set_meta("input_path", str(input_path.resolve()))
+    elif old != fp:
+        what = "task file" if old["task"] != fp["task"] else "input file"
+        store.close()
+        raise RunStoreError(f"run directory {str(run_dir)!r} belongs to a run with another {what}; "
+                            "pass a new --run-dir (or delete that one) to start afresh")
+    if output is not None:
+        store.set_meta("output_path", str(Path(output).resolve()))
+    if selected is not None:
+        store.set_meta("selected_specialists", [sp.model_dump(mode="json") for sp in selected])
+    return store
+
+
 def _members(reviewer: Reviewer | None) -> list[Reviewer]:
     from ..review.cascade import CascadeReviewer
 
@@ -408,5 +415,12 @@ def run(task: Task, input_path: str | Path, output: str | Path, run_dir: str | P
     that were measured and lost, for benchmarks; `stopping` (`continual.StoppingCriterion`) may end the
     stages before the budget is spent (default: none does)."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(output)
+    if task.multi_label:  # label sets: their own steps (`multilabel.run`), on the same store and reviewers
+        from ..multilabel import SetAnnotator
+
+        if from_run is not None:
+            raise TaskError("--from does not continue multi-label runs yet; label the new batch in a run of its own")
+        return SetAnnotator(task, input_path, run_dir, reviewer=reviewer, progress=progress,
+                            engine=engine).run(output, details=details, finish=finish)
     return Annotator(task, input_path, run_dir, reviewer=reviewer, progress=progress, engine=engine,
                      tuning=tuning, stopping=stopping, from_run=from_run).run(output, details=details, finish=finish)

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import data
 from ..errors import InputError, RunStoreError
+from ..labelsets import LabelSets
 from ..progress import Progress, SilentProgress
 from ..sources import skipped
 from ..store import RunStore
@@ -19,9 +20,16 @@ FLAG = "vote-disagrees"  # a reviewed row whose label a confident, out-of-sample
 
 
 def export(store: RunStore, input_path: str | Path, output: str | Path, details: bool = False,
-           progress: Progress | None = None) -> Path:
+           progress: Progress | None = None, sets: LabelSets | None = None) -> Path:
+    """Write `output`. A multi-label task's sets (`sets`) are stored as text; JSONL and Parquet get them as
+    lists, CSV as the names joined by the task's separator."""
     progress = progress or SilentProgress()
     output = Path(output)
+    as_list = sets is not None and data.ChunkWriter.format_of(output) != "csv"
+
+    def shown(label: str | None) -> str | list[str] | None:
+        return list(sets.parse(label) or ()) if as_list and label is not None and sets is not None else label
+
     if not store.is_done("finalize"):
         raise RunStoreError(f"run {str(store.run_dir)!r} has not finished labeling; rerun `labeljury run` first")
     data.check_output(output, input_path)
@@ -38,19 +46,19 @@ def export(store: RunStore, input_path: str | Path, output: str | Path, details:
             reviews = store.reviews(ids) if details else {}
             rows = [fin.get(int(t)) if t >= 0 else None for t in ids]
             chunk = chunk.copy()
-            chunk["annotation"] = [r.label if r else None for r in rows]
+            chunk["annotation"] = [shown(r.label) if r else None for r in rows]
             chunk["annotation_confidence"] = np.array([r.confidence if r and r.confidence is not None else np.nan for r in rows],
                                                      dtype=np.float64)
             chunk["annotation_source"] = [r.source if r else skipped(why) for r, why in zip(rows, skips)]
             chunk["annotation_flag"] = [FLAG if t >= 0 and (int(t) in verdicts and verdicts[int(t)].flagged) else ""
                                         for t in ids]
             if details:
-                chunk["annotation_vote"] = [r.vote if r else None for r in rows]
+                chunk["annotation_vote"] = [shown(r.vote) if r else None for r in rows]
                 chunk["annotation_vote_confidence"] = np.array(
                     [r.vote_confidence if r and r.vote_confidence is not None else np.nan for r in rows], dtype=np.float64)
                 chunk["annotation_votes"] = [r.specialist_votes if r else None for r in rows]
                 # the reviewer's own answer, whatever decided the row
-                chunk["annotation_review"] = [reviews[int(t)].label if t >= 0 and int(t) in reviews else None
+                chunk["annotation_review"] = [shown(reviews[int(t)].label) if t >= 0 and int(t) in reviews else None
                                               for t in ids]
             writer.write(chunk)
             bar.advance(stop - start)

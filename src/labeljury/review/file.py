@@ -1,7 +1,7 @@
 """The file reviewer: a JSONL queue that a person fills in.
 
 The run writes the rows to review to the queue file and stops. The reviewer opens the file, sets
-`"label"` on each line (to one of the task's labels), and reruns the same command: answered lines
+`"label"` on each line (to one of the task's labels; in a multi-label task, a list of them), and reruns the same command: answered lines
 become reviews, unanswered ones stay in the queue. Nothing is asked twice: answers are stored in the
 run store as soon as they are read.
 
@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import ReviewError
 from ..labels import LabelMatcher
+from ..labelsets import LabelSetError, LabelSets
 from ..sources import queued, reviewed
 from .base import ReviewItem, ReviewResult
 
@@ -50,9 +51,10 @@ def is_queue(path: Path) -> bool:
 class FileReviewer:
     kind = "file"
 
-    def __init__(self, path: str | Path, labels: Sequence[str]):
+    def __init__(self, path: str | Path, labels: Sequence[str], sets: LabelSets | None = None):
         self.path = Path(path)
         self.labels = list(labels)
+        self.sets = sets  # a multi-label task's sets: "label" is a list of names (or names joined by the separator)
 
     def check(self) -> None:
         if not is_queue(self.path):
@@ -90,9 +92,18 @@ class FileReviewer:
                     raise ReviewError(f"{where} line {n}: the text of id {key} is not the run's text for that row; "
                                       "restore the text as written (only edit \"label\")")
                 value = rec.get("label")
-                if matcher.missing(value):
+                if self.sets is not None:
+                    try:
+                        found = self.sets.parse(value)
+                    except LabelSetError as err:
+                        raise ReviewError(f"{where} line {n}: label {value!r}: {err}; fix it and rerun") from None
+                    if found is None:
+                        continue
+                    label = self.sets.text(found)
+                elif matcher.missing(value):
                     continue
-                label = matcher.match(value)
+                else:
+                    label = matcher.match(value)
                 if label is None:
                     raise ReviewError(f"{where} line {n}: label {value!r} is not one of {self.labels}; fix it and rerun")
                 if key in out and out[key][0] != label:
@@ -112,11 +123,17 @@ class FileReviewer:
                 yield ReviewResult(it.key, label, reviewed("file"), 1.0, note)
             else:
                 pending.append({"id": it.key, "row": it.row, "text": it.text, "why": it.reason,
-                                "suggestion": it.vote, "confidence": None if it.confidence is None
+                                "suggestion": self._shown(it.vote), "confidence": None if it.confidence is None
                                 else round(float(it.confidence), 4), "votes": it.votes, "label": None})
         self._write_queue(pending)
         for rec in pending:
             yield ReviewResult(rec["id"], None, queued("human"), pending=True)
+
+    def _shown(self, vote: str | None) -> str | list[str] | None:
+        """The suggestion as a person writes the answer: a list of names in a multi-label task."""
+        if vote is None or self.sets is None:
+            return vote
+        return list(self.sets.parse(vote) or ())
 
     def _write_queue(self, pending: list[dict[str, Any]]) -> None:
         # Atomic: a person may have the old file open; never leave it half-written.

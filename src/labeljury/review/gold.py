@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import data
 from ..errors import ReviewError
 from ..labels import LabelMatcher
-from ..labelsets import looks_like_a_set
+from ..labelsets import LabelSetError, LabelSets, looks_like_a_set
 from ..sources import queued, reviewed
 from .base import ReviewItem, ReviewResult
 
@@ -28,10 +28,11 @@ def _unknown(value: object, labels: Sequence[str]) -> str:
 class GoldReviewer:
     kind = "gold"
 
-    def __init__(self, input_path: str | Path, column: str, labels: Sequence[str]):
+    def __init__(self, input_path: str | Path, column: str, labels: Sequence[str], sets: LabelSets | None = None):
         self.input_path = Path(input_path)
         self.column = column
         self.labels = list(labels)
+        self.sets = sets  # a multi-label task's sets: each gold value is read as one (stored as `sets.text`)
 
     def check(self) -> None:
         """Fail early, with one line, if the gold column is missing."""
@@ -52,6 +53,9 @@ class GoldReviewer:
             for row in [r for r in wanted if lo <= r <= hi]:
                 item = wanted.pop(row)
                 value = chunk.at[row, self.column]
+                if self.sets is not None:
+                    yield self._set_answer(item, value)
+                    continue
                 label = matcher.match(value)
                 if label is None:
                     missing = matcher.missing(value)
@@ -65,3 +69,14 @@ class GoldReviewer:
         for item in wanted.values():  # rows past the end: the input shrank since ingest
             raise ReviewError(f"input row {item.row} is gone from {self.input_path.name}; the input changed "
                               "since the run started — rerun with a new --run-dir")
+
+    def _set_answer(self, item: ReviewItem, value: object) -> ReviewResult:
+        sets = self.sets
+        assert sets is not None
+        try:
+            found = sets.parse(value)
+        except LabelSetError as err:
+            return ReviewResult(item.key, None, queued("gold-label-unknown"), reason=f"gold value {value!r}: {err}")
+        if found is None:
+            return ReviewResult(item.key, None, queued("gold-label-missing"))
+        return ReviewResult(item.key, sets.text(found), reviewed("gold"), 1.0)

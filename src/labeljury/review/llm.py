@@ -32,7 +32,8 @@ from ..llm.cost import (
     price_for,
 )
 from ..llm.journal import SQLiteSpendJournal
-from ..llm.prompt import Embed, ExampleSelector, answer_model, format_examples, quote, task_header
+from ..labelsets import LabelSets
+from ..llm.prompt import Embed, ExampleSelector, answer_model, format_examples, quote, set_answer_model, task_header
 from ..llm.structured import Answer, ask, extract_json
 from ..sources import queued, reviewed
 from ..specialists.base import bounded
@@ -48,14 +49,27 @@ _ROLE = (
 )
 
 
+_SET_ROLE = (
+    "A text may carry several of these labels" + "{empty}. Small specialist models have already scored each label; "
+    "the text is here because they are unsure. Their scores are hints, often wrong on such texts: decide from the "
+    "text itself. Answer with every label that applies (`labels`, each once), your confidence (0 to 1) that the "
+    "whole set is right and a one-sentence reason."
+)
+SHOWN_SCORES = 10  # the most likely labels' scores a multi-label prompt shows
+
+
 def system_prompt(task: Task, examples: Sequence[Example]) -> str:
-    parts = [task_header(task), _ROLE, format_examples(examples)]
+    role = _ROLE if not task.multi_label else _SET_ROLE.format(
+        empty=", or none of them" if task.allow_empty else "; every text carries at least one")
+    parts = [task_header(task), role, format_examples(examples)]
     return "\n\n".join(p for p in parts if p)
 
 
 def item_block(task: Task, item: ReviewItem) -> str:
     """The text and the specialists' opinions of it."""
     lines = [f"Text: {quote(bounded(item.text))}"]  # an LLM reads what the specialists read
+    if task.multi_label:
+        return "\n".join(lines + _set_hints(task, item))
     votes = []
     for name, label in item.votes.items():
         if label is None:
@@ -75,6 +89,18 @@ def item_block(task: Task, item: ReviewItem) -> str:
     return "\n".join(lines)
 
 
+def _set_hints(task: Task, item: ReviewItem) -> list[str]:
+    """A multi-label item's context: each likely label's probability, and the set the vote chose."""
+    lines = []
+    if item.prior is not None:
+        ranked = sorted(zip(task.label_names, item.prior, strict=True), key=lambda x: -x[1])[:SHOWN_SCORES]
+        lines.append("Specialist scores: " + "; ".join(f"{name} {p:.2f}" for name, p in ranked if p >= 0.05))
+    if item.vote is not None:
+        combined = f" ({item.confidence:.2f})" if item.confidence is not None else ""
+        lines.append(f"Combined vote: {item.vote}{combined}")
+    return lines
+
+
 def batch_block(task: Task, items: Sequence[ReviewItem]) -> str:
     head = (
         f"Label each of these {len(items)} items. Answer with one entry per item in `answers`, "
@@ -83,8 +109,10 @@ def batch_block(task: Task, items: Sequence[ReviewItem]) -> str:
     return "\n\n".join([head, *(f"### Item {i}\n{item_block(task, item)}" for i, item in enumerate(items))])
 
 
-def _reviewed(item: ReviewItem, value: Any, cost: float) -> ReviewResult:
-    return ReviewResult(item.key, value.label, reviewed("llm"), value.confidence, value.reason.strip(), cost_usd=cost)
+def _reviewed(item: ReviewItem, value: Any, cost: float, sets: LabelSets | None = None) -> ReviewResult:
+    """A valid answer as the review of `item`; a multi-label task's set as the text the run store keeps."""
+    label = value.label if sets is None else sets.text(value.labels)
+    return ReviewResult(item.key, label, reviewed("llm"), value.confidence, value.reason.strip(), cost_usd=cost)
 
 
 def _queued(item: ReviewItem, reason: str, cost: float) -> ReviewResult:
@@ -113,8 +141,14 @@ class LLMReviewer:
         self.cache = cache
         self.ledger = ledger if ledger is not None else Ledger.for_spec(client.spec)
         self._selector = ExampleSelector(task.examples, k=max_examples, embed=embed)
-        self._single = answer_model(task.label_names)
-        self._item = answer_model(task.label_names, index=True)
+        self._sets = task.label_sets  # a multi-label task's: answers are lists of its labels
+        if self._sets is None:
+            self._single = answer_model(task.label_names)
+            self._item = answer_model(task.label_names, index=True)
+        else:
+            empty = bool(task.allow_empty)
+            self._single = set_answer_model(task.label_names, allow_empty=empty)
+            self._item = set_answer_model(task.label_names, allow_empty=empty, index=True)
         self._batch = create_model("BatchAnswer", answers=(list[self._item], ...))  # type: ignore[name-defined]
 
     def review(self, items: Sequence[ReviewItem]) -> Iterator[ReviewResult]:
@@ -150,7 +184,7 @@ class LLMReviewer:
         answer = await self._ask(messages, self._single, max_tokens=self.client.spec.max_tokens, reask=reask)
         if answer.value is None:
             return _queued(item, answer.reason or "invalid-answer", answer.cost_usd)
-        return _reviewed(item, answer.value, answer.cost_usd)
+        return _reviewed(item, answer.value, answer.cost_usd, self._sets)
 
     async def _review_group(self, items: Sequence[ReviewItem], examples: Sequence[Example]) -> list[ReviewResult]:
         if len(items) == 1:
@@ -166,7 +200,7 @@ class LLMReviewer:
         # missing or invalid in the batch answer: each is asked alone, once
         alone = await asyncio.gather(*(self._review_one(item, examples, reask=False) for item in missing))
         redone = {r.key: replace(r, cost_usd=r.cost_usd + share) for r in alone}
-        return [_reviewed(item, found[i], share) if i in found else redone[item.key] for i, item in enumerate(items)]
+        return [_reviewed(item, found[i], share, self._sets) if i in found else redone[item.key] for i, item in enumerate(items)]
 
     def close(self) -> None:
         """Stop the client's loop thread and close its connections, the cache's and the journal's."""

@@ -1,0 +1,13 @@
+"""Multi-label tasks (`multi_label: true`): a text may carry several labels, or none with `allow_empty`.
+
+One module per role, as for single-label tasks: `heads` (the specialists: one-vs-rest heads, a probability
+per label), `vote` (combining them, deciding a set, a row's hardness), `trust` (calibration and the estimate,
+on the audit rows), `run` (the steps, on the same run store, budget and reviewers). Reading, checking and
+scoring sets is `labeljury.labelsets`; `labeljury eval --multi-label` scores an output.
+"""
+
+from .heads import OneVsRestHead
+from .run import SetAnnotator, SetPlan, plan_sets
+from .trust import Calibration, Estimate
+
+__all__ = ["Calibration", "Estimate", "OneVsRestHead", "SetAnnotator", "SetPlan", "plan_sets"]

@@ -1,0 +1,512 @@
+"""The run of a multi-label task (`multi_label: true`): the pipeline's steps, for label sets.
+
+    ingest -> encode -> audit (uniform) + first sample (by the labels' names, and at random) -> review
+           -> stages (fit the heads, route the hardest rows, review) -> final fit -> finalize -> export
+
+The same run store, budget, reviewers and resume as a single-label run: each step records what it
+finished, every answer is stored as it arrives, and a rerun skips what is done. A set is stored as the
+task's label names joined by its separator (`LabelSets.text`).
+
+What differs: the specialists are two one-vs-rest heads (`multilabel.heads`) whose per-label probabilities
+the vote combines (`multilabel.vote`); the first sample seeds every label by rows that resemble its name
+or description, so a rare label has positives from the start; every stage and the final heads learn from
+every answered row, the audit's included, while each row is ranked by heads that did not learn from it; the
+trust layer (`multilabel.trust`) calibrates and estimates on the audit rows no stage picked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import data
+from ..budget import audit_rows, bootstrap_rows, budget_rows
+from ..engine import Engine, make_engine
+from ..errors import InputError, TaskError
+from ..labelsets import LabelSets
+from ..progress import Progress, SilentProgress
+from ..review.base import Checked, Closeable, Queued, ReviewItem, Reviewer
+from ..sources import AUDIT, BOOTSTRAP, FINALIZE, HARD, ROUTE_AUDIT, ROUTE_BOOTSTRAP, VOTE, route_hard
+from ..specialists import DEFAULT_ENCODER
+from ..store import CHUNK, RunStore, check_run_dir, storage_errors
+from ..task import ContinualSpec, Task
+from . import trust, vote
+from .heads import HEADS, OneVsRestHead, fit_tfidf
+
+if TYPE_CHECKING:
+    from ..pipeline import RunReport
+
+STAGES = 8  # rounds of routing (BENCHMARKS.md, section 19: the baseline's eight)
+MIN_STAGE_REVIEWS = 25
+FIRST_SHARE = 0.1  # the first sample: a tenth of the reviews not in the audit, half of it by the labels' names
+ESTIMATE = "set_estimate"  # meta: the estimates, the calibration, what they rest on
+PLAN = "budget_plan"
+SHOWN_LABEL_CONFIDENCE = 0.01
+FOLDS = 5  # the audit's parts: an audit row is scored by heads that did not learn from its part  # `--details` lists each label whose calibrated probability reaches this
+
+
+@dataclass(frozen=True)
+class SetPlan:
+    total: int
+    audit: int
+    bootstrap: int
+    stages: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "stages": list(self.stages), "kind": "multi-label"}
+
+
+def plan_sets(task: Task, n_rows: int, n_texts: int) -> SetPlan:
+    review, continual = task.review, task.continual or ContinualSpec()
+    total = min(budget_rows(review, n_rows), n_texts)
+    audit = min(audit_rows(review, n_rows), total)
+    if audit < trust.MIN_AUDIT:
+        audit = 0
+    rest = total - audit
+    first = bootstrap_rows(review, n_rows, 0) if review.bootstrap is not None else max(min(10, rest), int(FIRST_SHARE * rest))
+    first = min(first, rest)
+    hard = rest - first
+    if not continual.enabled:
+        n = 1
+    elif continual.stage_size:
+        n = math.ceil(hard / continual.stage_size)
+    else:
+        n = min(STAGES, hard // MIN_STAGE_REVIEWS)
+    n = max(1, n) if hard else 0
+    base, extra = divmod(hard, n) if n else (0, 0)
+    return SetPlan(total, audit, first, tuple(base + (i < extra) for i in range(n)))
+
+
+def make_set_reviewer(task: Task, input_path: Path, run_dir: Path) -> Reviewer:
+    from ..review import FileReviewer, GoldReviewer
+
+    if len(task.reviewer) != 1 or task.reviewer[0].kind not in ("gold", "file", "llm"):
+        kinds = ", ".join(r.kind for r in task.reviewer)
+        raise TaskError(f"a multi-label task is reviewed by one of `gold`, `file` or `llm` for now, not {kinds}: people "
+                        "on the review page and Label Studio do not answer with sets yet; set reviewer: {kind: file}")
+    spec, sets = task.reviewer[0], task.label_sets
+    if spec.kind == "gold":
+        return GoldReviewer(input_path, spec.column or "label", task.label_names, sets)
+    if spec.kind == "llm":
+        from ..review.llm import make_llm_reviewer
+
+        return make_llm_reviewer(task, run_dir)
+    path = Path(spec.path).expanduser() if spec.path else Path("review_queue.jsonl")
+    return FileReviewer(path if path.is_absolute() else run_dir / path, task.label_names, sets)
+
+
+class _Views:
+    """The two views the heads read: the run store's embeddings and TF-IDF of the texts."""
+
+    def __init__(self, store: RunStore, seed: int):
+        self.store = store
+        n = store.n_texts
+        sample = np.arange(n) if n <= 50_000 else np.sort(np.random.default_rng(seed).choice(n, 50_000, replace=False))
+        texts = store.texts_by_id(sample.tolist())
+        self.tfidf = fit_tfidf([texts[int(t)][0] for t in sample], seed)
+
+    def of(self, ids: Sequence[int]) -> dict[str, Any]:
+        ids = np.asarray(ids, dtype=np.int64)
+        E = np.zeros((len(ids), 0), np.float32)  # noqa: N806
+        if len(ids):
+            parts, where = [], []
+            for c in np.unique(ids // CHUNK):
+                mine = np.flatnonzero(ids // CHUNK == c)
+                emb = self.store.get_embeddings(DEFAULT_ENCODER, int(c))
+                assert emb is not None  # the encode step stored every chunk
+                parts.append(emb[ids[mine] - c * CHUNK])
+                where.append(mine)
+            E = np.empty((len(ids), parts[0].shape[1]), np.float32)  # noqa: N806
+            for p, w in zip(parts, where, strict=True):
+                E[w] = p
+        texts = self.store.texts_by_id(ids.tolist())
+        return {"embedding": E, "tfidf": self.tfidf.transform([texts[int(t)][0] for t in ids])}
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+        n = self.store.n_texts
+        for start in range(0, n, CHUNK):
+            ids = np.arange(start, min(n, start + CHUNK))
+            yield ids, self.of(ids)
+
+
+class SetAnnotator:
+    """One run of a multi-label task over one input, backed by one run directory."""
+
+    def __init__(self, task: Task, input_path: str | Path, run_dir: str | Path, reviewer: Reviewer | None = None,
+                 progress: Progress | None = None, engine: Engine | None = None, combine: str = "max",
+                 set_calibration: str = "platt"):
+        if not task.multi_label:
+            raise TaskError("SetAnnotator labels multi-label tasks; this task is single-label (use `pipeline.run`)")
+        self.task = task
+        self.sets: LabelSets = task.label_sets  # type: ignore[assignment]
+        self.input_path = Path(input_path)
+        self.run_dir = Path(run_dir)
+        self.reviewer = reviewer
+        self.progress = progress or SilentProgress()
+        self.engine = engine
+        self.combine = combine
+        self.set_calibration = set_calibration  # `trust.Calibration`'s map of the row's confidence
+
+    def run(self, output: str | Path | None = None, details: bool = False, finish: bool = False) -> RunReport:
+        """Run (or resume) to the end, or until reviews must wait for a person (status "waiting"); as
+        `pipeline.Annotator.run`."""
+        with storage_errors(self.run_dir):
+            return self._run(output, details, finish)
+
+    # -- the steps -------------------------------------------------------------------------------------
+    def _run(self, output: str | Path | None, details: bool, finish: bool) -> RunReport:
+        from ..pipeline import DETAIL_COLUMNS, OUTPUT_COLUMNS, export, open_run_store
+        from ..pipeline.encode import encode
+        from ..pipeline.ingest import ingest
+
+        task, progress = self.task, self.progress
+        if task.specialists != "auto":
+            raise TaskError("a multi-label task is labeled by labeljury's one-vs-rest heads (embedding and tf-idf); "
+                            "remove `specialists:` from the task file (or set it to auto)")
+        cols = data.check_input(self.input_path, task.text_column)
+        taken = [c for c in (*OUTPUT_COLUMNS, *DETAIL_COLUMNS) if c in cols]
+        if taken:
+            raise InputError(f"{self.input_path.name} already has a column {taken[0]!r}; rename or drop it so labeljury "
+                             "can add its own")
+        if output is not None:
+            data.check_output(output, self.input_path)
+        check_run_dir(self.run_dir)
+        reviewer = self.reviewer or make_set_reviewer(task, self.input_path, self.run_dir)
+        self.reviewer = reviewer
+        if isinstance(reviewer, Checked):
+            reviewer.check()
+        store = open_run_store(self.run_dir, task, self.input_path, output)
+        engine = self.engine or make_engine(task.engine)
+        try:
+            ingest(store, self.input_path, task.text_column, progress)
+            encode(store, [DEFAULT_ENCODER], progress, engine)
+            plan = self._plan(store)
+            rng = np.random.default_rng(task.seed)
+            if not store.is_done(ROUTE_AUDIT):
+                n = store.n_texts
+                audit = np.sort(rng.choice(n, plan.audit, replace=False)) if plan.audit else np.zeros(0, np.int64)
+                store.add_routing(audit.tolist(), AUDIT, None, 0, done_step=ROUTE_AUDIT)
+            views = _Views(store, task.seed)
+            if not store.is_done(ROUTE_BOOTSTRAP):
+                self._route_first(store, views, plan.bootstrap)
+            if not self._review(store, store.routed(AUDIT) + store.routed(BOOTSTRAP), finish):
+                return self._report(store, "waiting", None)
+            for i, k in enumerate(plan.stages):
+                if not store.is_done(route_hard(i)):
+                    self._route_stage(store, views, i, k)
+                    found = store.stages()[-1]
+                    progress.log(f"stage {i + 1}/{len(plan.stages)}: {found['routed']} hardest rows to review"
+                                 + (f" ({found['audit_rows_found_hard']} audit rows among them, not asked again)"
+                                    if found["audit_rows_found_hard"] else ""))
+                if not self._review(store, store.routed(HARD, stage=i), finish):
+                    return self._report(store, "waiting", None)
+            if not store.is_done(FINALIZE):
+                self._finalize(store, views)
+            said = store.get_meta(ESTIMATE) or {}
+            for e in said.get("estimates") or []:
+                progress.log("estimated " + trust.Estimate(**e).line())
+            if said.get("estimates"):
+                progress.log(f"measured against {said.get('against')}")
+            else:
+                progress.log(f"no estimate: {said.get('why')}")
+            if output is not None:
+                export(store, self.input_path, output, details=details, progress=progress, sets=self.sets)
+            return self._report(store, "complete", None if output is None else Path(output))
+        finally:
+            store.close()
+            if self.engine is None:
+                engine.close()
+            if isinstance(reviewer, Closeable):
+                reviewer.close()
+
+    def _plan(self, store: RunStore) -> SetPlan:
+        saved = store.get_meta(PLAN)
+        if saved is not None:
+            plan = SetPlan(int(saved["total"]), int(saved["audit"]), int(saved["bootstrap"]), tuple(saved["stages"]))
+            if plan.total != min(budget_rows(self.task.review, store.n_rows), store.n_texts):
+                raise TaskError("review.budget changed since this multi-label run started; put it back, or pass a new "
+                                "--run-dir (a multi-label run cannot be resized yet)")
+            return plan
+        plan = plan_sets(self.task, store.n_rows, store.n_texts)
+        store.set_meta(PLAN, plan.to_dict())
+        if not plan.audit and plan.total:
+            self.progress.log(f"no audit sample (review.audit gives {audit_rows(self.task.review, store.n_rows)} rows, "
+                              f"under the {trust.MIN_AUDIT} an estimate needs): the output's accuracy is not estimated")
+        return plan
+
+    def _route_first(self, store: RunStore, views: _Views, m: int) -> None:
+        """Half of the first sample by the labels' names (each label in turn, the texts most like its name or
+        description), half uniformly at random. Audit rows met on the way count as found, not asked twice."""
+        from ..specialists import get_encoder
+
+        task = self.task
+        audit = set(store.routed(AUDIT))
+        taken: list[int] = []
+        marked: list[int] = []
+        by_names = m // 2
+        n = store.n_texts
+        if by_names and n:
+            prompts = [(d or name).replace("_", " ").replace("-", " ") for name, d in task.labels.items()]
+            L = get_encoder(DEFAULT_ENCODER).encode(prompts)  # noqa: N806
+            L = L / np.maximum(np.linalg.norm(L, axis=1, keepdims=True), 1e-12)  # noqa: N806
+            depth = min(n, by_names + len(audit) + 1)  # deep enough for every label's turn
+            best = np.zeros((0, len(prompts)), np.int64)
+            scores = np.zeros((0, len(prompts)), np.float32)
+            for ids, v in views.chunks():
+                E = v["embedding"]  # noqa: N806
+                s = (E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)) @ L.T
+                scores = np.concatenate([scores, s])
+                best = np.concatenate([best, np.repeat(ids[:, None], len(prompts), axis=1)])
+                keep = np.argsort(-scores, axis=0, kind="stable")[:depth]
+                scores = np.take_along_axis(scores, keep, axis=0)
+                best = np.take_along_axis(best, keep, axis=0)
+            seen: set[int] = set()
+            for row in best:
+                for t in row:
+                    t = int(t)
+                    if len(taken) >= by_names:
+                        break
+                    if t in seen:
+                        continue
+                    seen.add(t)
+                    (marked if t in audit else taken).append(t)
+        rest = np.setdiff1d(np.arange(n), np.array(sorted(audit | set(taken) | set(marked)), dtype=np.int64))
+        rng = np.random.default_rng(task.seed + 1)
+        extra = rng.choice(rest, min(len(rest), m - len(taken)), replace=False) if len(rest) else rest
+        taken += [int(t) for t in extra]
+        store.add_routing(sorted(taken), BOOTSTRAP, None, 0, done_step=ROUTE_BOOTSTRAP,
+                          audit_hard=(marked, [0.0] * len(marked)))
+
+    def _train_rows(self, store: RunStore) -> tuple[np.ndarray, np.ndarray]:
+        """The text ids to learn from, every answered review (the audit's included), and their sets."""
+        reviews = store.reviews()
+        ids = np.array(sorted(t for t, r in reviews.items() if r.label is not None), np.int64)
+        return ids, self._indicators([reviews[int(t)].label for t in ids])
+
+    def _measuring(self, store: RunStore) -> set[int]:
+        """The audit rows no step found hard: a uniform sample of the rows the vote labels."""
+        marked = set(store.audit_hard())
+        return {t for t in store.routed(AUDIT) if t not in marked}
+
+    def _indicators(self, labels: Sequence[str | None]) -> np.ndarray:
+        index = {name: j for j, name in enumerate(self.task.label_names)}
+        Y = np.zeros((len(labels), len(index)), np.int8)  # noqa: N806
+        for i, text in enumerate(labels):
+            for name in self.sets.parse(text) or () if text is not None else ():
+                Y[i, index[name]] = 1
+        return Y
+
+    def _fit(self, store: RunStore, views: _Views, leave_out: Sequence[int] = ()) -> list[tuple[str, OneVsRestHead]]:
+        ids, Y = self._train_rows(store)  # noqa: N806
+        keep = ~np.isin(ids, np.asarray(leave_out, np.int64))
+        ids, Y = ids[keep], Y[keep]  # noqa: N806
+        if not len(ids):
+            return []
+        X = views.of(ids)  # noqa: N806
+        names = self.task.label_names
+        return [(h, OneVsRestHead(names, C=c, dual=dual).fit(X[h], Y)) for h, (c, dual) in HEADS.items()]
+
+    def _audit_folds(self, store: RunStore) -> dict[int, int]:
+        """Each audit row's part (of FOLDS), fixed for the run: the heads that score an audit row never
+        learned from its part."""
+        audit = sorted(store.routed(AUDIT))
+        fold = np.random.default_rng(self.task.seed + 7).permutation(len(audit)) % FOLDS
+        return {t: int(f) for t, f in zip(audit, fold, strict=True)}
+
+    def _fold_heads(self, store: RunStore, views: _Views) -> list[list[tuple[str, OneVsRestHead]]]:
+        """The heads fitted FOLDS times, each on every answered row but one part of the audit."""
+        folds = self._audit_folds(store)
+        parts = FOLDS if folds else 1
+        return [self._fit(store, views, leave_out=[t for t, f in folds.items() if f == j]) for j in range(parts)]
+
+    def _cross_fitted(self, store: RunStore, views: _Views, ids: Sequence[int],
+                      heads: list[list[tuple[str, OneVsRestHead]]] | None = None) -> np.ndarray:
+        """The vote's probabilities on audit rows `ids`, each from heads trained on every answered row but
+        its part of the audit (`_audit_folds`)."""
+        folds = self._audit_folds(store)
+        heads = heads if heads is not None else self._fold_heads(store, views)
+        ids = np.asarray(ids, np.int64)
+        part = np.array([folds[int(t)] for t in ids], np.int64)
+        P = np.zeros((len(ids), len(self.task.label_names)))  # noqa: N806
+        for k in np.unique(part):
+            if heads[k]:
+                P[part == k] = self._proba(heads[k], views.of(ids[part == k]))
+        return P
+
+    def _proba(self, heads: list[tuple[str, OneVsRestHead]], X: dict[str, Any]) -> np.ndarray:  # noqa: N803
+        return vote.combine([head.predict_proba(X[h]) for h, head in heads], self.combine)
+
+    def _route_stage(self, store: RunStore, views: _Views, stage: int, k: int) -> None:
+        """The stage's `k` hardest rows among those no one reviewed; audit rows as hard as those count as
+        found (marked), not asked twice.
+
+        Every stage learns from the audit, yet the audit rows no stage picks stay a uniform sample of the rows
+        the vote labels: every row in the ranking is scored by heads that did not learn from it, of one kind for
+        all. The heads are fitted FOLDS times, each without one part of the audit; an audit row is scored by the
+        heads without its part, any other row by the heads of a part drawn at random."""
+        folds = self._audit_folds(store)
+        heads = self._fold_heads(store, views)
+        parts = len(heads)
+        n = store.n_texts
+        part = np.random.default_rng(self.task.seed + 11 + stage).integers(parts, size=n)
+        for t, f in folds.items():
+            part[t] = f
+        measuring = self._measuring(store)
+        routed = np.zeros(n, bool)
+        routed[store.routed()] = True
+        routed[sorted(measuring)] = False  # an audit row not found hard yet stays in the ranking
+        hard = np.full(n, -np.inf)
+        if heads[0]:
+            for ids, X in views.chunks():
+                for j in range(parts):
+                    mine = ~routed[ids] & (part[ids] == j)
+                    if mine.any():
+                        hard[ids[mine]] = vote.hardness(self._proba(heads[j], {h: X[h][mine] for h in X}))
+        else:  # nothing answered yet to learn from: the stage's rows at random
+            hard[~routed] = np.random.default_rng(self.task.seed + 2 + stage).random(int((~routed).sum()))
+        order = np.argsort(-hard, kind="stable")
+        taken, marked = [], []
+        for t in order:
+            if len(taken) >= k or hard[t] == -np.inf:
+                break
+            (marked if int(t) in measuring else taken).append(int(t))
+        if heads[0] and taken:  # the vote on each routed row, before its review: the reviewer's hints (`_review`)
+            rows = np.asarray(taken, np.int64)
+            for j in range(parts):
+                mine = rows[part[rows] == j]
+                if len(mine):
+                    P = self._proba(heads[j], views.of(mine))  # noqa: N806
+                    store.put_priors({int(t): [round(float(x), 4) for x in P[i]] for i, t in enumerate(mine)})
+        store.add_routing(taken, HARD, [float(hard[t]) for t in taken], stage, done_step=route_hard(stage),
+                          audit_hard=(marked, [float(hard[t]) for t in marked]))
+        store.put_stage(stage, {"stage": stage, "routed": len(taken), "audit_rows_found_hard": len(marked),
+                                "trained_on": int(len(self._train_rows(store)[0]))})
+
+    def _review(self, store: RunStore, ids: Sequence[int], finish: bool) -> bool:
+        """Ask the reviewer for the rows of `ids` without an answer; False while some wait for a person."""
+        answered = store.reviews(ids)
+        todo = [t for t in ids if t not in answered]
+        if not todo:
+            return True
+        texts = store.texts_by_id(todo)
+        reasons = dict.fromkeys(store.routed(HARD), HARD) | dict.fromkeys(store.routed(BOOTSTRAP), BOOTSTRAP) | \
+            dict.fromkeys(store.routed(AUDIT), AUDIT)
+        priors = store.priors(todo)  # the vote's per-label probabilities, for the rows routed as hard
+        items = [self._item(t, texts[t], reasons.get(t, HARD), priors.get(t)) for t in todo]
+        waiting = 0
+        assert self.reviewer is not None
+        with self.progress.bar(f"reviewing ({self.reviewer.kind})", len(items)) as bar:
+            for r in self.reviewer.review(items):
+                store.put_review(r)
+                waiting += r.pending
+                bar.advance(1)
+        return waiting == 0 or finish
+
+    def _item(self, key: int, text: tuple[str, int], reason: str, prior: list[float] | None) -> ReviewItem:
+        if prior is None:  # the audit and the first sample are asked blind: no vote yet
+            return ReviewItem(key=key, text=text[0], row=text[1], reason=reason)
+        P = np.asarray([prior])  # noqa: N806
+        S = vote.decide(P, bool(self.task.allow_empty))  # noqa: N806
+        voted = self.sets.text(name for j, name in enumerate(self.task.label_names) if S[0, j])
+        return ReviewItem(key=key, text=text[0], row=text[1], reason=reason, vote=voted,
+                          confidence=float(vote.set_probability(P, S)[0]), prior=list(prior))
+
+    def _finalize(self, store: RunStore, views: _Views) -> None:
+        """Every text's final label (the output's heads learn from every answered row), and the estimate of
+        the output with the calibration (`multilabel.trust`), computed in the same pass over the rows."""
+        heads = self._fit(store, views)
+        reviews = store.reviews(include_pending=True)
+        measuring = sorted(t for t in self._measuring(store) if t in reviews and reviews[t].label is not None)
+        calibration = trust.Calibration(self.set_calibration)
+        allow_empty = bool(self.task.allow_empty)
+        names = self.task.label_names
+        measured = len(measuring) >= trust.MIN_AUDIT and bool(heads)
+        folds = self._fold_heads(store, views) if measured else []
+        audit: dict[str, Any] = {}
+        if measured:
+            P = self._cross_fitted(store, views, measuring, folds)  # noqa: N806
+            T = self._indicators([reviews[t].label for t in measuring])  # noqa: N806
+            S = vote.decide(P, allow_empty)  # noqa: N806
+            calibration.fit(P, T, S)
+            audit = {"P": P, "T": T, "S": S}
+        # the rows the vote labels, each also scored by the heads of a random part (of the audit's kind): the
+        # estimate's proxies
+        part = np.random.default_rng(self.task.seed + 13).integers(max(1, len(folds)), size=store.n_texts)
+        rest_proxy = np.zeros(3)
+
+        def records() -> Iterator[tuple[int, str | None, float | None, str, str | None, float | None, str]]:
+            for ids, X in views.chunks():
+                reviewed = store.reviews(ids.tolist(), include_pending=True)
+                if heads:
+                    P = self._proba(heads, X)  # noqa: N806
+                    S = vote.decide(P, allow_empty)  # noqa: N806
+                    conf = calibration.sets(vote.set_probability(P, S))
+                    C = calibration.labels(P)  # noqa: N806
+                if folds:
+                    rest = np.array([t not in reviewed for t in ids.tolist()])
+                    weights = store.row_counts_of(ids)
+                    for j, fold in enumerate(folds):
+                        mine = rest & (part[ids] == j)
+                        if mine.any():
+                            Pj = self._proba(fold, {h: X[h][mine] for h in X})  # noqa: N806
+                            rest_proxy[:] += trust.proxy_counts(Pj, vote.decide(Pj, allow_empty), weights[mine]).sum(0)
+                for i, t in enumerate(ids.tolist()):
+                    if heads:
+                        voted = self.sets.text(names[j] for j in np.flatnonzero(S[i]))
+                        shown = json.dumps({names[j]: round(float(C[i, j]), 4) for j in np.argsort(-C[i])
+                                            if C[i, j] >= SHOWN_LABEL_CONFIDENCE})
+                        vc: float | None = float(conf[i])
+                    else:
+                        voted, shown, vc = None, "{}", None
+                    r = reviewed.get(t)
+                    if r is not None and r.label is not None:
+                        yield t, r.label, r.confidence, r.source, voted, vc, shown
+                    elif r is not None:  # asked, not answered: the vote, and the source says why
+                        yield t, voted, vc, r.source, voted, vc, shown
+                    else:
+                        yield t, voted, vc, VOTE if voted is not None else "skipped:no-vote", voted, vc, shown
+
+        def estimates() -> dict[str, Any]:
+            meta: dict[str, Any] = {"why": None, "estimates": None, "calibration": None}
+            if not heads:
+                meta["why"] = "no reviewed row to learn from: nothing labels the rest"
+            elif not measured:
+                meta["why"] = (f"{len(measuring)} answered audit rows, under the {trust.MIN_AUDIT} an estimate needs "
+                               "(set review.audit)")
+            else:
+                answered = [t for t, r in reviews.items() if r.label is not None]
+                n_rest = store.n_texts - len(reviews)
+                rest_rows = int(store.n_rows - store.n_skipped
+                                - store.row_counts_of(np.array(sorted(reviews), np.int64)).sum())
+                ests = trust.estimate(audit["T"], audit["S"], audit["P"], store.row_counts_of(np.array(measuring, np.int64)),
+                                      self._indicators([reviews[t].label for t in answered]).sum(axis=1),
+                                      store.row_counts_of(np.array(answered, np.int64)), n_rest, rest_rows, rest_proxy)
+                meta.update(estimates=[e.to_dict() for e in ests], calibration=calibration.to_dict(),
+                            calibrated_on=f"{len(measuring)} audit rows", against=self._against())
+            return {ESTIMATE: meta}
+
+        store.put_final(records(), meta=estimates)
+
+    def _against(self) -> str:
+        """What the estimate measures against: the reviewer's answers, taken as right."""
+        kind = self.task.reviewer[0].kind
+        if kind == "llm":
+            return ("the LLM reviewer's sets, taken as right: its own mistakes are not counted (no person checked "
+                    "them), so this is agreement with the LLM, not accuracy")
+        return f"the {kind} reviewer's sets, taken as right"
+
+    def _report(self, store: RunStore, status: str, output: Path | None) -> RunReport:
+        from ..pipeline import RunReport
+
+        reviewer = self.reviewer
+        return RunReport(status=status, run_dir=self.run_dir, output=output, rows=store.n_rows, texts=store.n_texts,
+                         sources=store.source_counts() if status == "complete" else {},
+                         reviews=store.count_reviews(), budget=budget_rows(self.task.review, store.n_rows),
+                         pending=store.count_reviews(pending=True),
+                         queue=reviewer.path if isinstance(reviewer, Queued) else None)

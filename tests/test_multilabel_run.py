@@ -1,0 +1,407 @@
+"""The multi-label run (`labeljury.multilabel`): label sets end to end with the real encoder, run store and
+reviewers; its heads, vote and estimate on their own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from labeljury import pipeline
+from labeljury.errors import ReviewError, TaskError
+from labeljury.labelsets import LabelSets, multilabel_scores
+from labeljury.multilabel import OneVsRestHead, SetAnnotator, plan_sets
+from labeljury.multilabel import trust, vote
+from labeljury.review.base import ReviewItem, ReviewResult
+from labeljury.review.gold import GoldReviewer
+from labeljury.store import RunStore
+from labeljury.task import Task
+
+LABELS = ["sports", "politics", "weather", "music"]
+SENTENCES = {
+    "sports": ["the striker scored twice in the derby", "our team won the championship final",
+               "the coach praised the defence after the match", "a late goal sealed the league title",
+               "the tennis star reached the semifinal", "fans cheered as the runner broke the record"],
+    "politics": ["parliament passed the budget bill", "the senator announced her campaign",
+                 "voters head to the polls next week", "the minister resigned after the scandal",
+                 "the president signed the new law", "the opposition party demanded an inquiry"],
+    "weather": ["heavy rain is expected tomorrow", "a storm warning covers the coast",
+                "temperatures will drop below freezing", "sunny skies and a light breeze today",
+                "the forecast calls for snow overnight", "a heatwave grips the region"],
+    "music": ["the band released a new album", "the concert sold out in minutes",
+              "the singer won a grammy award", "the orchestra played a symphony",
+              "the guitarist announced a world tour", "fans streamed the hit single"],
+}
+
+
+def _sets_data(n: int, seed: int = 0) -> tuple[list[str], list[tuple[str, ...]]]:
+    rng = np.random.default_rng(seed)
+    texts, sets = [], []
+    for i in range(n):
+        k = 1 if rng.random() < 0.6 else 2
+        chosen = sorted(rng.choice(len(LABELS), k, replace=False).tolist())
+        parts = [SENTENCES[LABELS[j]][rng.integers(6)] for j in chosen]
+        rng.shuffle(parts)
+        texts.append(" and ".join(parts) + f" (story {i})")
+        sets.append(tuple(LABELS[j] for j in chosen))
+    return texts, sets
+
+
+def _write(tmp_path: Path, n: int = 400, **review: object) -> tuple[Path, Task, list[tuple[str, ...]]]:
+    texts, sets = _sets_data(n)
+    data = tmp_path / "in.csv"
+    pd.DataFrame({"text": texts, "labels": ["|".join(s) for s in sets]}).to_csv(data, index=False)
+    task = Task.model_validate({"name": "news", "labels": LABELS, "multi_label": True,
+                                "reviewer": [{"kind": "gold", "column": "labels"}],
+                                "review": {"budget": 0.3, **review}})
+    return data, task, sets
+
+
+def _indicators(sets: Sequence[Sequence[str]]) -> np.ndarray:
+    Y = np.zeros((len(sets), len(LABELS)), np.int8)
+    for i, s in enumerate(sets):
+        for name in s:
+            Y[i, LABELS.index(name)] = 1
+    return Y
+
+
+def test_a_gold_run_labels_every_row_with_a_set_and_estimates_its_micro_f1_honestly(tmp_path: Path) -> None:
+    data, task, truth = _write(tmp_path, audit=60)  # audit rows a stage finds hard leave the estimate: 60 keep 30+
+    out = tmp_path / "out.csv"
+    report = pipeline.run(task, data, out, details=True)
+    assert report.status == "complete" and report.reviews == report.budget == 120
+    df = pd.read_csv(out, keep_default_na=False)
+    sets = LabelSets(LABELS)
+    got = [sets.parse(v) for v in df["annotation"]]
+    assert all(g for g in got)  # every row a non-empty set (no allow_empty), in the task's order
+    assert all(list(g) == sorted(g, key=LABELS.index) for g in got)
+    reviewed = df["annotation_source"].eq("reviewed:gold").to_numpy()
+    assert reviewed.sum() == 120 and set(df["annotation_source"]) == {"reviewed:gold", "vote"}
+    assert [got[i] for i in np.flatnonzero(reviewed)] == [truth[i] for i in np.flatnonzero(reviewed)]
+    scores = multilabel_scores(_indicators(truth), _indicators(got), LABELS)
+    assert scores["micro_f1"] > 0.9, scores  # four well separated topics: the heads learn them
+    with RunStore(pipeline.default_run_dir(out)) as s:
+        est = {e["metric"]: e for e in s.get_meta("set_estimate")["estimates"]}
+    f1 = est["micro_f1"]
+    assert f1["low"] <= scores["micro_f1"] <= f1["high"], (f1, scores["micro_f1"])
+    assert f1["reviewed_rows"] == 120 and f1["unreviewed_rows"] == 280 and f1["audit_rows"] >= trust.MIN_AUDIT
+    exact = est["exact_set_accuracy"]
+    assert exact["low"] <= scores["exact_set_accuracy"] <= exact["high"]
+    # --details: each label's calibrated probability; the row's confidence is the chance the whole set is right
+    per = [json.loads(v) for v in df["annotation_votes"]]
+    assert all(set(p) <= set(LABELS) and all(0 <= x <= 1 for x in p.values()) for p in per)
+    conf = df["annotation_confidence"].to_numpy()
+    assert ((conf >= 0) & (conf <= 1)).all() and (conf[reviewed] == 1.0).all()
+
+
+def test_jsonl_output_holds_lists_and_a_rerun_changes_nothing(tmp_path: Path) -> None:
+    data, task, _ = _write(tmp_path, n=200)
+    out = tmp_path / "out.jsonl"
+    pipeline.run(task, data, out)
+    first = pd.read_json(out, lines=True)
+    assert all(isinstance(v, list) and v for v in first["annotation"])
+    pipeline.run(task, data, out)  # everything done: the same output again
+    assert pd.read_json(out, lines=True).equals(first)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _StopsAfter:
+    """The gold reviewer, killed after `n` answers (as a crash would)."""
+
+    kind = "gold"
+
+    def __init__(self, gold: GoldReviewer, n: int):
+        self.gold, self.n = gold, n
+
+    def review(self, items: Sequence[ReviewItem]) -> Iterator[ReviewResult]:
+        for r in self.gold.review(items):
+            if self.n == 0:
+                raise _Interrupted
+            self.n -= 1
+            yield r
+
+
+def test_a_run_killed_mid_review_resumes_to_the_same_labels(tmp_path: Path) -> None:
+    data, task, _ = _write(tmp_path, n=300)
+    whole = tmp_path / "whole.csv"
+    pipeline.run(task, data, whole)
+    out = tmp_path / "out.csv"
+    gold = GoldReviewer(data, "labels", LABELS, task.label_sets)
+    for n in (50, 25):  # killed in the first sample, then in a stage
+        with pytest.raises(_Interrupted):
+            pipeline.run(task, data, out, reviewer=_StopsAfter(gold, n))
+    report = pipeline.run(task, data, out)
+    assert report.status == "complete" and report.reviews == 90  # no review asked twice
+    assert pd.read_csv(out)["annotation"].tolist() == pd.read_csv(whole)["annotation"].tolist()
+
+
+def test_the_file_queue_takes_lists_and_refuses_an_unknown_name_with_its_line(tmp_path: Path) -> None:
+    data, task, truth = _write(tmp_path, n=300)
+    task = task.model_copy(update={"reviewer": [task.reviewer[0].model_copy(update={"kind": "file", "column": None})],
+                                   "review": task.review.model_copy(update={"budget": 80, "audit": 30})})
+    out = tmp_path / "out.csv"
+    queue = pipeline.default_run_dir(out) / "review_queue.jsonl"
+    report = pipeline.run(task, data, out)
+    assert report.status == "waiting" and report.pending == 40 and report.queue == queue  # the audit + the first sample
+    lines = [json.loads(x) for x in queue.read_text().splitlines()]
+    lines[0]["label"] = ["sports", "dancing"]
+    queue.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    with pytest.raises(ReviewError, match=r"line 1: label \['sports', 'dancing'\]: 'dancing' is not a task label"):
+        pipeline.run(task, data, out)
+    rounds = 0
+    while report.status == "waiting":
+        lines = [json.loads(x) for x in queue.read_text().splitlines()]
+        assert all(x["suggestion"] is None or isinstance(x["suggestion"], list) for x in lines)
+        for x in lines:  # a list, or the names joined by the separator
+            x["label"] = list(truth[x["row"]]) if x["id"] % 2 else "|".join(truth[x["row"]])
+        queue.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+        report = pipeline.run(task, data, out)
+        rounds += 1
+    assert rounds == 2 and report.reviews == 80
+    df = pd.read_csv(out)
+    answered = df["annotation_source"].eq("reviewed:file").to_numpy()
+    assert answered.sum() == 80
+    assert [tuple(v.split("|")) for v in df["annotation"][answered]] == [truth[i] for i in np.flatnonzero(answered)]
+
+
+def test_a_gold_set_with_an_unknown_name_leaves_its_row_to_the_vote_and_says_why(tmp_path: Path) -> None:
+    data, task, _ = _write(tmp_path, n=200)
+    df = pd.read_csv(data)
+    df.loc[:, "labels"] = "sports|dancing"  # every gold value is wrong: the first reviewed rows say so
+    df.to_csv(data, index=False)
+    out = tmp_path / "out.csv"
+    report = pipeline.run(task, data, out)
+    assert report.status == "complete"
+    got = pd.read_csv(out)
+    assert set(got["annotation_source"]) == {"queued:gold-label-unknown", "skipped:no-vote"}
+    with RunStore(pipeline.default_run_dir(out)) as s:
+        reasons = {r.reason for r in s.reviews().values()}
+        assert "no reviewed row" in s.get_meta("set_estimate")["why"]
+    assert reasons == {"gold value 'sports|dancing': 'dancing' is not a task label (labels: sports, politics, weather, "
+                       "music); fix the name or add the label"}
+
+
+def test_a_multi_label_run_refuses_what_it_cannot_do_before_writing(tmp_path: Path) -> None:
+    data, task, _ = _write(tmp_path, n=50)
+    out = tmp_path / "out.csv"
+    with pytest.raises(TaskError, match="one-vs-rest heads"):
+        pipeline.run(task.model_copy(update={"specialists": []}), data, out)
+    with pytest.raises(TaskError, match="--from does not continue multi-label runs"):
+        pipeline.run(task, data, out, from_run=tmp_path)
+    assert not out.exists() and not pipeline.default_run_dir(out).exists()
+    with pytest.raises(TaskError, match="single-label"):
+        SetAnnotator(task.model_copy(update={"multi_label": False}), data, tmp_path / "r")
+
+
+# -- the parts ------------------------------------------------------------------------------------------------------
+def test_the_one_vs_rest_head_is_one_logistic_regression_a_label_and_a_constant_for_an_unseen_one() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    Y = np.stack([(X[:, 0] > 0), (X[:, 1] + X[:, 2] > 0.5), np.zeros(200, bool)], axis=1).astype(np.int8)
+    head = OneVsRestHead(["a", "b", "c"], C=0.7).fit(X, Y)
+    P = head.predict_proba(X[:20])
+    for j in range(2):
+        ref = LogisticRegression(max_iter=1000, C=0.7).fit(X, Y[:, j]).predict_proba(X[:20])[:, 1]
+        assert np.allclose(P[:, j], ref, atol=1e-6)
+    assert (P[:, 2] == 0).all() and list(head.classes_) == ["a", "b", "c"]
+
+
+def test_the_vote_takes_each_labels_larger_probability_and_never_leaves_a_set_empty_unless_allowed() -> None:
+    a = np.array([[0.9, 0.2, 0.1], [0.3, 0.4, 0.2]])
+    b = np.array([[0.1, 0.6, 0.1], [0.2, 0.1, 0.45]])
+    P = vote.combine([a, b])
+    assert np.allclose(P, [[0.9, 0.6, 0.1], [0.3, 0.4, 0.45]])
+    assert vote.decide(P, allow_empty=False).tolist() == [[1, 1, 0], [0, 0, 1]]
+    assert vote.decide(P, allow_empty=True).tolist() == [[1, 1, 0], [0, 0, 0]]
+    assert np.allclose(vote.set_probability(P, vote.decide(P, False)), [0.9 * 0.6 * 0.9, 0.7 * 0.6 * 0.45])
+    assert np.allclose(vote.hardness(P), [0.1 + 0.4 + 0.1, 0.3 + 0.4 + 0.45])
+
+
+def _coverage(T: np.ndarray, S: np.ndarray, P: np.ndarray, proxies: bool, draws: int = 300) -> float:  # noqa: N803
+    """How often the 95% interval covers the output's true micro-F1: 150 rows reviewed (right), a uniform
+    audit of 120 of the others, the rest labeled `S`."""
+    rng = np.random.default_rng(1)
+    n = len(T)
+    reviewed = np.zeros(n, bool)
+    reviewed[:150] = True
+    covered = 0
+    for _ in range(draws):
+        pool = np.flatnonzero(~reviewed)
+        audit = rng.choice(pool, 120, replace=False)
+        rest = np.setdiff1d(pool, audit)
+        out = np.where(np.isin(np.arange(n), rest)[:, None], S, T)
+        tp, fp, fn = (out & T).sum(), ((1 - T) & out).sum(), (T & (1 - out)).sum()
+        truth = 2 * tp / (2 * tp + fp + fn)
+        known = np.concatenate([np.flatnonzero(reviewed), audit])
+        rest_proxy = trust.proxy_counts(P[rest], S[rest], np.ones(len(rest))).sum(0)
+        f1 = trust.estimate(T[audit], S[audit], P[audit] if proxies else None, np.ones(len(audit)),
+                            T[known].sum(axis=1), np.ones(len(known)), len(rest), len(rest),
+                            rest_proxy if proxies else None)[0]
+        covered += f1.low <= truth <= f1.high
+    return covered / draws
+
+
+def test_the_interval_covers_the_micro_f1_of_the_rows_left_to_the_vote() -> None:
+    """The 95% interval covers the output's true micro-F1 in about 95 of 100 draws (both chances counted:
+    which rows the audit drew, and the rows left to the vote), with or without the proxies."""
+    rng = np.random.default_rng(1)
+    n, k = 1200, 6
+    T = (rng.random((n, k)) < 0.2).astype(np.int8)  # noqa: N806
+    S = np.where(rng.random((n, k)) < 0.12, 1 - T, T).astype(np.int8)  # noqa: N806
+    P = np.clip(np.where(S == 1, 0.8, 0.15) + rng.normal(0, 0.05, (n, k)), 0.01, 0.99)  # noqa: N806
+    assert _coverage(T, S, P, proxies=False) >= 0.91
+    assert _coverage(T, S, P, proxies=True) >= 0.91
+
+
+def test_a_few_texts_with_many_labels_do_not_make_the_interval_miss() -> None:
+    """Reuters' shape, exaggerated: 1% of the texts carry 20 labels and the vote finds one of them. A 120-row
+    audit often draws none of them, and the audit's plain counts then say too high a micro-F1; the
+    probabilities know those texts are uncertain (if not how much), and with them as proxies the interval
+    covers nearly as often as it should."""
+    rng = np.random.default_rng(2)
+    n, k = 3000, 40
+    T = np.zeros((n, k), np.int8)  # noqa: N806
+    S = np.zeros((n, k), np.int8)  # noqa: N806
+    P = np.full((n, k), 0.01)  # noqa: N806
+    heavy = rng.random(n) < 0.01
+    for i in range(n):
+        if heavy[i]:
+            labels = rng.choice(k, 20, replace=False)
+            T[i, labels], S[i, labels[0]] = 1, 1
+            P[i, labels] = 0.5
+            P[i, labels[0]] = 0.7
+        else:
+            true = rng.integers(k)
+            T[i, true] = 1
+            said = true if rng.random() < 0.85 else rng.integers(k)
+            S[i, said] = 1
+            P[i, said] = 0.85
+    assert _coverage(T, S, P, proxies=False) < 0.86  # the plain audit misses: what the proxies fix (0.82)
+    assert _coverage(T, S, P, proxies=True) >= 0.89  # 0.91
+
+
+def test_the_plan_keeps_within_the_budget_and_drops_an_audit_too_small_to_measure() -> None:
+    task = Task.model_validate({"name": "n", "labels": LABELS, "multi_label": True, "review": {"budget": 0.2}})
+    plan = plan_sets(task, n_rows=5000, n_texts=5000)
+    assert plan.audit + plan.bootstrap + sum(plan.stages) == plan.total == 1000
+    assert plan.audit == 333 and len(plan.stages) == 8
+    small = plan_sets(task.model_copy(update={"review": task.review.model_copy(update={"budget": 60})}), 5000, 5000)
+    assert small.audit == 0 and small.bootstrap + sum(small.stages) == 60
+
+
+# -- an LLM answers with sets ---------------------------------------------------------------------------------------
+def _llm_task(base_url: str, **extra: object) -> Task:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from llm_fakes import make_spec
+
+    return Task.model_validate({"name": "news", "labels": LABELS, "multi_label": True, "reviewer": [{"kind": "llm"}],
+                                "llm": make_spec(base_url).model_dump(), **extra})
+
+
+def test_the_llm_reviewer_answers_with_a_validated_set_and_sees_the_scores() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from llm_fakes import FakeLLMServer
+
+    from labeljury.llm import LLMClient
+    from labeljury.review.llm import LLMReviewer
+
+    items = [ReviewItem(key=i, text=f"story {i}: the band played at the election rally", row=i,
+                        vote="politics|music", confidence=0.31, prior=[0.02, 0.6, 0.01, 0.55]) for i in range(6)]
+    for batch in (1, 3):
+        with FakeLLMServer() as server:
+            task = _llm_task(server.base_url)
+            client = LLMClient(task.llm.model_copy(update={"batch_size": batch}))
+            try:
+                results = list(LLMReviewer(task, client).review(items))
+            finally:
+                client.close()
+            system = server.bodies[0]["messages"][0]["content"]
+            user = server.bodies[0]["messages"][-1]["content"]
+        assert sorted(r.key for r in results) == list(range(6))
+        for r in results:
+            assert r.source == "reviewed:llm" and r.label is not None and 0 <= r.confidence <= 1
+            assert task.label_sets.parse(r.label)  # stored as the task's set text
+        assert "A text may carry several of these labels; every text carries at least one" in system
+        assert "Specialist scores: politics 0.60; music 0.55" in user and "Combined vote: politics|music (0.31)" in user
+    schema = LLMReviewer(task, LLMClient(task.llm))._single.model_json_schema()
+    assert schema["properties"]["labels"]["minItems"] == 1
+    assert schema["properties"]["labels"]["items"]["enum"] == LABELS
+
+
+def test_a_run_reviewed_by_an_llm_says_its_estimate_is_agreement_with_the_llm(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from llm_fakes import FakeLLMServer
+
+    from labeljury.status import run_status
+
+    data, _, _ = _write(tmp_path, n=200)
+    out = tmp_path / "out.csv"
+    with FakeLLMServer() as server:
+        task = _llm_task(server.base_url, review={"budget": 0.5, "audit": 50})
+        report = pipeline.run(task, data, out)
+        asked = server.counts["ok"]
+    assert report.status == "complete" and report.reviews == 100 and asked >= 100
+    assert pd.read_csv(out)["annotation_source"].eq("reviewed:llm").sum() == 100
+    info = run_status(pipeline.default_run_dir(out))
+    assert info["kind"] == "multi-label" and info["estimates"], info["no_estimate"]
+    assert "agreement with the LLM, not accuracy" in \
+        info["measured_against"]
+
+
+def test_an_audit_row_is_scored_by_heads_that_never_learned_from_it(tmp_path: Path) -> None:
+    from labeljury.multilabel.run import FOLDS, _Views
+
+    data, task, _ = _write(tmp_path, n=300, audit=60)
+    out = tmp_path / "out.csv"
+    pipeline.run(task, data, out)
+    annotator = SetAnnotator(task, data, pipeline.default_run_dir(out))
+    with RunStore(pipeline.default_run_dir(out)) as s:
+        views = _Views(s, task.seed)
+        folds = annotator._audit_folds(s)
+        assert sorted(folds) == sorted(s.routed("audit")) and set(folds.values()) == set(range(FOLDS))
+        assert annotator._audit_folds(s) == folds  # fixed for the run: every stage splits the audit alike
+        rows = sorted(annotator._measuring(s))[:6]
+        crossed = annotator._cross_fitted(s, views, rows)
+        full = annotator._proba(annotator._fit(s, views), views.of(rows))
+        for i, t in enumerate(rows):
+            part = [u for u, f in folds.items() if f == folds[t]]
+            alone = annotator._proba(annotator._fit(s, views, leave_out=part), views.of([t]))[0]
+            assert np.allclose(crossed[i], alone)  # the heads without its part of the audit
+            train_ids, _ = annotator._train_rows(s)
+            assert t in train_ids  # ... while the output's heads learn from it
+        assert not np.allclose(crossed, full)
+
+
+def test_the_commands_around_a_multi_label_run_score_export_or_refuse_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from labeljury.cli import app
+
+    data, task, truth = _write(tmp_path, n=200)
+    out = tmp_path / "out.csv"
+    pipeline.run(task, data, out)
+    runner = CliRunner()
+    run_dir = str(pipeline.default_run_dir(out))
+    scored = runner.invoke(app, ["eval", str(out), "--gold-column", "labels", "--json"])
+    assert scored.exit_code == 0, scored.output
+    report = json.loads(scored.output[scored.output.index("{"):])
+    got = [tuple(v.split("|")) for v in pd.read_csv(out)["annotation"]]
+    expected = multilabel_scores(_indicators(truth), _indicators(got), LABELS)
+    assert report["micro_f1"] == pytest.approx(expected["micro_f1"])  # sets, without --multi-label
+    again = tmp_path / "again.parquet"
+    assert runner.invoke(app, ["export", run_dir, "-o", str(again)]).exit_code == 0
+    assert [list(v) for v in pd.read_parquet(again)["annotation"]] == [list(g) for g in got]
+    for args, said in ((["report", run_dir, "-o", str(tmp_path / "r.html")], "does not show multi-label runs yet"),
+                       (["export-model", run_dir, "-o", str(tmp_path / "model")], "does not export a multi-label")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "model").exists()
