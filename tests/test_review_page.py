@@ -233,17 +233,25 @@ def test_label_rows_by_keyboard_and_undo_in_a_browser(server, browser, waiting_r
     run_dir = waiting_run[2]
     page = _page(browser, server)
     assert page.locator("#labels button").first.text_content().startswith("1")  # the key is on the button
+    shown = []
     for key in ("1", "3", "2"):
-        first_text = page.locator("#text").text_content()
+        shown.append(page.locator("#text").text_content())
         page.keyboard.press(key)
-        page.wait_for_function("t => document.getElementById('text').textContent !== t", arg=first_text)
+        page.wait_for_function("t => document.getElementById('text').textContent !== t", arg=shown[-1])
     page.keyboard.press("u")  # undo the last answer: its row comes back
+    page.wait_for_function("t => document.getElementById('text').textContent === t", arg=shown[-1])
     page.wait_for_function("window.labeljuryTimings.length >= 3")
     page.keyboard.press("?")
     assert page.locator("#help").is_visible()
-    with RunStore.existing(run_dir) as s:
-        human = {t: r.label for t, r in s.reviews().items() if r.source == "reviewed:human"}
-    assert sorted(human.values()) == ["negative", "positive"]  # three answers, the last one taken back
+
+    def answered() -> list[str]:
+        with RunStore.existing(run_dir) as s:
+            return sorted(r.label for r in s.reviews().values() if r.source == "reviewed:human")
+
+    deadline = time.monotonic() + 10  # the undo's request may still be on its way when the row is back
+    while answered() != ["negative", "positive"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert answered() == ["negative", "positive"]  # three answers, the last one taken back
     assert page.errors == [] and page.evaluate("window.labeljuryTimings.length") >= 3
 
 
