@@ -56,13 +56,16 @@ CONFIGS = ("hard", "uniform", "none")
 
 
 def one_run(ds: Any, percent: float, seed: int, config: str, cache: Path, workdir: Path,
-            tilt: float | None) -> dict[str, Any]:
+            tilt: float | None, audit: int | None = None) -> dict[str, Any]:
     task = task_dict(ds, labels_of(ds), budget_value(percent), seed=seed)
+    if audit is not None and config != "none":
+        task["review"]["audit"] = audit
     if config == "uniform":
         task["review"]["audit_sampling"] = "uniform"
     elif config == "none":
         task["review"]["audit"] = 0
-    tag = f"{ds.name}-{percent:g}-{seed}-{config}" + (f"-tilt{tilt:g}" if tilt is not None else "")
+    tag = (f"{ds.name}-{percent:g}-{seed}-{config}" + (f"-tilt{tilt:g}" if tilt is not None else "")
+           + (f"-audit{audit}" if audit is not None else ""))
     task_path = workdir / f"{tag}.yaml"
     task_path.write_text(yaml.safe_dump(task, sort_keys=False))
     spec = {"kind": "pipeline", "task_path": str(task_path), "input": str(ds.path), "output": str(workdir / f"{tag}.csv"),
@@ -71,7 +74,7 @@ def one_run(ds: Any, percent: float, seed: int, config: str, cache: Path, workdi
     if tilt is not None and config == "hard":
         spec["tuning"] = {"audit_tilt": tilt}
     res = measure(spec, workdir)
-    res.update(dataset=ds.name, percent=percent, seed=seed, config=config, tilt=tilt)
+    res.update(dataset=ds.name, percent=percent, seed=seed, config=config, tilt=tilt, audit_rows=audit)
     if "error" in res:
         print(f"  {tag}: ERROR {res['error']}", file=sys.stderr)
         return res
@@ -103,6 +106,8 @@ def main() -> None:
     ap.add_argument("--config-seeds", default="uniform:0,none:0",
                     help="seeds for configurations other than hard (default: seed 0 only)")
     ap.add_argument("--tilt", type=float, default=None)
+    ap.add_argument("--audits", default=None,
+                    help="audit sizes in rows (review.audit), comma-separated: each hard/uniform run once per size")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--emb-cache", default=str(RESULTS_DIR))
     ap.add_argument("--out", default=None)
@@ -114,6 +119,7 @@ def main() -> None:
     if bad:
         sys.exit(f"--configs: unknown {bad}; choose from {', '.join(CONFIGS)}")
     only = {c.split(":")[0]: [int(x) for x in c.split(":")[1].split("/")] for c in args.config_seeds.split(",") if c}
+    sizes: list[int | None] = [int(a) for a in args.audits.split(",")] if args.audits else [None]
     workdir = make_workdir(args.keep_runs)
     runs: list[dict[str, Any]] = []
     baselines: list[dict[str, Any]] = []
@@ -128,9 +134,10 @@ def main() -> None:
                     for config in configs:
                         if config in only and seed not in only[config]:
                             continue
-                        jobs.append((ds, percent, seed, config, cache))
+                        for audit in sizes if config != "none" else [None]:
+                            jobs.append((ds, percent, seed, config, cache, audit))
         with ThreadPoolExecutor(args.jobs) as pool:
-            runs = list(pool.map(lambda j: one_run(*j, workdir, args.tilt), jobs))
+            runs = list(pool.map(lambda j: one_run(*j[:5], workdir, args.tilt, j[5]), jobs))
     finally:
         cleanup(workdir, args.keep_runs)
     payload = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
@@ -163,6 +170,14 @@ def print_table(runs: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> 
         print(f"| {b['dataset']} | {b['percent']:g} | {b['seed']} | {_pct(h and h['accuracy'])} | {est(h)} "
               f"| {h and h.get('covered')} | {ece} | {_pct(u and u['accuracy'])} | {u_half} | {u and u.get('covered')} "
               f"| {_pct(n and n['accuracy'])} | {_pct(b['accuracy'])} |")
+    sized = [r for r in runs if "error" not in r and r.get("audit_rows") is not None]
+    if sized:  # --audits: one line a run
+        print("\n| dataset | budget % | seed | config | review.audit | accuracy % | estimate ± half-width | covers | ECE |")
+        print("|---|---:|---:|---|---:|---:|---|---|---:|")
+        for r in sized:
+            half = "—" if r.get("half_width") is None else f"{_pct(r['estimated_accuracy'])} ± {_pct(r['half_width'])}"
+            print(f"| {r['dataset']} | {r['percent']:g} | {r['seed']} | {r['config']} | {r['audit_rows']} "
+                  f"| {_pct(r['accuracy'])} | {half} | {r.get('covered')} | {r['ece']:.3f} |")
     measured = [r for r in ok.values() if r["config"] == "hard" and r.get("covered") is not None]
     if measured:
         print(f"\nhard: intervals holding the true accuracy: {sum(r['covered'] for r in measured)} of {len(measured)}; "

@@ -452,3 +452,16 @@ def test_a_small_run_without_an_audit_says_why_and_what_to_set(tmp_path: Path) -
     info = run_status(out.with_name("out.csv.run"))
     assert info["audit_rows"] == 0 and "review.audit: 30" in _estimate_line(info)
     assert "review.audit: 30" in build_report(out.with_name("out.csv.run"))
+
+
+def test_texts_of_one_letter_or_a_symbol_are_labeled_not_a_crash(tmp_path: Path) -> None:
+    """Word n-grams find no vocabulary in texts like "a", "?" or an emoji (scikit-learn's words have two
+    characters or more): the n-gram view counts shorter words instead of failing with a traceback."""
+    texts = list("abcdefgh") + ["?", "!", "\N{GRINNING FACE}", "\N{CRYING FACE}"]
+    data = tmp_path / "in.csv"
+    pd.DataFrame({"text": texts, "label": ["positive", "negative", "neutral"] * 4}).to_csv(data, index=False)
+    report = run(load_task(write_task(tmp_path / "task.yaml", budget=0.5)), data, tmp_path / "out.csv")
+    assert report.status == "complete"
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert len(out) == 12 and set(out.annotation) <= {"positive", "negative", "neutral"}
+    assert (out.annotation_source == "vote").any()  # the vote labeled rows, with the n-gram head among its voters

@@ -94,9 +94,9 @@ def test_what_does_not_take_sets_yet_refuses_a_multi_label_task_in_one_line_and_
     pd.DataFrame({"text": ["a", "b", "c"], "labels": ["joy", "joy|love", "anger"]}).to_csv(data, index=False)
     task = tmp_path / "task.yaml"
     task.write_text("name: emotions\nlabels: [anger, joy, love, sadness]\nmulti_label: true\n"
-                    "reviewer: {kind: human}\n")
+                    "reviewer: [{kind: gold, column: labels}, {kind: human}]\n")
     out = tmp_path / "out.csv"
-    for args, said in ((["run", task, "-i", data, "-o", out], "is reviewed by one of `gold`, `file` or `llm` for now, not human"),
+    for args, said in ((["run", task, "-i", data, "-o", out], "cascades of reviewers do not answer with sets yet"),
                        (["plan", task, "-i", data], "does not label multi-label tasks yet")):
         result = runner.invoke(app, [str(a) for a in args])
         assert result.exit_code == 2, result.output

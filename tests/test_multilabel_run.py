@@ -405,3 +405,16 @@ def test_the_commands_around_a_multi_label_run_score_export_or_refuse_in_one_lin
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output, result.output
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "model").exists()
+
+
+def test_texts_without_a_word_of_two_letters_are_labeled_not_a_crash(tmp_path: Path) -> None:
+    """TF-IDF of words finds no vocabulary in texts like "a", "b": the view falls back to characters."""
+    data = tmp_path / "in.csv"
+    pd.DataFrame({"text": list("abcdefgh"), "labels": ["sports", "music", "sports|music", "weather"] * 2}).to_csv(
+        data, index=False)
+    task = Task.model_validate({"name": "news", "labels": LABELS, "multi_label": True,
+                                "reviewer": [{"kind": "gold", "column": "labels"}], "review": {"budget": 0.5}})
+    report = pipeline.run(task, data, tmp_path / "out.csv")
+    assert report.status == "complete"
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert len(out) == 8 and all(LabelSets(LABELS).parse(a) for a in out.annotation)

@@ -82,5 +82,9 @@ def fit_tfidf(texts: Sequence[str], seed: int) -> Any:
         pick = np.sort(np.random.default_rng(seed).choice(len(texts), TFIDF_SAMPLE, replace=False))
         texts = [texts[i] for i in pick]
     # min_df 2 drops one-off tokens; on a tiny input it would leave no vocabulary
-    return TfidfVectorizer(sublinear_tf=True, min_df=2 if len(texts) >= 200 else 1, ngram_range=(1, 2),
-                           max_features=50_000).fit(texts)
+    words = TfidfVectorizer(sublinear_tf=True, min_df=2 if len(texts) >= 200 else 1, ngram_range=(1, 2),
+                            max_features=50_000)
+    try:
+        return words.fit(texts)
+    except ValueError:  # no word of two characters or more in any text ("a", "?", emoji): character n-grams
+        return TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=(1, 3), max_features=50_000).fit(texts)

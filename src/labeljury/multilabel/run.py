@@ -86,11 +86,15 @@ def plan_sets(task: Task, n_rows: int, n_texts: int) -> SetPlan:
 def make_set_reviewer(task: Task, input_path: Path, run_dir: Path) -> Reviewer:
     from ..review import FileReviewer, GoldReviewer
 
-    if len(task.reviewer) != 1 or task.reviewer[0].kind not in ("gold", "file", "llm"):
+    if len(task.reviewer) != 1 or task.reviewer[0].kind not in ("gold", "file", "llm", "human"):
         kinds = ", ".join(r.kind for r in task.reviewer)
-        raise TaskError(f"a multi-label task is reviewed by one of `gold`, `file` or `llm` for now, not {kinds}: people "
-                        "on the review page and Label Studio do not answer with sets yet; set reviewer: {kind: file}")
+        raise TaskError(f"a multi-label task is reviewed by one of `gold`, `file`, `llm` or `human` for now, not {kinds}: "
+                        "cascades of reviewers do not answer with sets yet; choose one reviewer")
     spec, sets = task.reviewer[0], task.label_sets
+    if spec.kind == "human":  # people on the review page (`labeljury review`), its API or Label Studio
+        from ..review.human import HumanReviewer
+
+        return HumanReviewer(run_dir)
     if spec.kind == "gold":
         return GoldReviewer(input_path, spec.column or "label", task.label_names, sets)
     if spec.kind == "llm":
@@ -509,4 +513,5 @@ class SetAnnotator:
                          sources=store.source_counts() if status == "complete" else {},
                          reviews=store.count_reviews(), budget=budget_rows(self.task.review, store.n_rows),
                          pending=store.count_reviews(pending=True),
-                         queue=reviewer.path if isinstance(reviewer, Queued) else None)
+                         queue=reviewer.path if isinstance(reviewer, Queued) else None,
+                         waiting_for="human" if reviewer is not None and reviewer.kind == "human" else "file")

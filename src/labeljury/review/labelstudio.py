@@ -10,6 +10,9 @@ made before) and `import-reviews` reads that project's annotations.
 
 Several annotators on one task: the label most of them chose (more than half); a disagreement is
 recorded with the review; a tie decides nothing: the row stays in the queue, marked `flagged`.
+A multi-label task's tasks use `<Choices choice="multiple">` and come back as sets: with several
+annotators, a label is in the set when more than half of them chose it (a label exactly half chose is a
+tie, flagged as above).
 A task whose `labeljury_id` is not a row of this run waiting for people is refused.
 """
 
@@ -29,25 +32,42 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import ReviewError
 from ..labels import LabelMatcher
+from ..labelsets import DEFAULT_SEPARATOR, LabelSetError, LabelSets
 from ..store import RunStore
 from .queue import HumanQueue
 
 FROM_NAME, TO_NAME = "label", "text"
 
 
-def label_config(labels: Sequence[str], instructions: str = "") -> str:
-    """The labeling config of the tasks: the text and one choice a label."""
+def label_config(labels: Sequence[str], instructions: str = "", multiple: bool = False) -> str:
+    """The labeling config of the tasks: the text and one choice a label (several at once when `multiple`)."""
     choices = "\n".join(f"    <Choice value={quoteattr(lab)}/>" for lab in labels)
     header = f'  <Header value={quoteattr(instructions)}/>\n' if instructions else ""
+    kind = "multiple" if multiple else "single"
     return (f'<View>\n{header}  <Text name="{TO_NAME}" value="$text"/>\n'
-            f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">\n{choices}\n'
+            f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="{kind}" '
+            f'showInline="true">\n{choices}\n'
             "  </Choices>\n</View>\n")
+
+
+def task_sets(task: dict[str, Any]) -> LabelSets | None:
+    """A multi-label run's label sets (from the task file it keeps), else None."""
+    if not task.get("multi_label"):
+        return None
+    return LabelSets(list(task.get("labels") or []), str(task.get("label_separator") or DEFAULT_SEPARATOR),
+                     bool(task.get("allow_empty")))
+
+
+def _config(task: dict[str, Any]) -> str:
+    return label_config(list(task.get("labels") or []), str(task.get("instructions") or ""),
+                        multiple=bool(task.get("multi_label")))
 
 
 def queue_tasks(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(Label Studio tasks of the rows waiting for people, the run's task file as a dict)."""
     with RunStore.existing(run_dir) as store:
         task = store.get_meta("task") or {}
+    sets = task_sets(task)
     q = HumanQueue(run_dir)
     try:
         waiting = q.waiting()
@@ -56,10 +76,11 @@ def queue_tasks(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
     tasks = []
     for w in waiting:
         item: dict[str, Any] = {"data": {"text": w.text, "labeljury_id": w.id, "labeljury_why": w.why}}
-        if w.suggestion is not None:
+        suggested = None if w.suggestion is None else [w.suggestion] if sets is None else list(sets.parse(w.suggestion) or [])
+        if suggested:
             item["predictions"] = [{"model_version": "labeljury", "score": w.confidence,
                                     "result": [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices",
-                                                "value": {"choices": [w.suggestion]}}]}]
+                                                "value": {"choices": suggested}}]}]
         tasks.append(item)
     return tasks, task
 
@@ -70,7 +91,7 @@ def export_queue(run_dir: str | Path, output: str | Path) -> tuple[Path, Path, i
     out = Path(output)
     config = out.with_name(out.name + ".config.xml")
     _write(out, json.dumps(tasks, ensure_ascii=False, indent=1))
-    _write(config, label_config(list(task.get("labels") or []), str(task.get("instructions") or "")))
+    _write(config, _config(task))
     return out, config, len(tasks)
 
 
@@ -153,7 +174,9 @@ def import_reviews(run_dir: str | Path, export: Iterable[dict[str, Any]]) -> Imp
     checked (its shape, its row, its text, its labels) before any answer is stored: a bad export changes
     nothing."""
     with RunStore.existing(run_dir) as store:
-        labels = list((store.get_meta("task") or {}).get("labels") or [])
+        run_task = store.get_meta("task") or {}
+    labels = list(run_task.get("labels") or [])
+    sets = task_sets(run_task)
     matcher = LabelMatcher(labels)
     q = HumanQueue(run_dir)
     result = Imported()
@@ -167,7 +190,9 @@ def import_reviews(run_dir: str | Path, export: Iterable[dict[str, Any]]) -> Imp
                     continue
                 for r in ann.result:
                     choices = r.value.choices
-                    if r.from_name == FROM_NAME and choices:
+                    if r.from_name == FROM_NAME and sets is not None and (choices or sets.allow_empty):
+                        votes.append(_one_set(sets, choices, n, row_id))
+                    elif r.from_name == FROM_NAME and choices and sets is None:
                         label = matcher.match(choices[0])
                         if label is None:
                             raise ReviewError(f"task {n} (labeljury_id {row_id}): label {choices[0]!r} is not one of "
@@ -177,6 +202,9 @@ def import_reviews(run_dir: str | Path, export: Iterable[dict[str, Any]]) -> Imp
         for row_id, votes in decided:
             if not votes:
                 result.unanswered += 1
+                continue
+            if sets is not None:
+                _apply_sets(q, sets, row_id, votes, result)
                 continue
             counts = Counter(votes).most_common()
             if len(counts) > 1 and counts[0][1] == counts[1][1]:
@@ -193,6 +221,38 @@ def import_reviews(run_dir: str | Path, export: Iterable[dict[str, Any]]) -> Imp
     finally:
         q.close()
     return result
+
+
+def _one_set(sets: LabelSets, choices: list[Any], n: int, row_id: int) -> str:
+    """One annotator's choices of a multi-label task, checked, as the run stores a set."""
+    if not all(isinstance(c, str) for c in choices):
+        raise ReviewError(f"task {n} (labeljury_id {row_id}): its choices are not all label names")
+    try:
+        found = sets.parse(choices)
+    except LabelSetError as err:
+        raise ReviewError(f"task {n} (labeljury_id {row_id}): {err}") from None
+    return sets.text(found or ())
+
+
+def _apply_sets(q: HumanQueue, sets: LabelSets, row_id: int, votes: list[str], result: Imported) -> None:
+    """Several annotators' sets of one row: a label is in when more than half chose it; a label exactly
+    half chose (or, where the task has no empty sets, no label most chose) decides nothing: flagged."""
+    n = len(votes)
+    counts = Counter(label for v in votes for label in (sets.parse(v) or ()))
+    ties = sorted(label for label, c in counts.items() if 2 * c == n)
+    chosen = [label for label, c in counts.items() if 2 * c > n]
+    if ties or (not chosen and not sets.allow_empty):
+        why = f"labels {ties} chosen by exactly half" if ties else "no label chosen by most of them"
+        q.flag(row_id, f"Label Studio annotators tied on the set ({why}): {dict(Counter(votes))}")
+        result.flagged.append(row_id)
+        return
+    label = sets.text(chosen)
+    note = None if len(set(votes)) == 1 else f"Label Studio annotators disagreed: {dict(Counter(votes))}"
+    if q.answer(row_id, label, owner="label-studio", via="label-studio", note=note):
+        result.applied += 1
+        result.disagreements += note is not None
+    else:
+        result.already += 1
 
 
 def read_export_file(path: str | Path) -> list[dict[str, Any]]:
@@ -232,8 +292,7 @@ def push_queue(run_dir: str | Path, url: str, api_key_env: str, project: int | N
         try:
             if project is None:
                 created = ls.projects.create(title=f"labeljury: {task.get('name') or 'review'}"[:50],
-                                             label_config=label_config(list(task.get("labels") or []),
-                                                                       str(task.get("instructions") or "")))
+                                             label_config=_config(task))
                 project = int(created.id)
             new = [t for t in tasks if t["data"]["labeljury_id"] not in sent]
             if new:

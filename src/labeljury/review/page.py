@@ -20,6 +20,9 @@ _PAGE = """<!doctype html>
  #labels { display: flex; flex-wrap: wrap; gap: .45em; margin: .8em 0; }
  #labels button { font-size: 1em; padding: .45em .8em; border-radius: 6px; border: 1px solid #888; background: #f6f6f6; cursor: pointer; }
  #labels button.suggested { border: 2px solid #0a5; background: #eafaf0; }
+ #labels button.chosen { border: 2px solid #05a; background: #1f5fbf; color: #fff; }
+ #labels button.chosen kbd { color: #dde; }
+ #submit { font-size: 1em; padding: .45em 1.1em; border-radius: 6px; }
  #labels button kbd { font-size: .8em; color: #666; margin-right: .35em; }
  #filter { font-size: 1em; padding: .35em .5em; width: 20em; }
  #help { display: none; border: 1px solid #bbb; background: #fffbe6; padding: .6em 1em; border-radius: 6px; }
@@ -38,10 +41,15 @@ _PAGE = """<!doctype html>
  <table class="votes" id="votes"></table>
  {% if labels|length > 9 %}<input id="filter" placeholder="type to filter the labels, Enter to choose" autocomplete="off">{% endif %}
  <div id="labels"></div>
+ {% if multi_label %}<p><button id="submit" type="button">Submit these labels (Enter)</button></p>{% endif %}
 </div>
 <p id="done">Nothing left to review. Rerun `labeljury run` to go on with these answers.</p>
 <p id="status"></p>
-<div id="help"><b>Keys</b>: {% if labels|length > 9 %}type to filter the labels, Enter picks the first one shown
+<div id="help"><b>Keys</b>: {% if multi_label %}a row may carry several labels: the suggested ones start chosen;
+ {% if labels|length > 9 %}type to filter the labels, Enter turns the first one shown on or off (with nothing typed,
+ Enter submits the chosen labels);{% else %}1–{{ labels|length }} turn that label on or off; Enter submits the chosen
+ labels{% if not allow_empty %} (at least one){% endif %};{% endif %}
+ {% elif labels|length > 9 %}type to filter the labels, Enter picks the first one shown
  (with nothing typed, the suggestion);{% else %}1–{{ labels|length }} answer with that label; Enter accepts the suggestion;{% endif %}
  → or s: skip; Backspace or u: undo your last answer; ?: this help. Every answer is saved the moment you give it.</div>
 <script nonce="{{ nonce }}">
@@ -49,6 +57,8 @@ _PAGE = """<!doctype html>
 const LABELS = {{ labels_json | safe }};
 const DESCRIPTIONS = {{ descriptions_json | safe }};
 const FILTERING = LABELS.length > 9;
+const MULTI = {{ multi_json | safe }}, ALLOW_EMPTY = {{ allow_empty_json | safe }};
+let chosen = new Set();  // a multi-label task: the labels chosen for the current row
 const token = new URLSearchParams(location.search).get("token") || "";
 const reviewer = sessionStorage.getItem("labeljury-reviewer") || (crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2));
 sessionStorage.setItem("labeljury-reviewer", reviewer);
@@ -81,8 +91,14 @@ function renderLabels() {
     b.append(document.createTextNode(label));
     b.title = DESCRIPTIONS[label] || "";
     b.dataset.label = label;
-    if (current && current.suggestion === label) b.classList.add("suggested");
-    b.addEventListener("click", () => answer(label));
+    if (MULTI) {
+      b.classList.toggle("chosen", chosen.has(label));
+      b.setAttribute("aria-pressed", String(chosen.has(label)));
+      b.addEventListener("click", () => toggle(label));
+    } else {
+      if (current && current.suggestion === label) b.classList.add("suggested");
+      b.addEventListener("click", () => answer(label));
+    }
     box.append(b);
   });
 }
@@ -94,9 +110,11 @@ function show(row) {
   if (!row) return;
   $("why").textContent = row.why;
   $("text").textContent = row.text;
+  const named = (v) => Array.isArray(v) ? (v.length ? v.join(", ") : "no label") : v;
+  if (MULTI) chosen = new Set(row.suggestion || []);
   $("suggestion").textContent = row.suggestion === null ? "No suggestion." :
-    "Suggestion: " + row.suggestion + (row.confidence === null ? "" : " (confidence " + row.confidence.toFixed(2) + ")");
-  $("llm").textContent = row.llm ? "LLM: " + (row.llm.label === null ? "no answer" : row.llm.label) +
+    "Suggestion: " + named(row.suggestion) + (row.confidence === null ? "" : " (confidence " + row.confidence.toFixed(2) + ")");
+  $("llm").textContent = row.llm ? "LLM: " + (row.llm.label === null ? "no answer" : named(row.llm.label)) +
     (row.llm.confidence === null || row.llm.confidence === undefined ? "" : " (" + Number(row.llm.confidence).toFixed(2) + ")") +
     (row.llm.reason ? ": " + row.llm.reason : "") : "";
   const votes = $("votes");
@@ -141,6 +159,27 @@ async function answer(label) {
   } finally { busy = false; }
 }
 
+function toggle(label) {
+  if (!current || busy) return;
+  if (chosen.has(label)) chosen.delete(label); else chosen.add(label);
+  $("status").textContent = "";
+  renderLabels();
+}
+
+async function answerSet() {
+  if (!current || busy) return;
+  if (!chosen.size && !ALLOW_EMPTY) { $("status").textContent = "choose at least one label (this task has no empty sets)"; return; }
+  busy = true;
+  const started = performance.now();
+  try {
+    const labels = LABELS.filter((l) => chosen.has(l));
+    const {status, data} = await api("POST", "/api/answer", {id: current.id, labels});
+    if (status === 200) { lastAnswered.push(current.id); $("status").textContent = ""; }
+    else $("status").textContent = (data && data.error) || ("error " + status);
+    await next(started);
+  } finally { busy = false; }
+}
+
 async function skip() {
   if (!current || busy) return;
   busy = true;
@@ -163,6 +202,14 @@ document.addEventListener("keydown", (e) => {
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   const typing = FILTERING && document.activeElement === $("filter");
   if (e.key === "?" && !(typing && $("filter").value)) { $("help").classList.toggle("shown"); e.preventDefault(); return; }
+  if (e.key === "Enter" && MULTI) {
+    e.preventDefault();
+    const shown = shownLabels();
+    if (FILTERING && $("filter").value.trim()) {
+      if (shown.length) { toggle(shown[0]); $("filter").value = ""; renderLabels(); }
+    } else answerSet();
+    return;
+  }
   if (e.key === "Enter") {
     e.preventDefault();
     const shown = shownLabels();
@@ -174,10 +221,11 @@ document.addEventListener("keydown", (e) => {
   if ((e.key === "Backspace" && !(typing && $("filter").value)) || (!typing && e.key === "u")) { e.preventDefault(); undo(); return; }
   if (!FILTERING && /^[1-9]$/.test(e.key)) {
     const label = LABELS[Number(e.key) - 1];
-    if (label !== undefined) { e.preventDefault(); answer(label); }
+    if (label !== undefined) { e.preventDefault(); if (MULTI) toggle(label); else answer(label); }
   }
 });
 if (FILTERING) $("filter").addEventListener("input", renderLabels);
+if (MULTI) $("submit").addEventListener("click", answerSet);
 // A closed tab hands its row back at once, so another person gets it now rather than when its lease
 // expires; keepalive lets the request outlive the page.
 window.addEventListener("pagehide", () => {
@@ -191,7 +239,7 @@ next();
 
 
 def render_page(*, task_name: str, labels: Sequence[str], descriptions: Mapping[str, str], instructions: str,
-                nonce: str) -> str:
+                nonce: str, multi_label: bool = False, allow_empty: bool = False) -> str:
     import jinja2
 
     env = jinja2.Environment(autoescape=True)
@@ -200,4 +248,6 @@ def render_page(*, task_name: str, labels: Sequence[str], descriptions: Mapping[
         return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
     return env.from_string(_PAGE).render(task_name=task_name, labels=list(labels), instructions=instructions,
-                                         nonce=nonce, labels_json=js(list(labels)), descriptions_json=js(dict(descriptions)))
+                                         nonce=nonce, labels_json=js(list(labels)), descriptions_json=js(dict(descriptions)),
+                                         multi_label=multi_label, allow_empty=allow_empty, multi_json=js(multi_label),
+                                         allow_empty_json=js(allow_empty))

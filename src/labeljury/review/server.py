@@ -9,8 +9,10 @@ are rendered as text only (autoescaped templates, `textContent` in the page's sc
 Content-Security-Policy.
 
 API (the page uses nothing else):
-    GET  /api/next                  a row to review ({id, text, suggestion, labels, ...}); 204: none left
+    GET  /api/next                  a row to review ({id, text, suggestion, labels, multi_label, ...}); 204: none left
     POST /api/answer {id, label}    200; 409 when the row was answered already; 400 for a label not in the task
+    POST /api/answer {id, labels}   the same for a multi-label task: `labels` a JSON list of its names (a set:
+                                    each once; [] only where the task allows empty sets); `suggestion` is a list
     POST /api/skip   {id}           hand the row back
     POST /api/undo   {id}           take back your own answer (while no run has used it)
     POST /api/release {}            hand back the rows you hold (the page sends it when it is closed)
@@ -32,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt
 
 from ..errors import ReviewError
 from ..labels import LabelMatcher
+from ..labelsets import DEFAULT_SEPARATOR, LabelSetError, LabelSets
 from ..store import RunStore
 from .page import render_page
 from .queue import HumanQueue
@@ -45,6 +48,7 @@ class RowBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: StrictInt
     label: Any = None
+    labels: Any = None  # a multi-label task's answer: a list of names
 
 
 MAX_ID = 2**63 - 1
@@ -58,6 +62,9 @@ def create_app(run_dir: str | Path, token: str, *, allowed_hosts: set[str] | Non
     labels = list(task.get("labels") or [])
     descriptions = dict(task.get("labels") or {})
     matcher = LabelMatcher(labels)
+    # a multi-label task's answers are sets, stored as the task writes them (its separator)
+    sets = (LabelSets(labels, str(task.get("label_separator") or DEFAULT_SEPARATOR), bool(task.get("allow_empty")))
+            if task.get("multi_label") else None)
     queue = HumanQueue(run_dir)
     app = FastAPI(title="labeljury review", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -105,7 +112,8 @@ def create_app(run_dir: str | Path, token: str, *, allowed_hosts: set[str] | Non
         authorize(request)
         nonce = secrets.token_urlsafe(16)
         html = render_page(task_name=str(task.get("name") or ""), labels=labels, descriptions=descriptions,
-                           instructions=str(task.get("instructions") or ""), nonce=nonce)
+                           instructions=str(task.get("instructions") or ""), nonce=nonce,
+                           multi_label=sets is not None, allow_empty=sets is not None and sets.allow_empty)
         return HTMLResponse(html, headers={"Content-Security-Policy": (
             f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
             "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")})
@@ -120,7 +128,37 @@ def create_app(run_dir: str | Path, token: str, *, allowed_hosts: set[str] | Non
         row = queue.lease(reviewer(request))
         if row is None:
             return Response(status_code=204)
-        return row.to_dict(labels)
+        shown = row.to_dict(labels)
+        shown["multi_label"] = sets is not None
+        if sets is not None:  # the vote's and the LLM's sets (stored as text) as lists of names
+            shown["suggestion"] = as_list(shown["suggestion"])
+            if shown["llm"] is not None:
+                shown["llm"]["label"] = as_list(shown["llm"]["label"])
+        return shown
+
+    def as_list(value: str | None) -> list[str] | None:
+        assert sets is not None
+        try:
+            found = sets.parse(value)
+        except LabelSetError:  # not a set of this task's labels: shown as no suggestion
+            return None
+        return None if found is None else list(found)
+
+    def answer_set(data: dict[str, Any]) -> str:
+        """A multi-label answer's `labels`, checked, as the run stores a set."""
+        assert sets is not None
+        given = data.get("labels")
+        if given is None:
+            raise HTTPException(400, 'this task is multi-label: send {"id": ..., "labels": [...]}, the names of the '
+                                     "row's labels")
+        if not isinstance(given, list) or not all(isinstance(v, str) for v in given):
+            raise HTTPException(400, "`labels` must be a JSON list of label names (strings)")
+        try:
+            found = sets.parse(given)
+        except LabelSetError as e:
+            raise HTTPException(400, str(e)) from None
+        assert found is not None
+        return sets.text(found)
 
     async def body(request: Request) -> dict[str, Any]:
         """The request's JSON (untrusted: validated), with an `id` that can be a row of a run."""
@@ -137,13 +175,20 @@ def create_app(run_dir: str | Path, token: str, *, allowed_hosts: set[str] | Non
         authorize(request)
         same_origin(request)
         data = await body(request)
-        label = matcher.match(data.get("label"))
-        if label is None:
-            raise HTTPException(400, f"label {data.get('label')!r} is not one of {labels}")
+        if sets is not None:
+            label = answer_set(data)
+        elif data.get("label") is None and data.get("labels") is not None:
+            raise HTTPException(400, 'this task is single-label: send {"id": ..., "label": "<one label>"}')
+        else:
+            label = matcher.match(data.get("label"))
+            if label is None:
+                raise HTTPException(400, f"label {data.get('label')!r} is not one of {labels}")
         if queue.get(data["id"]) is None:
             raise HTTPException(404, f"row {data['id']} is not waiting for review in this run")
         if not queue.answer(data["id"], label, reviewer(request)):
             raise HTTPException(409, f"row {data['id']} was answered already")
+        if sets is not None:
+            return {"ok": True, "id": data["id"], "labels": list(sets.parse(label) or ())}
         return {"ok": True, "id": data["id"], "label": label}
 
     @app.post("/api/skip")

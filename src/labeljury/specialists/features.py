@@ -57,7 +57,11 @@ def ngram_features(vectorizer: Any, X: Any, who: str = "head") -> Any:
     return block(X, key, vectorizer.transform, who)
 
 
-def ngram_vectorizer(n_docs: int, max_features: int = 150_000) -> Any:
+# a word of one character, or one symbol (an emoji, "?"): the words of texts that have no longer one
+SHORT_WORDS = r"(?u)\b\w+\b|[^\w\s]"
+
+
+def ngram_vectorizer(n_docs: int, max_features: int = 150_000, word_pattern: str | None = None) -> Any:
     """Word 1-2-grams + char_wb 2-5-grams, sublinear TF-IDF, each block L2-normalised and the
     union scaled by 1/sqrt(2) so it has unit norm like the embedding block."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -68,7 +72,8 @@ def ngram_vectorizer(n_docs: int, max_features: int = 150_000) -> Any:
     return FeatureUnion(
         [
             ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=1 if small else 2,
-                                     sublinear_tf=True, dtype=np.float32)),
+                                     sublinear_tf=True, dtype=np.float32,
+                                     **({"token_pattern": word_pattern} if word_pattern else {}))),
             ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=1 if small else 3,
                                      sublinear_tf=True, max_features=max_features, dtype=np.float32)),
         ],
@@ -85,7 +90,11 @@ def fit_ngrams(texts: Sequence[str], max_features: int = 150_000) -> Any:
         h.update(t.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
     vec = ngram_vectorizer(len(texts), max_features)
-    vec.fit(texts)
+    try:
+        vec.fit(texts)
+    except ValueError:  # no word of two characters in any text ("a", "?", emoji only): shorter words count
+        vec = ngram_vectorizer(len(texts), max_features, word_pattern=SHORT_WORDS)
+        vec.fit(texts)
     for _, v in vec.transformer_list:
         if hasattr(v, "stop_words_"):  # every pruned n-gram: only bloats checkpoints
             del v.stop_words_
