@@ -401,10 +401,66 @@ def test_the_commands_around_a_multi_label_run_score_export_or_refuse_in_one_lin
     assert runner.invoke(app, ["export", run_dir, "-o", str(again)]).exit_code == 0
     assert [list(v) for v in pd.read_parquet(again)["annotation"]] == [list(g) for g in got]
     for args, said in ((["report", run_dir, "-o", str(tmp_path / "r.html")], "does not show multi-label runs yet"),
-                       (["export-model", run_dir, "-o", str(tmp_path / "model")], "does not export a multi-label")):
+                       (["export-model", run_dir, "-o", str(tmp_path / "model"), "--specialist", "tfidf-head"],
+                        "leave out --specialist")):
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output, result.output
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "model").exists()
+
+
+def test_export_model_writes_the_run_s_heads_and_a_card_whose_code_labels_like_the_run(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    import types
+
+    from typer.testing import CliRunner
+
+    from labeljury.cli import app
+    from labeljury.multilabel.export import SetModel
+    from labeljury.specialists import get_encoder
+
+    data, task, truth = _write(tmp_path, audit=60)
+    out = tmp_path / "out.csv"
+    run_dir = pipeline.default_run_dir(out)
+    runner = CliRunner()
+    waiting = tmp_path / "waiting"  # a run that has not finished has no model yet
+    waiting.mkdir()
+    queued = task.model_copy(update={"reviewer": [task.reviewer[0].model_copy(update={"kind": "file", "column": None})]})
+    pipeline.run(queued, data, waiting / "out.csv")
+    early = runner.invoke(app, ["export-model", str(waiting / "out.csv.run"), "-o", str(tmp_path / "m0")])
+    assert early.exit_code == 2 and "no model yet" in early.output and not (tmp_path / "m0").exists()
+
+    pipeline.run(task, data, out, details=True)
+    res = runner.invoke(app, ["export-model", str(run_dir), "-o", str(tmp_path / "model")])
+    assert res.exit_code == 0 and "micro-F1" in res.output, res.output
+    model = SetModel.load(tmp_path / "model")
+    assert model.labels == LABELS and json.loads((tmp_path / "model" / "labels.json").read_text())[1]["label"] == LABELS[1]
+    score = model.meta["score"]
+    assert score["rows"] >= 30 and 0 < score["micro_f1"] <= 1
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert f"micro-F1 {score['micro_f1']:.3f}" in card and "out of fold" in card
+    df = pd.read_csv(out, keep_default_na=False)
+    texts = df.text.tolist()
+    embeddings = get_encoder().encode(texts)
+    voted = [tuple(v.split("|")) for v in df.annotation_vote]
+    predicted = model.predict(embeddings, texts)
+    assert np.mean([p == v for p, v in zip(predicted, voted)]) >= 0.98  # the run's own vote, from the folder alone
+
+    # the card's code, run as a user would: only the hub is out of reach here, so SentenceTransformer is the
+    # encoder labeljury loads from its package
+    class Encoder:
+        def __init__(self, name: str) -> None:
+            assert name == "sentence-transformers/all-MiniLM-L6-v2"
+
+        def encode(self, texts: list[str], normalize_embeddings: bool = False) -> np.ndarray:
+            assert normalize_embeddings
+            return get_encoder().encode(texts)
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=Encoder))
+    code = card.split("```python\n")[1].split("```")[0].replace(repr("model"), repr(str(tmp_path / "model")))
+    namespace: dict[str, object] = {}
+    exec(code, namespace)  # noqa: S102 - the card's own example
+    from_card = namespace["label_sets"](texts[:50])  # type: ignore[operator]
+    assert [tuple(s) for s in from_card] == predicted[:50]
 
 
 def test_texts_without_a_word_of_two_letters_are_labeled_not_a_crash(tmp_path: Path) -> None:

@@ -178,7 +178,7 @@ def export_model(run_dir: Annotated[Path, typer.Argument(help="a run directory")
 
     res = write_model(run_dir, output, specialist=specialist, force=force)
     what = "audit accuracy" if res.measured_on == "the audit sample" else "validation accuracy"
-    acc = ("" if res.validation_accuracy is None else
+    acc = (("" if res.score is None else f", {res.score}") if res.validation_accuracy is None else
            f", {what} {res.score}" if res.score else f", {what} {res.validation_accuracy:.1%}")
     out.print(f"wrote {res.specialist} v{res.version} ({res.kind}{acc}) to {res.output}", highlight=False)
 

@@ -102,8 +102,7 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
         _refuse_run_files(output, run_dir, store)
         task = store.get_meta("task") or {}
         if task.get("multi_label"):
-            raise ExportError("`labeljury export-model` does not export a multi-label run's one-vs-rest heads yet; the "
-                              "run's labels are in its output (`labeljury export`)")
+            return _export_sets(run_dir, output, task, specialist)
         stages = store.stages()
         record, ckpt = _pick(run_dir, read_registry(store), specialist)
         oof = ((store.get_meta(AUDIT_OOF) or {}).get("specialists") or {}).get(record.name) or {}
@@ -128,6 +127,27 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
     return ExportedModel(entry["name"], int(entry["version"]), kind, output, entry["validation_accuracy"],
                          "the audit sample" if record.audited else
                          score.basis if score is not None else "held-out reviewed rows", entry["score"])
+
+
+def _export_sets(run_dir: Path, output: Path, task: dict[str, Any], specialist: str | None) -> ExportedModel:
+    """A multi-label run's model: its final one-vs-rest heads (`multilabel.export`), with a card and labels.json."""
+    from .multilabel.export import SET_MODEL, SetModel, set_model_card
+
+    if specialist is not None:
+        raise ExportError("a multi-label run has one model (its two one-vs-rest heads, voting together); leave out "
+                          "--specialist")
+    folder = run_dir / SET_MODEL
+    if not folder.is_dir():
+        raise ExportError("this multi-label run has no model yet: it is written when the run finishes; rerun "
+                          "`labeljury run` until it completes")
+    meta = SetModel.load(folder).meta
+    labels = [{"index": i, "label": lab} for i, lab in enumerate(meta["labels"])]
+    _write_atomically(output, folder, {"README.md": set_model_card(meta, task, output.name, run_dir),
+                                       "labels.json": json.dumps(labels, indent=2, ensure_ascii=False) + "\n"})
+    score = meta.get("score")
+    return ExportedModel("one-vs-rest heads", 1, "scikit-learn", output, None,
+                         "out-of-fold audit rows" if score else "not measured",
+                         None if not score else f"micro-F1 {score['micro_f1']:.3f} on {score['rows']} audit rows (out of fold)")
 
 
 def _refuse_run_files(output: Path, run_dir: Path, store: RunStore) -> None:

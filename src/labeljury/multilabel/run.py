@@ -37,6 +37,7 @@ from ..specialists import DEFAULT_ENCODER
 from ..store import CHUNK, RunStore, check_run_dir, storage_errors
 from ..task import ContinualSpec, Task
 from . import trust, vote
+from .export import save_set_model, score_of
 from .heads import HEADS, OneVsRestHead, fit_tfidf
 
 if TYPE_CHECKING:
@@ -496,6 +497,13 @@ class SetAnnotator:
             return {ESTIMATE: meta}
 
         store.put_final(records(), meta=estimates)
+        if heads:  # the model `labeljury export-model` writes
+            kind = self.task.reviewer[0].kind
+            score = (score_of(audit["P"], audit["T"], allow_empty, kind, self._against() if kind == "llm" else None)
+                     if measured else None)
+            trained = len(self._train_rows(store)[0])
+            save_set_model(self.run_dir, names, heads, views.tfidf, allow_empty, self.combine, trained,
+                           calibration.to_dict(), score)
 
     def _against(self) -> str:
         """What the estimate measures against: the reviewer's answers, taken as right."""
