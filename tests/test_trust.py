@@ -355,6 +355,16 @@ def test_status_says_how_the_audit_was_drawn_and_what_it_bought(audited_run: Pat
     assert bought["fixed"] == sum(votes[str(t)] != labels.index(y) for t, y in zip(audit_ids.tolist(), audit_y))
     table = runner.invoke(app, ["status", str(audited_run / "out.csv.run")]).stdout
     assert "drawn favouring hard rows" in " ".join(table.split()) and "fixed" in table
+    # what the audit cost: the hard rows' reviews fixed labels at their rate, counted from their votes
+    with RunStore.existing(audited_run / "out.csv.run") as s:
+        hard = s.routed("hard")
+        answers = {t: r.label for t, r in s.reviews(hard).items()}
+        priors = s.priors(hard)
+    assert bought["hard_rows"] == len(hard) > 0
+    assert bought["hard_fixed"] == sum(labels[int(np.argmax(priors[t]))] != answers[t] for t in hard)
+    fewer = bought["rows"] * bought["hard_fixed"] / bought["hard_rows"] - bought["fixed"]
+    # on this easy toy set the hard rows' votes are about as often wrong as the audit's: no price is claimed
+    assert ("more labels" in table) == (fewer > 0)
 
     make_rows(600, seed=5).to_csv(tmp_path / "in.csv", index=False)
     task = write_task(tmp_path / "task.yaml", specialists="[tfidf-head, vader]", budget=0.3)
@@ -524,3 +534,14 @@ def test_an_audit_sized_for_an_interval_gives_an_interval_no_wider(tmp_path: Pat
     assert info["audit_rows"] == 151  # (1.96 / 0.08)^2 / 4, rounded up
     low, high = info["estimated_accuracy_low"], info["estimated_accuracy_high"]
     assert (high - low) / 2 <= 0.08 and low <= (df.annotation == df.label).mean() <= high
+
+
+def test_the_audit_line_prices_the_audit_at_the_hard_rows_rate() -> None:
+    from labeljury.trust import audit_line
+
+    b = {"rows": 636, "reviews": 1908, "fixed": 145, "changed": 0, "unmeasured": [], "half_width": 0.024, "picked": 96,
+         "sampling": "hard", "hard_rows": 1072, "hard_fixed": 609, "rows_labeled": 9543}
+    said = audit_line(b)  # 636 x 609/1072 - 145 = 216 labels, 2.3 points of 9,543 rows
+    assert "fixed a label 57% of the time" in said and "about 216 more labels (2.3 points of accuracy)" in said
+    assert "more labels" not in audit_line({**b, "hard_fixed": 100})  # hard rows no more often wrong: no price
+    assert "more labels" not in audit_line({k: v for k, v in b.items() if k != "hard_rows"})  # an older run

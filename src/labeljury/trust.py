@@ -548,4 +548,20 @@ def audit_line(b: dict[str, Any]) -> str:
         return (f"{head}: answered by {by}, whose accuracy nothing measured, they changed {b['changed']} labels of the "
                 f"vote ({b['changed'] / b['rows']:.0%} of them), for the better or not{fixed}{interval}")
     return (f"{head}: their answers fixed {b['fixed']} labels the vote got wrong ({b['fixed'] / b['rows']:.0%} "
-            f"of them){interval}")
+            f"of them){interval}{audit_price(b)}")
+
+
+def audit_price(b: dict[str, Any]) -> str:
+    """What the audit cost in labels: reviews of the rows the stages picked as hard fixed a label at their own
+    rate; the audit's, at a lower one. The difference, at the hard rows' rate, is the accuracy the interval cost
+    (measured: it accounts for the whole gap to a run without an audit, BENCHMARKS.md section 21)."""
+    if not b.get("hard_rows") or not b.get("rows_labeled"):
+        return ""
+    rate = b["hard_fixed"] / b["hard_rows"]
+    fewer = b["rows"] * rate - b["fixed"]
+    if fewer <= 0:
+        return ""
+    return (f"; a review of a row a stage picked fixed a label {rate:.0%} of the time, so as many hard rows would "
+            f"have fixed about {fewer:.0f} more labels ({100 * fewer / b['rows_labeled']:.1f} points of accuracy): "
+            "the price of the estimate; `review.audit` sets the audit's size (a smaller one costs less and "
+            "measures less precisely)")

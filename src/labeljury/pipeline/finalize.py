@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import trust
 from ..scoring import Vote
-from ..sources import AUDIT_BOUGHT, AUDIT_INCLUSION, FINALIZE, WEIGHED, outweighed, reviewer_of, skipped
+from ..sources import AUDIT_BOUGHT, AUDIT_INCLUSION, FINALIZE, HARD, WEIGHED, outweighed, reviewer_of, skipped
 from ..store import RunStore
 from ..training import audited
 from ..voting import hard_votes
@@ -87,9 +87,24 @@ def _audit_bought(ctx: RunContext, calibration: Calibration, overall: dict) -> N
     bought = {"rows": int(len(audit_ids)), "reviews": int(spent), "fixed": int((differs & ~by_unmeasured).sum()),
               "changed": int((differs & by_unmeasured).sum()), "unmeasured": unmeasured,
               "half_width": half, "picked": len(store.audit_hard()),
-              "sampling": "hard" if store.get_meta(AUDIT_INCLUSION) else "uniform"}
+              "sampling": "hard" if store.get_meta(AUDIT_INCLUSION) else "uniform",
+              **({} if unmeasured else _hard_fix_rate(store, index)), "rows_labeled": int(store.n_rows)}
     store.set_meta(AUDIT_BOUGHT, bought)
     ctx.progress.log(trust.audit_line(bought))
+
+
+def _hard_fix_rate(store: RunStore, index: dict[str, int]) -> dict[str, Any]:
+    """How often a review of a row a stage picked as hard fixed a label: the share of those rows whose vote,
+    when the stage picked them, differs from the answer (what the audit's reviews would have fixed, at that
+    rate, had they gone to hard rows instead: BENCHMARKS.md, section 21). Empty without such rows."""
+    hard = store.routed(HARD)
+    answered = {t: r.label for t, r in store.reviews(hard).items() if r.label is not None}
+    priors = store.priors(list(answered))
+    ids = [t for t in answered if t in priors and answered[t] in index]
+    if not ids:
+        return {}
+    wrong = sum(int(np.argmax(priors[t])) != index[answered[t]] for t in ids)
+    return {"hard_rows": len(ids), "hard_fixed": int(wrong)}
 
 
 def _chunk_records(store: RunStore, vote: Vote, labels: list[str], calibration: Calibration,
