@@ -400,12 +400,34 @@ def test_the_commands_around_a_multi_label_run_score_export_or_refuse_in_one_lin
     again = tmp_path / "again.parquet"
     assert runner.invoke(app, ["export", run_dir, "-o", str(again)]).exit_code == 0
     assert [list(v) for v in pd.read_parquet(again)["annotation"]] == [list(g) for g in got]
-    for args, said in ((["report", run_dir, "-o", str(tmp_path / "r.html")], "does not show multi-label runs yet"),
+    for args, said in ((["report", run_dir, "-o", str(tmp_path / "r.html"), "--gold-column", "nope"], "'nope' is not"),
                        (["export-model", run_dir, "-o", str(tmp_path / "model"), "--specialist", "tfidf-head"],
                         "leave out --specialist")):
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output, result.output
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "model").exists()
+
+
+def test_the_report_of_a_multi_label_run_draws_its_estimates_and_each_label_in_a_browser(tmp_path: Path) -> None:
+    from labeljury.report import write_report
+
+    from .conftest import CHROMIUM, require
+    from .test_report import _assert_nothing_empty, _look
+
+    require(Path(CHROMIUM).exists(), "Debian's chromium")
+    data, task, truth = _write(tmp_path, audit=60)
+    out = tmp_path / "out.csv"
+    pipeline.run(task, data, out)
+    plots, text = _look(write_report(pipeline.default_run_dir(out), tmp_path / "r.html", gold_column="labels"))
+    assert {p["id"] for p in plots} == {"estimate", "labels", "label_f1", "reliability", "spend", "sources"}
+    _assert_nothing_empty(plots)
+    got = [tuple(v.split("|")) for v in pd.read_csv(out)["annotation"]]
+    expected = multilabel_scores(_indicators(truth), _indicators(got), LABELS)
+    assert f"true micro-F1 {expected['micro_f1']:.3f}" in text and "Estimated micro-F1" in text
+    labels_plot = next(p for p in plots if p["id"] == "labels")
+    assert set(LABELS) <= set(labels_plot["ticks"])  # every label on the axis
+    plain, _ = _look(write_report(pipeline.default_run_dir(out), tmp_path / "plain.html"))  # no gold: no truth charts
+    assert {p["id"] for p in plain} == {"estimate", "labels", "spend", "sources"}
 
 
 def test_export_model_writes_the_run_s_heads_and_a_card_whose_code_labels_like_the_run(tmp_path: Path,

@@ -53,22 +53,51 @@ for (const [id, fig] of Object.entries(figures)) {
 """
 
 
+class _Sections:
+    """The page's sections, each a note and a Plotly figure (or a table), and the page they make."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, Any] = {}
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, fig_id: str, title: str, fig: Any, note: str = "", empty: str | None = None) -> None:
+        """A section with its plot; `empty`: why there is nothing to plot (the section says so instead)."""
+        import plotly.io as pio
+
+        if empty is not None:
+            self.items.append({"title": title, "note": f"{note} {empty}".strip()})
+            return
+        fig.update_layout(margin={"l": 60, "r": 20, "t": 30, "b": 50}, template="plotly_white",
+                          legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+        if "yaxis2" in fig.layout:  # room for the right-hand axis's numbers
+            fig.update_layout(margin={"r": 60})
+        self.figures[fig_id] = json.loads(pio.to_json(fig, validate=True))
+        self.items.append({"id": fig_id, "title": title, "note": note, "plot": True, "height": fig.layout.height})
+
+    def render(self, info: dict[str, Any], run_dir: Path, headline: str) -> str:
+        import jinja2
+        from plotly.offline import get_plotlyjs
+
+        env = jinja2.Environment(autoescape=True)
+        return env.from_string(_PAGE).render(
+            task=info.get("task") or "", run_dir=str(run_dir), rows=info["rows"], texts=info["texts"],
+            state=info["state"], headline=headline, sections=self.items,
+            plotly_js=get_plotlyjs().replace("</script", "<\\/script"),
+            figures=json.dumps(self.figures).replace("</", "<\\/"))
+
+
 def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
     """The report of the run in `run_dir`, as one HTML page."""
-    import jinja2
     import plotly.graph_objects as go
-    import plotly.io as pio
-    from plotly.offline import get_plotlyjs
 
     run_dir = Path(run_dir)
     info = run_status(run_dir)
     if info.get("kind") == "baseline":
         raise RunStoreError(f"{str(run_dir)!r} holds an LLM baseline, not a pipeline run: it has nothing to report")
-    if info.get("kind") == "multi-label":
-        raise RunStoreError(f"`labeljury report` does not show multi-label runs yet: see `labeljury status {run_dir}` "
-                            "(its estimates) and `labeljury eval OUTPUT --multi-label` (per-label scores)")
     if info["state"] != "complete":
         raise RunStoreError(f"run {str(run_dir)!r} has not finished labeling ({info['state']}); rerun `labeljury run` first")
+    if info.get("kind") == "multi-label":
+        return _set_report(run_dir, info, gold_column)
     with RunStore.existing(run_dir) as store:
         task_meta = store.get_meta("task") or {}
         labels = list(task_meta.get("labels") or [])
@@ -76,20 +105,8 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
         audit = _audit_confusion(store, labels)
         truth = _truth(store, labels, gold_column) if gold_column else None
         flagged = _flagged(store)
-    figures: dict[str, Any] = {}
-    sections: list[dict[str, Any]] = []
-
-    def add(fig_id: str, title: str, fig: Any, note: str = "", empty: str | None = None) -> None:
-        """A section with its plot; `empty`: why there is nothing to plot (the section says so instead)."""
-        if empty is not None:
-            sections.append({"title": title, "note": f"{note} {empty}".strip()})
-            return
-        fig.update_layout(margin={"l": 60, "r": 20, "t": 30, "b": 50}, template="plotly_white",
-                          legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
-        if "yaxis2" in fig.layout:  # room for the right-hand axis's numbers
-            fig.update_layout(margin={"r": 60})
-        figures[fig_id] = json.loads(pio.to_json(fig, validate=True))
-        sections.append({"id": fig_id, "title": title, "note": note, "plot": True, "height": fig.layout.height})
+    page = _Sections()
+    add, sections = page.add, page.items
 
     est = trust.get("estimates") or {}
     overall = est.get("overall") or {}
@@ -237,11 +254,7 @@ def build_report(run_dir: str | Path, gold_column: str | None = None) -> str:
                 + f", from {info['audit_rows']} audit rows")
     if truth is not None:
         headline += f"; true accuracy {truth['accuracy']:.1%} (gold column {gold_column!r})"
-    env = jinja2.Environment(autoescape=True)
-    return env.from_string(_PAGE).render(
-        task=info.get("task") or "", run_dir=str(run_dir), rows=info["rows"], texts=info["texts"], state=info["state"],
-        headline=headline, sections=sections, plotly_js=get_plotlyjs().replace("</script", "<\\/script"),
-        figures=json.dumps(figures).replace("</", "<\\/"))
+    return page.render(info, run_dir, headline)
 
 
 def write_report(run_dir: str | Path, output: str | Path | None = None, gold_column: str | None = None) -> Path:
@@ -343,3 +356,149 @@ def _truth(store: RunStore, labels: list[str], gold_column: str) -> dict[str, An
         bins.add(np.array(conf, dtype=np.float64), np.array(corr, dtype=np.float64))
     return {"accuracy": right["all rows"] / max(1, seen["all rows"]),
             "by_group": {g: right[g] / seen[g] for g in seen}, "reliability": bins.reliability()}
+
+
+def _set_report(run_dir: Path, info: dict[str, Any], gold_column: str | None) -> str:
+    """A multi-label run's page: its estimates, each label's counts (and, with a gold column, its F1 and the
+    per-label confidences' reliability), the review spend and the rows per source."""
+    import plotly.graph_objects as go
+
+    from .labelsets import LabelSets
+
+    page = _Sections()
+    with RunStore.existing(run_dir) as store:
+        task = store.get_meta("task") or {}
+        labels = list(task.get("labels") or [])
+        sets = LabelSets(labels, str(task.get("label_separator") or "|"), bool(task.get("allow_empty")))
+        counts = _set_counts(store, sets, gold_column)
+        routed = Counter(store.routing_reasons())
+    truth = counts["truth"]
+    # 1. the estimates
+    est = [e for e in info.get("estimates") or [] if e.get("value") is not None]
+    names = {"micro_f1": "micro-F1", "exact_set_accuracy": "exact-set accuracy"}
+    fig = go.Figure()
+    if est:
+        fig.add_trace(go.Scatter(x=[e["value"] for e in est], y=[names.get(e["metric"], e["metric"]) for e in est],
+                                 mode="markers", name="estimated", marker={"size": 11},
+                                 error_x={"type": "data", "symmetric": False,
+                                          "array": [e["high"] - e["value"] for e in est],
+                                          "arrayminus": [e["value"] - e["low"] for e in est]}))
+        if truth is not None:
+            fig.add_trace(go.Scatter(x=[truth[e["metric"]] for e in est], y=[names.get(e["metric"], e["metric"]) for e in est],
+                                     mode="markers", name="true (gold)", marker={"symbol": "x", "size": 12}))
+    fig.update_xaxes(tickformat=".0%", range=[0, 1.02])
+    against = info.get("measured_against") or "the reviewer's sets"
+    page.add("estimate", "Estimated micro-F1 and exact-set accuracy (95% interval)", fig,
+             f"Of the output over all its rows, measured against {against}: the vote's expected counts on every row it "
+             "labels, corrected by the audit rows no stage picked (each predicted by heads fitted without its fifth of "
+             f"the audit); the interval counts which rows the audit drew and the rows left to the vote ({info.get('calibrated_on') or 'no audit rows'}).",
+             empty=None if est else f"Nothing estimated: {info.get('no_estimate') or 'no audit'}.")
+    # 2. each label's rows
+    fig = go.Figure([go.Bar(name="in the output", x=labels, y=[counts["output"][lab] for lab in labels]),
+                     go.Bar(name="in reviewed sets", x=labels, y=[counts["reviewed"][lab] for lab in labels])])
+    if truth is not None:
+        fig.add_trace(go.Bar(name="in the gold sets", x=labels, y=[truth["gold"][lab] for lab in labels]))
+    fig.update_yaxes(title="rows")
+    fig.update_xaxes(type="category")
+    page.add("labels", "Rows per label", fig,
+             "How many rows carry each label in the output, among the reviewed rows"
+             + (", and in the gold column" if truth is not None else "")
+             + ". A label no reviewed row carries is never predicted.")
+    if truth is not None:
+        # 3. per-label F1, 4. the per-label confidences' reliability, both against the gold column
+        fig = go.Figure(go.Bar(x=labels, y=[truth["f1"].get(lab) for lab in labels], name="F1 (gold)"))
+        fig.update_yaxes(title="F1", range=[0, 1])
+        fig.update_xaxes(type="category")
+        page.add("label_f1", "F1 per label against the gold column", fig,
+                 f"Over every row of the output (reviewed rows included). Micro-F1 {truth['micro_f1']:.3f}, macro-F1 "
+                 f"{truth['macro_f1']:.3f}, exact sets {truth['exact_set_accuracy']:.1%}.")
+        rel = truth["reliability"]
+        fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect", line={"dash": "dot"}),
+                         go.Scatter(x=[b["confidence"] for b in rel], y=[b["accuracy"] for b in rel],
+                                    mode="lines+markers", name="(row, label) pairs", text=[f"{b['rows']} pairs" for b in rel])])
+        fig.update_xaxes(title="calibrated probability that the label is in the set", range=[0, 1])
+        fig.update_yaxes(title="share in the gold set", range=[0, 1])
+        page.add("reliability", "Reliability of the per-label probabilities (gold)", fig,
+                 "Every (row, label) of the rows the vote labeled, in bins of its calibrated probability (a label "
+                 "under 0.01 is not written: counted as 0.005).", empty=None if rel else "Nothing to draw: no voted rows.")
+    # 5. spend, 6. sources
+    plan = info.get("budget_plan") or {}
+    planned = {"audit": plan.get("audit", 0), "first": plan.get("bootstrap", 0), "hard": sum(plan.get("stages") or [])}
+    reviewed = {"audit": routed.get(AUDIT, 0), "first": routed.get("bootstrap", 0), "hard": routed.get("hard", 0)}
+    fig = go.Figure([go.Bar(name="planned", x=list(planned), y=list(planned.values())),
+                     go.Bar(name="routed", x=list(reviewed), y=list(reviewed.values()))])
+    page.add("spend", "Review spend against the budget", fig, f"Review budget: {plan.get('total', 0)} rows.")
+    src = info.get("sources") or {}
+    page.add("sources", "Rows per source", go.Figure(go.Bar(x=list(src), y=list(src.values()))))
+    micro = next((e for e in est if e["metric"] == "micro_f1"), None)
+    headline = ("Estimated micro-F1: not estimated (" + (info.get("no_estimate") or "no audit") + ")" if micro is None else
+                f"Estimated micro-F1 {micro['value']:.3f} (95% interval {micro['low']:.3f} – {micro['high']:.3f}), "
+                f"measured against {against}")
+    if truth is not None:
+        headline += f"; true micro-F1 {truth['micro_f1']:.3f} (gold column {gold_column!r})"
+    return page.render(info, run_dir, headline)
+
+
+def _set_counts(store: RunStore, sets: Any, gold_column: str | None) -> dict[str, Any]:
+    """Each label's rows in the output and among its reviewed rows; with `gold_column`, the truth too: micro- and
+    macro-F1, exact sets, F1 per label, and the reliability of the voted rows' per-label probabilities."""
+    from .labelsets import LabelSetError
+    from .trust import CalibrationBins
+
+    labels = sets.labels
+    output: Counter[str] = Counter()
+    reviewed: Counter[str] = Counter()
+    gold: Counter[str] = Counter()
+    tp, fp, fn = Counter(), Counter(), Counter()
+    exact = seen = 0
+    bins = CalibrationBins(10)
+    if gold_column is not None:
+        input_path = Path(store.get_meta("input_path") or "")
+        if not input_path.exists():
+            raise InputError(f"the run's input {str(input_path)!r} is gone; --gold-column needs it")
+        if gold_column not in data.input_columns(input_path):
+            raise InputError(f"column {gold_column!r} is not in the run's input {input_path.name}; check --gold-column")
+        chunks = ((int(c.index.start), c[gold_column].tolist()) for c in data.iter_chunks(input_path, columns=[gold_column]))
+    else:
+        step = 50_000
+        chunks = ((a, [None] * (min(a + step, store.n_rows) - a)) for a in range(0, store.n_rows, step))
+    for start, values in chunks:
+        ids, _ = store.row_text_ids(start, start + len(values))
+        fin = store.final_for(ids)
+        probs, truths = [], []
+        for i, (t, g) in enumerate(zip(ids.tolist(), values)):
+            rec = fin.get(t) if t >= 0 else None
+            if rec is None or rec.label is None:
+                continue
+            out = set(sets.parse(rec.label) or ())
+            output.update(out)
+            if rec.source.startswith("reviewed"):
+                reviewed.update(out)
+            if gold_column is None:
+                continue
+            try:
+                truth = sets.parse(g)
+            except LabelSetError as err:
+                raise InputError(f"row {start + i + 1}, column {gold_column!r}: {err}") from None
+            if truth is None:
+                continue
+            truth_set = set(truth)
+            gold.update(truth_set)
+            tp.update(out & truth_set)
+            fp.update(out - truth_set)
+            fn.update(truth_set - out)
+            exact += out == truth_set
+            seen += 1
+            if rec.source in UNREVIEWED:
+                shown = json.loads(rec.specialist_votes or "{}")
+                probs += [float(shown.get(lab, 0.005)) for lab in labels]
+                truths += [float(lab in truth_set) for lab in labels]
+        bins.add(np.array(probs, dtype=np.float64), np.array(truths, dtype=np.float64))
+    truth_info = None
+    if gold_column is not None:
+        f1 = {lab: 2 * tp[lab] / (2 * tp[lab] + fp[lab] + fn[lab]) for lab in labels if tp[lab] + fp[lab] + fn[lab]}
+        total = 2 * sum(tp.values()) + sum(fp.values()) + sum(fn.values())
+        truth_info = {"gold": gold, "f1": f1, "micro_f1": 2 * sum(tp.values()) / total if total else 0.0,
+                      "macro_f1": float(np.mean(list(f1.values()))) if f1 else 0.0, "exact_set_accuracy": exact / max(seen, 1),
+                      "reliability": bins.reliability()}
+    return {"output": output, "reviewed": reviewed, "truth": truth_info}
