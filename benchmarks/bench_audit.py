@@ -107,7 +107,7 @@ def main() -> None:
                     help="seeds for configurations other than hard (default: seed 0 only)")
     ap.add_argument("--tilt", type=float, default=None)
     ap.add_argument("--audits", default=None,
-                    help="audit sizes in rows (review.audit), comma-separated: each hard/uniform run once per size")
+                    help="audit sizes in rows (review.audit) or `default`, comma-separated: each hard/uniform run once per size")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--emb-cache", default=str(RESULTS_DIR))
     ap.add_argument("--out", default=None)
@@ -119,7 +119,8 @@ def main() -> None:
     if bad:
         sys.exit(f"--configs: unknown {bad}; choose from {', '.join(CONFIGS)}")
     only = {c.split(":")[0]: [int(x) for x in c.split(":")[1].split("/")] for c in args.config_seeds.split(",") if c}
-    sizes: list[int | None] = [int(a) for a in args.audits.split(",")] if args.audits else [None]
+    sizes: list[int | None] = ([None if a == "default" else int(a) for a in args.audits.split(",")] if args.audits
+                               else [None])
     workdir = make_workdir(args.keep_runs)
     runs: list[dict[str, Any]] = []
     baselines: list[dict[str, Any]] = []

@@ -90,17 +90,23 @@ def _waiting_run(tmp: Path) -> tuple[Path, Path, dict[str, str]]:
     return data, task, dict(zip(rows.text, rows.label))
 
 
-def test_round_trip_through_a_running_label_studio(tmp_path: Path, label_studio: str, monkeypatch) -> None:
-    data, task, gold = _waiting_run(tmp_path)
-    run_dir = tmp_path / "out.csv.run"
+def send_queue(run_dir: Path, url: str, monkeypatch) -> tuple[int, list[dict]]:
+    """`labeljury export-queue --url`: the run's waiting rows sent to the Label Studio at `url`; (its project, tasks)."""
     monkeypatch.setenv("LJ_LS_KEY", TOKEN)
-    sent = runner.invoke(app, ["export-queue", str(run_dir), "--url", label_studio, "--api-key-env", "LJ_LS_KEY"])
+    sent = runner.invoke(app, ["export-queue", str(run_dir), "--url", url, "--api-key-env", "LJ_LS_KEY"])
     assert sent.exit_code == 0, sent.output
     with RunStore.existing(run_dir) as s:
         project = s.get_meta("label_studio_project")
+    tasks = _api(url, f"/api/tasks?project={project}&page_size=1000")
+    return project, tasks["tasks"] if isinstance(tasks, dict) else tasks
+
+
+def test_round_trip_through_a_running_label_studio(tmp_path: Path, label_studio: str, monkeypatch) -> None:
+    data, task, gold = _waiting_run(tmp_path)
+    run_dir = tmp_path / "out.csv.run"
+    project, tasks = send_queue(run_dir, label_studio, monkeypatch)
+    with RunStore.existing(run_dir) as s:
         waiting = s.conn.execute("SELECT COUNT(*) FROM human_queue WHERE label IS NULL").fetchone()[0]
-    tasks = _api(label_studio, f"/api/tasks?project={project}&page_size=1000")
-    tasks = tasks["tasks"] if isinstance(tasks, dict) else tasks
     assert len(tasks) == waiting > 3
     assert all(t["data"]["labeljury_id"] is not None for t in tasks)
     tie, majority = tasks[0], tasks[1]

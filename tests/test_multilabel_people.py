@@ -4,9 +4,6 @@ Label Studio round trip (`<Choices choice="multiple">`, several annotators: a pe
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,9 +19,9 @@ from labeljury.review import labelstudio
 from labeljury.store import RunStore
 from labeljury.task import Task
 
-from .test_label_studio import TOKEN, _api, label_studio  # noqa: F401  (the real Label Studio server fixture)
+from .test_label_studio import _api, label_studio, send_queue  # noqa: F401  (the real Label Studio server fixture)
 from .test_multilabel_run import LABELS, _sets_data
-from .test_review_page import _page, browser, call  # noqa: F401  (the real browser fixture)
+from .test_review_page import _page, browser, call, serve_review  # noqa: F401  (the real browser fixture)
 
 runner = CliRunner()
 SETS = LabelSets(LABELS)
@@ -49,19 +46,8 @@ def waiting_sets(tmp_path: Path) -> tuple[Path, Task, Path, dict[str, tuple[str,
 
 @pytest.fixture
 def set_server(waiting_sets):
-    """`labeljury review RUN_DIR` of the multi-label run, in a child process; yields its URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "labeljury.cli", "review", str(waiting_sets[2])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = None
-    for line in proc.stdout:  # type: ignore[union-attr]
-        m = re.search(r"(http://127\.0\.0\.1:\d+/\?token=\S+)", line)
-        if m:
-            url = m.group(1)
-            break
-    assert url, proc.stderr.read()  # type: ignore[union-attr]
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    """The review page of the waiting multi-label run; yields its URL."""
+    yield from serve_review(waiting_sets[2])
 
 
 def test_people_answer_sets_through_the_api_until_the_run_is_complete(set_server, waiting_sets) -> None:
@@ -151,14 +137,8 @@ def _annotate_set(url: str, task_id: int, labels: tuple[str, ...] | list[str]) -
 def test_sets_round_trip_through_a_running_label_studio(tmp_path: Path, label_studio: str, monkeypatch) -> None:  # noqa: F811
     data, task, gold = _human_run(tmp_path)
     run_dir = tmp_path / "out.csv.run"
-    monkeypatch.setenv("LJ_LS_KEY", TOKEN)
-    sent = runner.invoke(app, ["export-queue", str(run_dir), "--url", label_studio, "--api-key-env", "LJ_LS_KEY"])
-    assert sent.exit_code == 0, sent.output
-    with RunStore.existing(run_dir) as s:
-        project = s.get_meta("label_studio_project")
+    project, tasks = send_queue(run_dir, label_studio, monkeypatch)
     assert 'choice="multiple"' in _api(label_studio, f"/api/projects/{project}")["label_config"]
-    tasks = _api(label_studio, f"/api/tasks?project={project}&page_size=1000")
-    tasks = tasks["tasks"] if isinstance(tasks, dict) else tasks
     tie, majority = tasks[0], tasks[1]
     for t in tasks[2:]:
         _annotate_set(label_studio, t["id"], gold[t["data"]["text"]])

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -47,10 +48,8 @@ def waiting_run(tmp_path: Path) -> tuple[Path, Path, Path, dict[str, str]]:
     return data, task, run_dir, dict(zip(rows.text, rows.label))
 
 
-@pytest.fixture
-def server(waiting_run):
-    """`labeljury review RUN_DIR` in a child process; yields its URL (with the token)."""
-    run_dir = waiting_run[2]
+def serve_review(run_dir: Path) -> Iterator[str]:
+    """`labeljury review RUN_DIR` in a child process; yields its URL (with the token), then stops it."""
     proc = subprocess.Popen([sys.executable, "-m", "labeljury.cli", "review", str(run_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = None
@@ -63,6 +62,12 @@ def server(waiting_run):
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture
+def server(waiting_run):
+    """The review page of the waiting run; yields its URL."""
+    yield from serve_review(waiting_run[2])
 
 
 def call(url: str, path: str, method: str = "GET", body: object = None, token: str | None = "", who: str = "t",
