@@ -496,3 +496,15 @@ def test_texts_without_a_word_of_two_letters_are_labeled_not_a_crash(tmp_path: P
     assert report.status == "complete"
     out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     assert len(out) == 8 and all(LabelSets(LABELS).parse(a) for a in out.annotation)
+
+
+def test_settings_a_multi_label_run_does_not_use_are_refused_not_ignored(tmp_path: Path) -> None:
+    data, task, _ = _write(tmp_path, n=60)
+    base = task.model_dump(mode="json", exclude_unset=True)
+    for extra, named in (({"voting": "dawid-skene"}, "`voting`"),
+                         ({"review": {**base["review"], "policy": "disagreement"}}, "`review.policy`")):
+        with pytest.raises(TaskError, match=f"does not use {named}"):
+            pipeline.run(Task.model_validate({**base, **extra}), data, tmp_path / "out.csv")
+        assert not (tmp_path / "out.csv.run").exists() and not (tmp_path / "out.csv").exists()
+    same = Task.model_validate({**base, "voting": "soft"})  # the default, written out: harmless
+    assert pipeline.run(same, data, tmp_path / "out.csv").status == "complete"

@@ -84,6 +84,17 @@ def plan_sets(task: Task, n_rows: int, n_texts: int) -> SetPlan:
     return SetPlan(total, audit, first, tuple(base + (i < extra) for i in range(n)))
 
 
+def unused_settings(task: Task) -> list[str]:
+    """The task file's settings, given with other than their default values, that a multi-label run does not use
+    (refused rather than ignored)."""
+    top = [k for k in ("voting", "continual") if k in task.model_fields_set
+           and getattr(task, k) != Task.model_fields[k].default]
+    review = task.review
+    fields = type(review).model_fields
+    return top + [f"review.{k}" for k in ("policy", "threshold", "bootstrap", "audit_sampling", "stop_early")
+                  if k in review.model_fields_set and getattr(review, k) != fields[k].default]
+
+
 def make_set_reviewer(task: Task, input_path: Path, run_dir: Path) -> Reviewer:
     from ..review import FileReviewer, GoldReviewer
 
@@ -174,6 +185,11 @@ class SetAnnotator:
         if task.specialists != "auto":
             raise TaskError("a multi-label task is labeled by labeljury's one-vs-rest heads (embedding and tf-idf); "
                             "remove `specialists:` from the task file (or set it to auto)")
+        unused = unused_settings(task)
+        if unused:
+            raise TaskError(f"a multi-label run does not use {', '.join(f'`{k}`' for k in unused)}: its vote takes per "
+                            "label the larger of its heads' probabilities, its stages rank rows by the labels they may "
+                            "get wrong, and its audit is drawn uniformly; remove them from the task file")
         cols = data.check_input(self.input_path, task.text_column)
         taken = [c for c in (*OUTPUT_COLUMNS, *DETAIL_COLUMNS) if c in cols]
         if taken:
