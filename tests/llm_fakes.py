@@ -311,7 +311,7 @@ class ScriptedLLMServer(FakeLLMServer):
 
 
 class OracleLLMServer(FakeLLMServer):
-    """A fake LLM that answers each text as `decide(text)` says: (label, confidence), or None to
+    """A fake LLM that answers each text as `decide(text)` says: (label, confidence) (or a whole answer, a dict), or None to
     fail that request with an HTTP 500 (so, with `max_retries: 0`, the row comes back unanswered).
     The text is read from the prompt's `Text: "..."` line (one row a request). It says which texts
     it was asked about in `asked`."""
@@ -333,8 +333,11 @@ class OracleLLMServer(FakeLLMServer):
         decided = self.decide(text)
         if decided is None:
             return 500, {}, json.dumps({"error": {"message": "The server had an error"}}).encode()
-        label, confidence = decided
-        content = json.dumps({"label": label, "confidence": confidence, "reason": "It reads that way."})
+        if isinstance(decided, dict):  # a whole answer (a multi-label task's set)
+            content = json.dumps(decided)
+        else:
+            label, confidence = decided
+            content = json.dumps({"label": label, "confidence": confidence, "reason": "It reads that way."})
         usage = {"prompt_tokens": 50, "completion_tokens": 12, "total_tokens": 62}
         answer = {"id": "chatcmpl-oracle", "object": "chat.completion", "created": int(time.time()),
                   "model": body.get("model", "fake"), "usage": usage,

@@ -508,3 +508,58 @@ def test_settings_a_multi_label_run_does_not_use_are_refused_not_ignored(tmp_pat
         assert not (tmp_path / "out.csv.run").exists() and not (tmp_path / "out.csv").exists()
     same = Task.model_validate({**base, "voting": "soft"})  # the default, written out: harmless
     assert pipeline.run(same, data, tmp_path / "out.csv").status == "complete"
+
+
+def test_the_llm_baseline_labels_sets_and_a_vote_keeps_each_label_most_llms_chose(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from llm_fakes import FakeLLMServer, OracleLLMServer
+
+    from labeljury.baseline import label_with_llm
+    from labeljury.baseline_run import run_baseline
+    from labeljury.llm import LLMClient
+
+    texts, _ = _sets_data(12)
+    data = tmp_path / "in.csv"
+    pd.DataFrame({"text": texts}).to_csv(data, index=False)
+    with FakeLLMServer() as server:
+        task = _llm_task(server.base_url)
+        report = run_baseline(task, data, tmp_path / "out.jsonl", "cot", [task.llm])
+        schema = server.bodies[0]["response_format"]["json_schema"]["schema"]
+        system = server.bodies[0]["messages"][0]["content"]
+    assert report.rows == 12 and report.sources == {"llm:cot": 12}
+    out = pd.read_json(tmp_path / "out.jsonl", lines=True)
+    assert all(isinstance(a, list) and a and set(a) <= set(LABELS) for a in out.annotation)  # real lists in JSONL
+    assert list(schema["properties"]).index("reasoning") < list(schema["properties"]).index("labels")
+    from typer.testing import CliRunner
+
+    from labeljury.cli import app
+
+    scored = CliRunner().invoke(app, ["eval", str(tmp_path / "out.jsonl"), "--gold-column", "labels"])
+    assert scored.exit_code == 2 and "gold" in scored.output  # the output has no gold column: said in one line
+    joined = out.assign(labels=["|".join(s) for s in _sets_data(12)[1]])
+    joined.to_json(tmp_path / "scored.jsonl", orient="records", lines=True)
+    scored = CliRunner().invoke(app, ["eval", str(tmp_path / "scored.jsonl"), "--gold-column", "labels", "--run-dir",
+                                      str(tmp_path / "out.jsonl.run")])
+    assert scored.exit_code == 0 and "scoring label sets" in scored.output and "micro" in scored.output.lower()
+    assert "nswer with every label that applies" in system and "every text carries at least one" in system
+
+    said = [{"the striker scored": ["sports", "music"], "a rainy day": ["music"]},
+            {"the striker scored": ["sports"], "a rainy day": ["weather"]},
+            {"the striker scored": ["music", "sports"], "a rainy day": ["politics"]}]
+    servers = [OracleLLMServer(lambda text, say=say: {"labels": say[text], "confidence": 0.8}) for say in said]
+    clients = []
+    try:
+        for s in servers:
+            s.__enter__()
+        clients = [LLMClient(task.llm.model_copy(update={"base_url": s.base_url, "model": f"m{i}"}))
+                   for i, s in enumerate(servers)]
+        rows = label_with_llm(task, ["the striker scored", "a rainy day"], "vote", clients)
+    finally:
+        for c in clients:
+            c.close()
+        for s in servers:
+            s.__exit__(None, None, None)
+    # sports 3 of 3, music 2 of 3: in; two voters said exactly that set
+    assert rows[0] == ("sports|music", pytest.approx(2 / 3), "llm:vote")
+    # no label more than half chose, and no empty sets: the most chosen, ties to the task's order (politics)
+    assert rows[1] == ("politics", pytest.approx(1 / 3), "llm:vote")

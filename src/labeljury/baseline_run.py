@@ -152,7 +152,6 @@ def run_baseline(
     chunk_rows: int = CHUNK_ROWS,
 ) -> BaselineReport:
     """Label every row of `input_path` with the LLM(s) `specs` by `method`; write `output`."""
-    task.require_single_label("`labeljury baseline`")
     progress = progress or SilentProgress()
     input_path, output = Path(input_path), Path(output)
     run_dir = Path(run_dir) if run_dir is not None else output.with_name(output.name + ".run")
@@ -164,6 +163,9 @@ def run_baseline(
     meta = {"method": method, "models": [s.model for s in specs], "task": task.name,
             "input": str(input_path.resolve()), "output": str(output.resolve()), "done": False}
     _open_run(run_dir, _fingerprint(task, method, specs, input_path), meta)
+    if task.multi_label:  # `labeljury eval OUTPUT` then scores the output as sets, by the task's labels
+        with RunStore(run_dir) as store:
+            store.set_meta("task", task.model_dump(mode="json"))
     clients: list[LLMClient] = []
     cache = SQLiteCallCache(run_dir / "run.db")
     ledgers: list[Ledger] = []
@@ -173,6 +175,8 @@ def run_baseline(
         embed = _embedder(task) if method == "few-shot" else None
         sources: Counter[str] = Counter()
         rows = 0
+        sets = task.label_sets  # a multi-label task's sets: lists in JSONL and Parquet, as `labeljury run` writes them
+        as_list = sets is not None and data.ChunkWriter.format_of(output) != "csv"
         total = data.count_rows(input_path)
         with data.ChunkWriter(output) as writer, progress.bar(f"{method} baseline ({', '.join(meta['models'])})", total) as bar:
             for chunk in data.iter_chunks(input_path, chunk_rows=chunk_rows):
@@ -183,7 +187,8 @@ def run_baseline(
                 out = [labeled.get(v, (None, None, "skipped:empty")) if data.is_text(v) else (None, None, "skipped:empty")
                        for v in values]
                 chunk = chunk.copy()
-                chunk["annotation"] = [r[0] for r in out]
+                chunk["annotation"] = [r[0] for r in out] if not as_list else \
+                    [None if r[0] is None else list(sets.parse(r[0]) or ()) for r in out]
                 chunk["annotation_confidence"] = np.array([np.nan if r[1] is None else r[1] for r in out], dtype=np.float64)
                 chunk["annotation_source"] = [r[2] for r in out]
                 writer.write(chunk)

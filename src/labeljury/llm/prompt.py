@@ -47,12 +47,15 @@ def answer_model(
 
 
 def set_answer_model(labels: Sequence[str], *, allow_empty: bool = False, reason: bool = True,
-                     index: bool = False) -> type[BaseModel]:
+                     index: bool = False, reasoning_first: bool = False) -> type[BaseModel]:
     """The answer schema of a multi-label task: `labels`, a list of the task's labels (each once; at least one
-    unless the task allows the empty set), the confidence that the whole set is right, and a reason."""
+    unless the task allows the empty set), the confidence that the whole set is right, and a reason (with
+    `reasoning_first`, a `reasoning` field before the labels, as `answer_model`'s)."""
     fields: dict[str, Any] = {}
     if index:
         fields["index"] = (int, Field(description="the item number"))
+    if reasoning_first:
+        fields["reasoning"] = (str, Field(description="brief step-by-step reasoning"))
     item = label_type(labels)
     fields["labels"] = (list[item], Field(min_length=0 if allow_empty else 1,  # type: ignore[valid-type]
                                           description="every label that applies, each once"))
@@ -88,7 +91,9 @@ def quote(text: str) -> str:
 def format_examples(examples: Sequence[Example]) -> str:
     if not examples:
         return ""
-    return "Examples:\n" + "\n".join(f"{quote(ex.text)} -> {ex.label}" for ex in examples)
+    # a multi-label example's set as a JSON list, as the answer gives it
+    return "Examples:\n" + "\n".join(f"{quote(ex.text)} -> {json.dumps(ex.label, ensure_ascii=False) if isinstance(ex.label, list) else ex.label}"
+                                      for ex in examples)
 
 
 class ExampleSelector:
@@ -103,9 +108,9 @@ class ExampleSelector:
         self._vectors: np.ndarray | None = None
 
     def _balanced(self) -> list[Example]:
-        by_label: dict[str, list[int]] = {}
-        for i, ex in enumerate(self.examples):
-            by_label.setdefault(ex.label, []).append(i)
+        by_label: dict[str | tuple[str, ...], list[int]] = {}
+        for i, ex in enumerate(self.examples):  # a multi-label example's set is one group of its own
+            by_label.setdefault(tuple(ex.label) if isinstance(ex.label, list) else ex.label, []).append(i)
         chosen: list[int] = []
         queues = list(by_label.values())
         while len(chosen) < self.k and any(queues):
