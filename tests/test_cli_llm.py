@@ -236,3 +236,22 @@ def test_the_api_key_never_leaks(tmp_path, data, monkeypatch, caplog):
     texts += [p.read_bytes().decode("utf-8", "replace") for p in tmp_path.rglob("*") if p.is_file()]
     for leaked in (secret, secret[::-1]):
         assert not any(leaked in t for t in texts)
+
+
+def test_plan_prices_a_multi_label_task_s_set_answers_and_selects_no_models(tmp_path, data, server):
+    task = tmp_path / "sets.yaml"
+    task.write_text("name: topics\nlabels: [complaint, praise, question, billing-and-payments]\nmulti_label: true\n"
+                    "reviewer: {kind: llm}\nreview: {budget: 0.2}\n"
+                    f"llm: {{model: gpt-4o-mini, base_url: '{server.base_url}', api_key_env: null, timeout: 1.0, "
+                    f"max_retries: 3, prices: {PRICES}}}\n")
+    result = _invoke("plan", task, "--input", data, "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert [line["what"] for line in plan["lines"]] == ["LLM review of the hard rows"]  # no model selection
+    assert plan["review_rows"] == 8 and server.counts["requests"] == 0
+    alone = plan["comparison"][0]
+    # the LLM alone, as the baseline then really asks for sets
+    assert _invoke("baseline", task, "--input", data, "--output", tmp_path / "b.jsonl").exit_code == 0
+    assert 0.9 <= alone["tokens_in"] / server.usage["prompt_tokens"] <= 1.5
+    assert 0.5 <= alone["tokens_out"] / server.usage["completion_tokens"] <= 2.0
+    assert "A text may carry several of these labels" in server.bodies[0]["messages"][0]["content"]

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from . import data
 from .budget import budget_rows
 from .llm.cost import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, estimate_tokens, price_for
+from .llm.prompt import answered_labels
 from .task import Task
 
 
@@ -89,9 +90,8 @@ def _baseline_line(task: Task, stats: InputStats, method: str) -> CostLine:
     examples = task.examples[:8] if method == "few-shot" else []
     messages = baseline_messages(task, text, cot=method == "cot", examples=examples)
     per_call_in = sum(estimate_tokens(m["content"]) for m in messages) + 2 * MESSAGE_OVERHEAD_TOKENS + REQUEST_OVERHEAD_TOKENS
-    longest = max(task.label_names, key=len)
     reasoning = '"reasoning":"The text says so plainly, and nothing in it suggests otherwise at all.",' if method == "cot" else ""
-    per_call_out = estimate_tokens(f'{{{reasoning}"label":"{longest}","confidence":0.85}}')
+    per_call_out = estimate_tokens(f'{{{reasoning}{answered_labels(task)},"confidence":0.85}}')
     n = stats.texts
     price = price_for(task.llm)  # type: ignore[arg-type]
     return CostLine(what=f"LLM alone, {method} (every text)", calls=n, tokens_in=n * per_call_in,
@@ -101,7 +101,6 @@ def _baseline_line(task: Task, stats: InputStats, method: str) -> CostLine:
 
 def plan_costs(task: Task, input_path: Any) -> CostPlan:
     """Estimate the LLM cost of running `task` on `input_path` (see the module doc)."""
-    task.require_single_label("`labeljury plan`")
     data.check_input(input_path, task.text_column)
     stats = scan_input(input_path, task.text_column)
     spec = task.llm
@@ -120,7 +119,7 @@ def plan_costs(task: Task, input_path: Any) -> CostPlan:
             lines.append(CostLine(what="LLM review of the hard rows", calls=est["calls"], tokens_in=est["tokens_in"],
                                   tokens_out=est["tokens_out"], usd=est["usd"],
                                   note=f"at most {review_rows} rows (the review budget), {max(1, spec.batch_size)} a request"))
-        if task.specialists == "auto":
+        if task.specialists == "auto" and not task.multi_label:  # a multi-label run selects no models
             from .controller.select import estimate_selection_cost
 
             sel = estimate_selection_cost(task)

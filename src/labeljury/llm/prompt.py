@@ -74,6 +74,15 @@ def _each_once(cls: Any, value: list[str]) -> list[str]:
     return value
 
 
+def answered_labels(task: Task) -> str:
+    """The label part of a typical answer, for its token count: the longest label; in a multi-label task, a set
+    of the two longest (a text carries one or two labels in most multi-label sets)."""
+    names = sorted(task.label_names, key=len, reverse=True)
+    if not task.multi_label:
+        return f'"label":"{names[0]}"'
+    return '"labels":[' + ",".join(f'"{n}"' for n in names[:2]) + "]"
+
+
 def task_header(task: Task) -> str:
     lines = [f'You label texts for the task "{task.name}".']
     if task.instructions.strip():

@@ -33,7 +33,16 @@ from ..llm.cost import (
 )
 from ..llm.journal import SQLiteSpendJournal
 from ..labelsets import LabelSets
-from ..llm.prompt import Embed, ExampleSelector, answer_model, format_examples, quote, set_answer_model, task_header
+from ..llm.prompt import (
+    Embed,
+    ExampleSelector,
+    answer_model,
+    answered_labels,
+    format_examples,
+    quote,
+    set_answer_model,
+    task_header,
+)
 from ..llm.structured import Answer, ask, extract_json
 from ..sources import queued, reviewed
 from ..specialists.base import bounded
@@ -277,12 +286,12 @@ def estimate_review_cost(task: Task, n_review_rows: int, avg_chars: float) -> Co
         confidence=0.5,
         votes={f"specialist-{i}": first for i in range(n_specialists)},
         probabilities={f"specialist-{i}": [0.5] * len(task.labels) for i in range(n_specialists)},
+        prior=[0.5] * len(task.labels) if task.multi_label else None,  # a set's prompt shows each label's score
     )
     examples = ExampleSelector(task.examples).choose([[item.text]])[0]
     system = estimate_tokens(system_prompt(task, examples)) + 2 * MESSAGE_OVERHEAD_TOKENS + REQUEST_OVERHEAD_TOKENS
     per_item = estimate_tokens(f"### Item 0\n{item_block(task, item)}\n\n")
-    longest = max(task.label_names, key=len)
-    answer = f'{{"index":0,"label":"{longest}","confidence":0.85,"reason":"{_TYPICAL_REASON}"}}'
+    answer = f'{{"index":0,{answered_labels(task)},"confidence":0.85,"reason":"{_TYPICAL_REASON}"}}'
     per_answer = estimate_tokens(answer)
     calls = math.ceil(n_review_rows / size) if n_review_rows > 0 else 0
     batch_overhead = estimate_tokens(batch_block(task, [])) if size > 1 else 0
