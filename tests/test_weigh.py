@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labeljury import load_task, run
+from labeljury import load_task, run, trust
 from labeljury.progress import SilentProgress
 from labeljury.review.base import ReviewItem, ReviewResult
 from labeljury.review.gold import GoldReviewer
@@ -287,6 +287,8 @@ def test_with_people_on_the_audit_the_weighed_reviewer_answers_audit_rows_blind_
     decided = df.annotation_source.str.endswith("noisy").sum()
     assert overall["low"] <= truth <= overall["high"]
     assert overall["high"] - overall["low"] < 0.9 * decided / len(df)  # narrower than bounding its rows
+    # the hard rows were decided by a weighed reviewer: their answers are no truth, so the audit is not priced by them
+    assert "hard_rows" not in info["audit_bought"] and "more labels" not in trust.audit_line(info["audit_bought"])
 
 
 def test_specialists_audit_accuracies_allow_for_the_reviewers_mistakes(noisy_run) -> None:

@@ -88,7 +88,10 @@ def _audit_bought(ctx: RunContext, calibration: Calibration, overall: dict) -> N
               "changed": int((differs & by_unmeasured).sum()), "unmeasured": unmeasured,
               "half_width": half, "picked": len(store.audit_hard()),
               "sampling": "hard" if store.get_meta(AUDIT_INCLUSION) else "uniform",
-              **({} if unmeasured else _hard_fix_rate(store, index)), "rows_labeled": int(store.n_rows)}
+              # the hard rows' fixes are counted against trusted answers and the votes that picked them: not where a
+              # reviewer is weighed (its answers are no truth, and the weighing replaces those votes by cross-fitted ones)
+              **({} if unmeasured or ctx.weigher.weighed else _hard_fix_rate(store, index)),
+              "rows_labeled": int(store.n_rows)}
     store.set_meta(AUDIT_BOUGHT, bought)
     ctx.progress.log(trust.audit_line(bought))
 
