@@ -442,15 +442,13 @@ def _set_report(run_dir: Path, info: dict[str, Any], gold_column: str | None) ->
 def _set_counts(store: RunStore, sets: Any, gold_column: str | None) -> dict[str, Any]:
     """Each label's rows in the output and among its reviewed rows; with `gold_column`, the truth too: micro- and
     macro-F1, exact sets, F1 per label, and the reliability of the voted rows' per-label probabilities."""
-    from .labelsets import LabelSetError
+    from .labelsets import LabelSetError, SetScores
     from .trust import CalibrationBins
 
     labels = sets.labels
     output: Counter[str] = Counter()
     reviewed: Counter[str] = Counter()
-    gold: Counter[str] = Counter()
-    tp, fp, fn = Counter(), Counter(), Counter()
-    exact = seen = 0
+    scores = SetScores()
     bins = CalibrationBins(10)
     if gold_column is not None:
         input_path = Path(store.get_meta("input_path") or "")
@@ -465,12 +463,12 @@ def _set_counts(store: RunStore, sets: Any, gold_column: str | None) -> dict[str
     for start, values in chunks:
         ids, _ = store.row_text_ids(start, start + len(values))
         fin = store.final_for(ids)
-        probs, truths = [], []
+        truths, preds, probs, present = [], [], [], []
         for i, (t, g) in enumerate(zip(ids.tolist(), values)):
             rec = fin.get(t) if t >= 0 else None
             if rec is None or rec.label is None:
                 continue
-            out = set(sets.parse(rec.label) or ())
+            out = sets.parse(rec.label) or ()
             output.update(out)
             if rec.source.startswith("reviewed"):
                 reviewed.update(out)
@@ -482,23 +480,19 @@ def _set_counts(store: RunStore, sets: Any, gold_column: str | None) -> dict[str
                 raise InputError(f"row {start + i + 1}, column {gold_column!r}: {err}") from None
             if truth is None:
                 continue
-            truth_set = set(truth)
-            gold.update(truth_set)
-            tp.update(out & truth_set)
-            fp.update(out - truth_set)
-            fn.update(truth_set - out)
-            exact += out == truth_set
-            seen += 1
+            truths.append(truth)
+            preds.append(out)
             if rec.source in UNREVIEWED:
                 shown = json.loads(rec.specialist_votes or "{}")
                 probs += [float(shown.get(lab, 0.005)) for lab in labels]
-                truths += [float(lab in truth_set) for lab in labels]
-        bins.add(np.array(probs, dtype=np.float64), np.array(truths, dtype=np.float64))
+                present += [float(lab in truth) for lab in labels]
+        scores.add(truths, preds)
+        bins.add(np.array(probs, dtype=np.float64), np.array(present, dtype=np.float64))
     truth_info = None
     if gold_column is not None:
-        f1 = {lab: 2 * tp[lab] / (2 * tp[lab] + fp[lab] + fn[lab]) for lab in labels if tp[lab] + fp[lab] + fn[lab]}
-        total = 2 * sum(tp.values()) + sum(fp.values()) + sum(fn.values())
-        truth_info = {"gold": gold, "f1": f1, "micro_f1": 2 * sum(tp.values()) / total if total else 0.0,
-                      "macro_f1": float(np.mean(list(f1.values()))) if f1 else 0.0, "exact_set_accuracy": exact / max(seen, 1),
-                      "reliability": bins.reliability()}
+        s = scores.scores(labels)
+        seen = {lab for lab in labels if scores.tp[lab] + scores.fp[lab] + scores.fn[lab]}
+        truth_info = {"gold": scores.support, "f1": {lab: s["per_label"][lab]["f1"] for lab in labels if lab in seen},
+                      "micro_f1": s["micro_f1"], "macro_f1": s["macro_f1"],
+                      "exact_set_accuracy": s["exact_set_accuracy"], "reliability": bins.reliability()}
     return {"output": output, "reviewed": reviewed, "truth": truth_info}

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..labelsets import multilabel_scores
 from . import vote
 from .heads import OneVsRestHead
 
@@ -93,14 +94,17 @@ class SetModel:
         """(rows, labels) P(label in the set), from the texts' all-MiniLM-L6-v2 embeddings (normalized) and
         the texts themselves (the TF-IDF view)."""
         views = {"embedding": np.asarray(embeddings, np.float32), "tfidf": self.vectorizer().transform(list(texts))}
-        out = []
-        for name in self.meta["heads"]:
-            z = np.asarray(views[name] @ self.arrays[f"{name}_coef"]) + self.arrays[f"{name}_intercept"]
-            p = 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
-            fixed = ~np.isnan(self.arrays[f"{name}_constant"])
-            p[:, fixed] = self.arrays[f"{name}_constant"][fixed]
-            out.append(p)
-        return vote.combine(out, self.meta["combine"])
+        return vote.combine([self.head(name).predict_proba(views[name]) for name in self.meta["heads"]],
+                            self.meta["combine"])
+
+    def head(self, name: str) -> OneVsRestHead:
+        """The saved head `name`, as the run fitted it."""
+        head = OneVsRestHead(self.labels)
+        head.classes_ = np.array(self.labels)
+        head.coef_ = self.arrays[f"{name}_coef"]
+        head.intercept_ = self.arrays[f"{name}_intercept"]
+        head.constant_ = self.arrays[f"{name}_constant"]
+        return head
 
     def predict(self, embeddings: np.ndarray, texts: Sequence[str]) -> list[tuple[str, ...]]:
         S = vote.decide(self.predict_proba(embeddings, texts), self.meta["allow_empty"], self.meta["threshold"])  # noqa: N806
@@ -167,10 +171,6 @@ def set_model_card(meta: dict[str, Any], task: dict[str, Any], folder_name: str,
 def score_of(P: np.ndarray, T: np.ndarray, allow_empty: bool, reviewer: str, against: str | None) -> dict[str, Any]:  # noqa: N803
     """The model's micro- and macro-F1 and exact-set accuracy of its sets for probabilities `P` on rows whose
     reviewed sets are `T` (out-of-fold predictions of the audit rows no stage picked)."""
-    S = vote.decide(P, allow_empty)  # noqa: N806
-    tp, fp, fn = (S & T).sum(0), (S & (1 - T)).sum(0), ((1 - S) & T).sum(0)
-    micro = 2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1)
-    seen = (tp + fp + fn) > 0  # labels present in the truth or the prediction, as scikit-learn's macro over them
-    macro = float(np.mean(2 * tp[seen] / (2 * tp[seen] + fp[seen] + fn[seen]))) if seen.any() else 0.0
-    return {"micro_f1": float(micro), "macro_f1": macro, "exact": float((S == T).all(axis=1).mean()),
-            "rows": int(len(T)), "reviewer": reviewer, "against": against}
+    scores = multilabel_scores(T, vote.decide(P, allow_empty))
+    return {"micro_f1": float(scores["micro_f1"]), "macro_f1": float(scores["macro_f1"]),
+            "exact": float(scores["exact_set_accuracy"]), "rows": int(len(T)), "reviewer": reviewer, "against": against}

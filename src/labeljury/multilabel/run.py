@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import data
 from ..budget import audit_rows, bootstrap_rows, budget_rows
 from ..engine import Engine, make_engine
-from ..errors import InputError, TaskError
+from ..errors import TaskError
 from ..labelsets import LabelSets
 from ..progress import Progress, SilentProgress
 from ..review.base import Checked, Closeable, Queued, ReviewItem, Reviewer
@@ -48,8 +47,8 @@ MIN_STAGE_REVIEWS = 25
 FIRST_SHARE = 0.1  # the first sample: a tenth of the reviews not in the audit, half of it by the labels' names
 ESTIMATE = "set_estimate"  # meta: the estimates, the calibration, what they rest on
 PLAN = "budget_plan"
-SHOWN_LABEL_CONFIDENCE = 0.01
-FOLDS = 5  # the audit's parts: an audit row is scored by heads that did not learn from its part  # `--details` lists each label whose calibrated probability reaches this
+SHOWN_LABEL_CONFIDENCE = 0.01  # `--details` lists each label whose calibrated probability reaches this
+FOLDS = 5  # the audit's parts: an audit row is scored by heads that did not learn from its part
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,7 @@ class SetAnnotator:
 
     # -- the steps -------------------------------------------------------------------------------------
     def _run(self, output: str | Path | None, details: bool, finish: bool) -> RunReport:
-        from ..pipeline import DETAIL_COLUMNS, OUTPUT_COLUMNS, export, open_run_store
+        from ..pipeline import check_input_and_output, export, open_run_store
         from ..pipeline.encode import encode
         from ..pipeline.ingest import ingest
 
@@ -190,13 +189,7 @@ class SetAnnotator:
             raise TaskError(f"a multi-label run does not use {', '.join(f'`{k}`' for k in unused)}: its vote takes per "
                             "label the larger of its heads' probabilities, its stages rank rows by the labels they may "
                             "get wrong, and its audit is drawn uniformly; remove them from the task file")
-        cols = data.check_input(self.input_path, task.text_column)
-        taken = [c for c in (*OUTPUT_COLUMNS, *DETAIL_COLUMNS) if c in cols]
-        if taken:
-            raise InputError(f"{self.input_path.name} already has a column {taken[0]!r}; rename or drop it so labeljury "
-                             "can add its own")
-        if output is not None:
-            data.check_output(output, self.input_path)
+        check_input_and_output(self.input_path, task.text_column, output)
         check_run_dir(self.run_dir)
         reviewer = self.reviewer or make_set_reviewer(task, self.input_path, self.run_dir)
         self.reviewer = reviewer

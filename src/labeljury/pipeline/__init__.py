@@ -237,13 +237,7 @@ class Annotator:
 
     # -- set-up --------------------------------------------------------------------------------------
     def _check_input(self, output: str | Path | None) -> None:
-        cols = data.check_input(self.input_path, self.task.text_column)
-        taken = [c for c in (*OUTPUT_COLUMNS, *DETAIL_COLUMNS) if c in cols]
-        if taken:
-            raise InputError(f"{self.input_path.name} already has a column {taken[0]!r}; rename or drop it "
-                             "so labeljury can add its own")
-        if output is not None:
-            data.check_output(output, self.input_path)
+        check_input_and_output(self.input_path, self.task.text_column, output)
 
     def _stopping(self) -> StoppingCriterion | None:
         """The caller's stopping criterion, else `review.stop_early`'s (by default on for a later batch)."""
@@ -364,6 +358,18 @@ class Annotator:
             waiting_for="human" if any(r.kind == "human" for r in _members(self.reviewer)) else "file",
             specialists=[r.to_dict() for r in read_registry(store)],
             unspent=int(store.get_meta("unspent_reviews") or 0) if status == "complete" else 0)
+
+
+def check_input_and_output(input_path: Path, text_column: str, output: str | Path | None) -> None:
+    """Before anything is written: the input has the text column and none of the columns labeljury adds, and
+    the output can be written (and is not the input)."""
+    cols = data.check_input(input_path, text_column)
+    taken = [c for c in (*OUTPUT_COLUMNS, *DETAIL_COLUMNS) if c in cols]
+    if taken:
+        raise InputError(f"{input_path.name} already has a column {taken[0]!r}; rename or drop it "
+                         "so labeljury can add its own")
+    if output is not None:
+        data.check_output(output, input_path)
 
 
 def open_run_store(run_dir: Path, task: Task, input_path: Path, output: str | Path | None,
