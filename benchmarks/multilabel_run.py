@@ -12,7 +12,8 @@ set is right) on the rows the vote labeled; the reviews spent.
 
 A config: `default` (the task file's defaults) or `audit0` (review.audit: 0, every review trains) or
 `mean` (the heads' mean instead of their max) or `isotonic` (the row's confidence calibrated by an isotonic
-map instead of a logistic curve). Results: benchmarks/results/multilabel_run.json; a table on stdout.
+map instead of a logistic curve), or the task's `voting:` (`soft`, `majority`, `dawid-skene`), or `zeroshot`
+(the zero-shot specialist beside the two heads), `zeroshot-ds` (the same, voting by Dawid-Skene). Results: benchmarks/results/multilabel_run.json; a table on stdout.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ from benchlib import DATA_DIR, parse_percents, write_results  # noqa: E402
 from multilabel_baseline import embeddings, read_sets  # noqa: E402
 
 CONFIGS = {"default": {}, "audit0": {"audit": 0}, "mean": {}, "isotonic": {}}
+THREE = ["embedding-head", "tfidf-head", "zeroshot"]
+TASK: dict[str, dict[str, Any]] = {"soft": {"voting": "soft"}, "majority": {"voting": "majority"},
+                                   "dawid-skene": {"voting": "dawid-skene"}, "zeroshot": {"specialists": THREE},
+                                   "zeroshot-ds": {"specialists": THREE, "voting": "dawid-skene"}}
 OPTIONS = {"mean": {"combine": "mean"}, "isotonic": {"set_calibration": "isotonic"}}
 
 
@@ -74,9 +79,10 @@ def one_run(name: str, path: Path, names: list[str], Y: np.ndarray, budget: floa
     from labeljury.multilabel import SetAnnotator
     from labeljury.task import Task
 
-    review: dict[str, Any] = {"budget": budget, **CONFIGS[config]}
+    review: dict[str, Any] = {"budget": budget, **CONFIGS.get(config, {})}
     task = Task.model_validate({"name": name, "labels": {n: "" for n in names}, "multi_label": True, "seed": seed,
-                                "reviewer": [{"kind": "gold", "column": "labels"}], "review": review})
+                                "reviewer": [{"kind": "gold", "column": "labels"}], "review": review,
+                                **TASK.get(config, {})})
     out = workdir / f"{name}-{budget}-{seed}-{config}.csv"
     t0 = time.perf_counter()
     if config in OPTIONS:

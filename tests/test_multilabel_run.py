@@ -16,12 +16,11 @@ from sklearn.linear_model import LogisticRegression
 from labeljury import pipeline
 from labeljury.errors import ReviewError, TaskError
 from labeljury.labelsets import LabelSets, multilabel_scores
-from labeljury.multilabel import OneVsRestHead, SetAnnotator, plan_sets
-from labeljury.multilabel import trust, vote
+from labeljury.multilabel import OneVsRestHead, SetAnnotator, plan_sets, trust, vote
 from labeljury.review.base import ReviewItem, ReviewResult
 from labeljury.review.gold import GoldReviewer
 from labeljury.store import RunStore
-from labeljury.task import Task
+from labeljury.task import SpecialistSpec, Task
 
 LABELS = ["sports", "politics", "weather", "music"]
 SENTENCES = {
@@ -193,8 +192,8 @@ def test_a_gold_set_with_an_unknown_name_leaves_its_row_to_the_vote_and_says_why
 def test_a_multi_label_run_refuses_what_it_cannot_do_before_writing(tmp_path: Path) -> None:
     data, task, _ = _write(tmp_path, n=50)
     out = tmp_path / "out.csv"
-    with pytest.raises(TaskError, match="one-vs-rest heads"):
-        pipeline.run(task.model_copy(update={"specialists": []}), data, out)
+    with pytest.raises(TaskError, match="nb-head.*no multi-label form yet"):
+        pipeline.run(task.model_copy(update={"specialists": [SpecialistSpec(id="nb-head")]}), data, out)
     with pytest.raises(TaskError, match="--from does not continue multi-label runs"):
         pipeline.run(task, data, out, from_run=tmp_path)
     assert not out.exists() and not pipeline.default_run_dir(out).exists()
@@ -359,22 +358,24 @@ def test_a_run_reviewed_by_an_llm_says_its_estimate_is_agreement_with_the_llm(tm
 
 def test_an_audit_row_is_scored_by_heads_that_never_learned_from_it(tmp_path: Path) -> None:
     from labeljury.multilabel.run import FOLDS, _Views
+    from labeljury.multilabel.specialists import set_specialists
 
     data, task, _ = _write(tmp_path, n=300, audit=60)
     out = tmp_path / "out.csv"
     pipeline.run(task, data, out)
     annotator = SetAnnotator(task, data, pipeline.default_run_dir(out))
     with RunStore(pipeline.default_run_dir(out)) as s:
-        views = _Views(s, task.seed)
+        views = _Views(s, task.seed, set_specialists(task))
+        annotator.specialists = set_specialists(task)
         folds = annotator._audit_folds(s)
         assert sorted(folds) == sorted(s.routed("audit")) and set(folds.values()) == set(range(FOLDS))
         assert annotator._audit_folds(s) == folds  # fixed for the run: every stage splits the audit alike
         rows = sorted(annotator._measuring(s))[:6]
         crossed = annotator._cross_fitted(s, views, rows)
-        full = annotator._proba(annotator._fit(s, views), views.of(rows))
+        full = annotator._fit(s, views)(views.of(rows))
         for i, t in enumerate(rows):
             part = [u for u, f in folds.items() if f == folds[t]]
-            alone = annotator._proba(annotator._fit(s, views, leave_out=part), views.of([t]))[0]
+            alone = annotator._fit(s, views, leave_out=part)(views.of([t]))[0]
             assert np.allclose(crossed[i], alone)  # the heads without its part of the audit
             train_ids, _ = annotator._train_rows(s)
             assert t in train_ids  # ... while the output's heads learn from it
@@ -501,12 +502,12 @@ def test_texts_without_a_word_of_two_letters_are_labeled_not_a_crash(tmp_path: P
 def test_settings_a_multi_label_run_does_not_use_are_refused_not_ignored(tmp_path: Path) -> None:
     data, task, _ = _write(tmp_path, n=60)
     base = task.model_dump(mode="json", exclude_unset=True)
-    for extra, named in (({"voting": "dawid-skene"}, "`voting`"),
+    for extra, named in (({"continual": {}}, "`continual`"),
                          ({"review": {**base["review"], "policy": "disagreement"}}, "`review.policy`")):
         with pytest.raises(TaskError, match=f"does not use {named}"):
             pipeline.run(Task.model_validate({**base, **extra}), data, tmp_path / "out.csv")
         assert not (tmp_path / "out.csv.run").exists() and not (tmp_path / "out.csv").exists()
-    same = Task.model_validate({**base, "voting": "soft"})  # the default, written out: harmless
+    same = Task.model_validate({**base, "review": {**base["review"], "policy": "margin"}})  # the default
     assert pipeline.run(same, data, tmp_path / "out.csv").status == "complete"
 
 

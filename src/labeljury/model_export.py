@@ -130,22 +130,23 @@ def export_model(run_dir: str | Path, output: str | Path, specialist: str | None
 
 
 def _export_sets(run_dir: Path, output: Path, task: dict[str, Any], specialist: str | None) -> ExportedModel:
-    """A multi-label run's model: its final one-vs-rest heads (`multilabel.export`), with a card and labels.json."""
+    """A multi-label run's model: its final heads and their vote (`multilabel.export`), a card and labels.json."""
     from .multilabel.export import SET_MODEL, SetModel, set_model_card
 
     if specialist is not None:
-        raise ExportError("a multi-label run has one model (its two one-vs-rest heads, voting together); leave out "
-                          "--specialist")
+        raise ExportError("a multi-label run has one model (its specialists' heads and their vote, together); leave "
+                          "out --specialist")
     folder = run_dir / SET_MODEL
     if not folder.is_dir():
         raise ExportError("this multi-label run has no model yet: it is written when the run finishes; rerun "
                           "`labeljury run` until it completes")
-    meta = SetModel.load(folder).meta
+    meta = SetModel.load(folder).meta  # in the newest format: a model saved by an older labeljury is rewritten
     labels = [{"index": i, "label": lab} for i, lab in enumerate(meta["labels"])]
     _write_atomically(output, folder, {"README.md": set_model_card(meta, task, output.name, run_dir),
+                                       "set_model.json": json.dumps(meta, ensure_ascii=False),
                                        "labels.json": json.dumps(labels, indent=2, ensure_ascii=False) + "\n"})
     score = meta.get("score")
-    return ExportedModel("one-vs-rest heads", 1, "scikit-learn", output, None,
+    return ExportedModel(" + ".join(h["name"] for h in meta["heads"]), 1, "scikit-learn", output, None,
                          "out-of-fold audit rows" if score else "not measured",
                          None if not score else f"micro-F1 {score['micro_f1']:.3f} on {score['rows']} audit rows (out of fold)")
 

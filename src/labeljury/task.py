@@ -258,7 +258,8 @@ class Task(BaseModel):
     text_column: str = "text"
     examples: list[Example] = Field(default_factory=list)
     specialists: Literal["auto"] | list[SpecialistSpec] = "auto"
-    voting: Literal["majority", "soft", "dawid-skene"] = "soft"
+    # `max` is for multi-label tasks, whose vote defaults to it (`set_voting`)
+    voting: Literal["majority", "soft", "dawid-skene", "max"] = "soft"
     reviewer: list[ReviewerSpec] = Field(default_factory=lambda: [ReviewerSpec(kind="file")])
     review: ReviewSpec = Field(default_factory=ReviewSpec)
     llm: LLMSpec | None = None
@@ -329,6 +330,9 @@ class Task(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> Task:
         if not self.multi_label:
+            if self.voting == "max":
+                raise ValueError("voting `max` (per label the largest probability) is for multi-label tasks; use "
+                                 "majority, soft or dawid-skene")
             for name in ("label_separator", "allow_empty"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"`{name}` is for multi-label tasks: add `multi_label: true`, or remove `{name}`")
@@ -419,6 +423,11 @@ class Task(BaseModel):
                             "labeljury reads, checks and scores label sets (`labeljury eval --multi-label`), but its "
                             "specialists, vote and reviewers give one label a text; remove `multi_label: true` to label "
                             "one label per text")
+
+    @property
+    def set_voting(self) -> str:
+        """The vote of a multi-label task: the task file's `voting`, else `max` (`multilabel.vote`)."""
+        return self.voting if "voting" in self.model_fields_set else "max"
 
     @property
     def trusted_reviewer(self) -> ReviewerSpec:

@@ -1,7 +1,8 @@
 """Multi-label tasks (`multi_label: true`): a text may carry several labels, or none with `allow_empty`.
 
-One module per role, as for single-label tasks: `heads` (the specialists: one-vs-rest heads, a probability
-per label), `vote` (combining them, deciding a set, a row's hardness), `trust` (calibration and the estimate,
+One module per role, as for single-label tasks: `specialists` (what the task file may name, built into heads),
+`heads` (the estimators: one-vs-rest heads, and a per-label fit of a scorer's own score; a probability per
+label), `vote` (combining them per label: max, soft, majority or Dawid-Skene; deciding a set; a row's hardness), `trust` (calibration and the estimate,
 on the audit rows), `run` (the steps, on the same run store, budget and reviewers). Reading, checking and
 scoring sets is `labeljury.labelsets`; `labeljury eval --multi-label` scores an output.
 """

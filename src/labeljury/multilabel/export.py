@@ -1,11 +1,13 @@
-"""A multi-label run's model: the final one-vs-rest heads kept in the run directory as plain data, and what
+"""A multi-label run's model: the final heads and their vote kept in the run directory as plain data, and what
 `labeljury export-model` writes from them (the arrays, the TF-IDF vocabulary, labels.json and a model card).
 
-Nothing is pickled: `arrays.npz` holds each head's weights, intercepts and constant labels and the TF-IDF
-idf; `set_model.json` the labels, the views (the encoder's name, the TF-IDF parameters and vocabulary), the
-decision rule (per label the larger of the heads' probabilities, in at 0.5, the likeliest label where none
-is and the task allows no empty set), the calibration and the score measured out of fold. `SetModel`
-loads it back and labels texts; the model card shows the same steps in plain numpy and scikit-learn.
+Nothing is pickled: `arrays.npz` holds each head's weights, intercepts and constant labels (a zero-shot
+head's label prototypes and score scales too) and the TF-IDF idf; `set_model.json` the labels, each head's
+view (the encoder's name, the TF-IDF parameters and vocabulary, a hub model's name and label columns: the
+model itself is loaded by name, not copied), the vote (a Dawid-Skene vote's parameters included), the
+decision rule (in at 0.5, the likeliest label where none is and the task allows no empty set), the
+calibration and the score measured out of fold. `SetModel` loads it back and labels texts; the model card
+shows the same steps in plain numpy and scikit-learn where they suffice (one-vs-rest heads, max or mean).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 
 from ..labelsets import multilabel_scores
 from . import vote
-from .heads import OneVsRestHead
+from .heads import OneVsRestHead, OwnScoreHead
+from .specialists import Head, SetSpecialist
 
 SET_MODEL = Path("checkpoints") / "sets"  # inside the run directory
 ARRAYS, META = "arrays.npz", "set_model.json"
@@ -31,26 +34,40 @@ TFIDF_PARAMS = ("analyzer", "ngram_range", "lowercase", "token_pattern", "sublin
                 "smooth_idf", "strip_accents")
 
 
-def save_set_model(run_dir: Path, labels: Sequence[str], heads: list[tuple[str, OneVsRestHead]], tfidf: Any,
-                   allow_empty: bool, combine: str, trained_rows: int, calibration: dict[str, Any],
+def save_set_model(run_dir: Path, labels: Sequence[str], heads: Sequence[tuple[SetSpecialist, Head]], tfidf: Any,
+                   allow_empty: bool, voting: vote.SetVote, trained_rows: int, calibration: dict[str, Any],
                    score: dict[str, Any] | None) -> Path:
     """Write the final heads under RUN_DIR/checkpoints/sets (a new folder renamed into place: never half-written)."""
     folder = run_dir / SET_MODEL
     tmp = folder.with_name(".sets.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    arrays: dict[str, np.ndarray] = {"tfidf_idf": np.asarray(tfidf.idf_, np.float64)}
-    for name, head in heads:
-        arrays[f"{name}_coef"] = np.asarray(head.coef_, np.float32)
-        arrays[f"{name}_intercept"] = np.asarray(head.intercept_, np.float64)
-        arrays[f"{name}_constant"] = np.asarray(head.constant_, np.float64)
+    arrays: dict[str, np.ndarray] = {} if tfidf is None else {"tfidf_idf": np.asarray(tfidf.idf_, np.float64)}
+    described = []
+    for s, head in heads:
+        arrays[f"{s.name}_coef"] = np.asarray(head.coef_, np.float32)
+        arrays[f"{s.name}_intercept"] = np.asarray(head.intercept_, np.float64)
+        arrays[f"{s.name}_constant"] = np.asarray(head.constant_, np.float64)
+        one: dict[str, Any] = {"name": s.name, "view": s.view,
+                               "kind": "one-vs-rest" if isinstance(head, OneVsRestHead) else "own-score"}
+        if isinstance(head, OwnScoreHead):
+            arrays[f"{s.name}_mean"], arrays[f"{s.name}_scale"] = head.mean_, head.scale_
+            arrays[f"{s.name}_scored"] = head.scored_.astype(np.int8)
+        if s.prototypes is not None:
+            arrays[f"{s.name}_prototypes"] = np.asarray(s.prototypes, np.float32)
+        if s.scorer is not None:  # a hub model: loaded again by name, its labels mapped as in the run
+            one["model"] = s.scorer.model.model
+            one["columns"] = s.scorer.columns
+        described.append(one)
     np.savez_compressed(tmp / ARRAYS, **arrays)
-    params = {k: v for k, v in tfidf.get_params().items() if k in TFIDF_PARAMS}
-    meta = {"format": 1, "labels": list(labels), "heads": [name for name, _ in heads],
-            "encoder": ENCODER, "normalize_embeddings": True,
-            "tfidf": {"params": params, "vocabulary": {t: int(i) for t, i in tfidf.vocabulary_.items()}},
-            "combine": combine, "threshold": vote.THRESHOLD, "allow_empty": bool(allow_empty),
-            "trained_rows": int(trained_rows), "calibration": calibration, "score": score}
+    tfidf_meta = None if tfidf is None else {
+        "params": {k: v for k, v in tfidf.get_params().items() if k in TFIDF_PARAMS},
+        "vocabulary": {t: int(i) for t, i in tfidf.vocabulary_.items()}}
+    meta = {"format": 2, "labels": list(labels), "heads": described,
+            "encoder": ENCODER, "normalize_embeddings": True, "tfidf": tfidf_meta,
+            "combine": voting.how, "vote": voting.to_dict(), "threshold": vote.THRESHOLD,
+            "allow_empty": bool(allow_empty), "trained_rows": int(trained_rows), "calibration": calibration,
+            "score": score}
     (tmp / META).write_text(json.dumps(meta, ensure_ascii=False))
     old = folder.with_name(".sets.old")
     shutil.rmtree(old, ignore_errors=True)
@@ -72,6 +89,9 @@ class SetModel:
     def load(cls, folder: str | Path) -> SetModel:
         folder = Path(folder)
         meta = json.loads((folder / META).read_text())
+        if meta.get("format", 1) == 1:  # two one-vs-rest heads named by their views, the vote `combine`
+            meta["heads"] = [{"name": h, "view": h, "kind": "one-vs-rest"} for h in meta["heads"]]
+            meta["vote"] = {"how": meta["combine"]}
         with np.load(folder / ARRAYS) as z:
             arrays = {k: z[k] for k in z.files}
         return cls(meta, arrays)
@@ -79,6 +99,13 @@ class SetModel:
     @property
     def labels(self) -> list[str]:
         return list(self.meta["labels"])
+
+    @property
+    def plain(self) -> bool:
+        """Whether numpy and scikit-learn alone reproduce it (the model card's code): one-vs-rest heads on the
+        embeddings and TF-IDF, voting by max or mean."""
+        return all(h["kind"] == "one-vs-rest" for h in self.meta["heads"]) and \
+            self.meta["vote"]["how"] in ("max", "soft")
 
     def vectorizer(self) -> Any:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -90,16 +117,40 @@ class SetModel:
         vec.idf_ = self.arrays["tfidf_idf"]
         return vec
 
+    def _view(self, head: dict[str, Any], embeddings: np.ndarray, texts: Sequence[str]) -> Any:
+        view = head["view"]
+        if view == "embedding":
+            return embeddings
+        if view == "tfidf":
+            return self.vectorizer().transform(list(texts))
+        if view.startswith("zeroshot:"):
+            E = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)  # noqa: N806
+            return E @ self.arrays[f"{head['name']}_prototypes"].T
+        from ..specialists.hf import HFTextClassifier
+        from .specialists import HubScorer
+
+        model = HFTextClassifier(head["model"])
+        scorer = HubScorer(model, {}, self.labels)
+        scorer.columns = [list(c) for c in head["columns"]]
+        return scorer(list(texts))
+
     def predict_proba(self, embeddings: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """(rows, labels) P(label in the set), from the texts' all-MiniLM-L6-v2 embeddings (normalized) and
-        the texts themselves (the TF-IDF view)."""
-        views = {"embedding": np.asarray(embeddings, np.float32), "tfidf": self.vectorizer().transform(list(texts))}
-        return vote.combine([self.head(name).predict_proba(views[name]) for name in self.meta["heads"]],
-                            self.meta["combine"])
+        the texts themselves (the TF-IDF view, a hub model's scores)."""
+        embeddings = np.asarray(embeddings, np.float32)
+        each = [self.head(h["name"]).predict_proba(self._view(h, embeddings, texts)) for h in self.meta["heads"]]
+        return vote.SetVote.from_dict(self.meta["vote"])(each)
 
-    def head(self, name: str) -> OneVsRestHead:
+    def head(self, name: str) -> Head:
         """The saved head `name`, as the run fitted it."""
-        head = OneVsRestHead(self.labels)
+        kind = next(h["kind"] for h in self.meta["heads"] if h["name"] == name)
+        head: Head
+        if kind == "one-vs-rest":
+            head = OneVsRestHead(self.labels)
+        else:
+            head = OwnScoreHead(self.labels)
+            head.mean_, head.scale_ = self.arrays[f"{name}_mean"], self.arrays[f"{name}_scale"]
+            head.scored_ = self.arrays[f"{name}_scored"].astype(bool)
         head.classes_ = np.array(self.labels)
         head.coef_ = self.arrays[f"{name}_coef"]
         head.intercept_ = self.arrays[f"{name}_intercept"]
@@ -131,11 +182,42 @@ def set_model_card(meta: dict[str, Any], task: dict[str, Any], folder_name: str,
         measured, "",
         "## Labels", "", ", ".join(f"`{lab}`" for lab in labels), "",
         "## How it decides", "",
-        "Two one-vs-rest logistic-regression heads, each giving every label a probability: one on the text's "
-        f"`{meta['encoder']}` embedding (normalized), one on word 1-2-gram TF-IDF (vocabulary and idf in "
-        "this folder). Per label the larger of the two probabilities; a label is in the set at "
-        f"{meta['threshold']}.", "",
+        _how_it_decides(meta), "",
         "## Use it", "",
+        *(_plain_code(meta, folder_name) if SetModel(meta, {}).plain else _labeljury_code(folder_name)),
+        "`labels.json` lists the labels in the order of the arrays' columns. The probabilities are the vote's own; the "
+        "calibration the run fitted on its audit (isotonic, pooled over labels) is in `set_model.json` "
+        "(`calibration`).", ""])
+
+
+_VIEWS = {"embedding": "the text's `{encoder}` embedding (normalized)",
+          "tfidf": "word 1-2-gram TF-IDF (vocabulary and idf in this folder)"}
+_VOTES = {"max": "Per label the largest of their probabilities", "soft": "Per label the mean of their probabilities",
+          "majority": "Per label the share of heads that put it in (p >= 0.5; the mean probability where exactly "
+                      "half do)",
+          "dawid-skene": "Per label the posterior of a binary Dawid-Skene model over the heads' in/out decisions "
+                         "(sensitivities, specificities and priors in `set_model.json`, `vote`)"}
+
+
+def _how_it_decides(meta: dict[str, Any]) -> str:
+    parts = []
+    for h in meta["heads"]:
+        view = h["view"]
+        if view in _VIEWS:
+            parts.append(f"`{h['name']}`: a logistic regression per label on {_VIEWS[view].format(**meta)}")
+        elif view.startswith("zeroshot:"):
+            parts.append(f"`{h['name']}`: per label, a logistic fit on the cosine of the embedding to the label's "
+                         "name and description (prototypes in `arrays.npz`)")
+        else:
+            parts.append(f"`{h['name']}`: per label, a logistic fit on the logit of the Hugging Face model "
+                         f"`{h['model']}` (loaded by name, not copied here)")
+    return ("Heads, each giving every label a probability: " + "; ".join(parts) + ". "
+            f"{_VOTES[meta['vote']['how']]}; a label is in the set at {meta['threshold']}.")
+
+
+def _plain_code(meta: dict[str, Any], folder_name: str) -> list[str]:
+    combine = "P = np.maximum(P, p)" if meta["vote"]["how"] == "max" else "P = P + p / len(meta['heads'])"
+    return [
         "```python",
         "import json, numpy as np",
         "from sentence_transformers import SentenceTransformer",
@@ -144,28 +226,43 @@ def set_model_card(meta: dict[str, Any], task: dict[str, Any], folder_name: str,
         f"folder = {folder_name!r}",
         f"meta = json.load(open(f'{{folder}}/{META}'))",
         f"arrays = np.load(f'{{folder}}/{ARRAYS}')",
-        "params = dict(meta['tfidf']['params'], ngram_range=tuple(meta['tfidf']['params']['ngram_range']))",
-        "tfidf = TfidfVectorizer(**params)",
-        "tfidf.vocabulary_, tfidf.idf_ = meta['tfidf']['vocabulary'], arrays['tfidf_idf']",
+        "if meta['tfidf']:",
+        "    params = dict(meta['tfidf']['params'], ngram_range=tuple(meta['tfidf']['params']['ngram_range']))",
+        "    tfidf = TfidfVectorizer(**params)",
+        "    tfidf.vocabulary_, tfidf.idf_ = meta['tfidf']['vocabulary'], arrays['tfidf_idf']",
         "",
         "def label_sets(texts):",
-        "    views = {'embedding': SentenceTransformer(meta['encoder']).encode(texts, normalize_embeddings=True),",
-        "             'tfidf': tfidf.transform(texts)}",
+        "    views = {'embedding': SentenceTransformer(meta['encoder']).encode(texts, normalize_embeddings=True)}",
+        "    if meta['tfidf']:",
+        "        views['tfidf'] = tfidf.transform(texts)",
         "    P = 0",
         "    for h in meta['heads']:",
-        "        p = 1 / (1 + np.exp(-(np.asarray(views[h] @ arrays[h + '_coef']) + arrays[h + '_intercept'])))",
-        "        fixed = ~np.isnan(arrays[h + '_constant'])  # a label training never varied: its constant",
-        "        p[:, fixed] = arrays[h + '_constant'][fixed]",
-        "        P = np.maximum(P, p)",
+        "        name = h['name']",
+        "        p = 1 / (1 + np.exp(-(np.asarray(views[h['view']] @ arrays[name + '_coef']) + arrays[name + '_intercept'])))",
+        "        fixed = ~np.isnan(arrays[name + '_constant'])  # a label training never varied: its constant",
+        "        p[:, fixed] = arrays[name + '_constant'][fixed]",
+        f"        {combine}",
         "    S = P >= meta['threshold']",
         "    if not meta['allow_empty']:",
         "        none = ~S.any(axis=1)",
         "        S[none, P[none].argmax(axis=1)] = True",
         "    return [[meta['labels'][j] for j in np.flatnonzero(row)] for row in S]",
-        "```", "",
-        "`labels.json` lists the labels in the order of the arrays' columns. The probabilities are the vote's own; the "
-        "calibration the run fitted on its audit (isotonic, pooled over labels) is in `set_model.json` "
-        "(`calibration`).", ""])
+        "```", ""]
+
+
+def _labeljury_code(folder_name: str) -> list[str]:
+    return [
+        "Its heads or vote need more than numpy and scikit-learn; with labeljury installed:", "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "from labeljury.multilabel.export import SetModel",
+        "",
+        f"model = SetModel.load({folder_name!r})",
+        "",
+        "def label_sets(texts):",
+        "    embeddings = SentenceTransformer(model.meta['encoder']).encode(texts, normalize_embeddings=True)",
+        "    return [list(s) for s in model.predict(embeddings, texts)]",
+        "```", ""]
 
 
 def score_of(P: np.ndarray, T: np.ndarray, allow_empty: bool, reviewer: str, against: str | None) -> dict[str, Any]:  # noqa: N803

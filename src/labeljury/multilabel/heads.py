@@ -88,3 +88,51 @@ def fit_tfidf(texts: Sequence[str], seed: int) -> Any:
         return words.fit(texts)
     except ValueError:  # no word of two characters or more in any text ("a", "?", emoji): character n-grams
         return TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=(1, 3), max_features=50_000).fit(texts)
+
+
+class OwnScoreHead:
+    """Per label, a logistic regression on that label's own score (a zero-shot similarity, a hub model's
+    logit): two numbers a label, fitted on reviewed rows the scorer never trained on (it trains on nothing),
+    so each label gets its own threshold and scale. A label the scorer does not score (a NaN column)
+    predicts NaN: no opinion. A label the training rows never show (or always show) predicts that constant."""
+
+    def __init__(self, labels: Sequence[str], C: float = 1.0):  # noqa: N803 - scikit-learn's name
+        self.labels = list(labels)
+        self.C = C
+
+    def fit(self, X: Any, Y: np.ndarray) -> OwnScoreHead:  # noqa: N803
+        from sklearn.linear_model import LogisticRegression
+
+        X, Y = np.asarray(X, np.float64), np.asarray(Y)  # noqa: N806
+        k = len(self.labels)
+        if X.ndim != 2 or X.shape[1] != k or Y.shape != X.shape:
+            raise SpecialistError(f"own-score head: X and Y must both be (rows, {k}), got {X.shape} and {Y.shape}")
+        self.classes_ = np.array(self.labels)
+        scored = ~np.isnan(X).all(axis=0) if len(X) else np.ones(k, bool)
+        # standardised per label: one C suits scores of any scale (cosines near 0.3, logits near -5)
+        filled = np.where(np.isnan(X), 0.0, X)  # a scorer leaves whole labels out, never single rows
+        self.mean_ = filled.mean(axis=0) if len(X) else np.zeros(k)
+        self.scale_ = np.maximum(filled.std(axis=0), 1e-6) if len(X) else np.ones(k)
+        self.coef_ = np.zeros(k)
+        self.intercept_ = np.zeros(k)
+        self.constant_ = np.full(k, np.nan)
+        self.scored_ = scored
+        for j in np.flatnonzero(scored):
+            y = Y[:, j].astype(np.int8)
+            if len(y) == 0 or y.min() == y.max():
+                self.constant_[j] = float(y[0]) if len(y) else 0.0
+                continue
+            z = ((X[:, j] - self.mean_[j]) / self.scale_[j])[:, None]
+            clf = LogisticRegression(C=self.C, max_iter=1000).fit(z, y)
+            self.coef_[j], self.intercept_[j] = clf.coef_[0, 0], clf.intercept_[0]
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
+        if not hasattr(self, "coef_"):
+            raise SpecialistError("own-score head: call fit before predict_proba")
+        z = (np.asarray(X, np.float64) - self.mean_) / self.scale_ * self.coef_ + self.intercept_
+        P = 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+        fixed = ~np.isnan(self.constant_)
+        P[:, fixed] = self.constant_[fixed]
+        P[:, ~self.scored_] = np.nan
+        return P

@@ -7,8 +7,9 @@ The same run store, budget, reviewers and resume as a single-label run: each ste
 finished, every answer is stored as it arrives, and a rerun skips what is done. A set is stored as the
 task's label names joined by its separator (`LabelSets.text`).
 
-What differs: the specialists are two one-vs-rest heads (`multilabel.heads`) whose per-label probabilities
-the vote combines (`multilabel.vote`); the first sample seeds every label by rows that resemble its name
+What differs: the specialists give every label its own probability (`multilabel.specialists`: by default
+two one-vs-rest heads, `multilabel.heads`), which the task's vote combines per label (`multilabel.vote`);
+a hub model's scores are computed once per text after the encoder pass; the first sample seeds every label by rows that resemble its name
 or description, so a rare label has positives from the start; every stage and the final heads learn from
 every answered row, the audit's included, while each row is ranked by heads that did not learn from it; the
 trust layer (`multilabel.trust`) calibrates and estimates on the audit rows no stage picked.
@@ -30,14 +31,24 @@ from ..engine import Engine, make_engine
 from ..errors import TaskError
 from ..labelsets import LabelSets
 from ..progress import Progress, SilentProgress
-from ..review.base import Checked, Closeable, Queued, ReviewItem, Reviewer
-from ..sources import AUDIT, BOOTSTRAP, FINALIZE, HARD, ROUTE_AUDIT, ROUTE_BOOTSTRAP, VOTE, route_hard
+from ..review.base import Checked, Closeable, Queued, Reviewer, ReviewItem
+from ..sources import (
+    AUDIT,
+    BOOTSTRAP,
+    FINALIZE,
+    HARD,
+    ROUTE_AUDIT,
+    ROUTE_BOOTSTRAP,
+    VOTE,
+    route_hard,
+)
 from ..specialists import DEFAULT_ENCODER
 from ..store import CHUNK, RunStore, check_run_dir, storage_errors
 from ..task import ContinualSpec, Task
 from . import trust, vote
 from .export import save_set_model, score_of
-from .heads import HEADS, OneVsRestHead, fit_tfidf
+from .heads import fit_tfidf
+from .specialists import Head, SetSpecialist, set_specialists
 
 if TYPE_CHECKING:
     from ..pipeline import RunReport
@@ -49,6 +60,7 @@ ESTIMATE = "set_estimate"  # meta: the estimates, the calibration, what they res
 PLAN = "budget_plan"
 SHOWN_LABEL_CONFIDENCE = 0.01  # `--details` lists each label whose calibrated probability reaches this
 FOLDS = 5  # the audit's parts: an audit row is scored by heads that did not learn from its part
+VOTE_SAMPLE = 20_000  # rows a Dawid-Skene vote learns its specialists' sensitivities and specificities on
 
 
 @dataclass(frozen=True)
@@ -86,8 +98,8 @@ def plan_sets(task: Task, n_rows: int, n_texts: int) -> SetPlan:
 def unused_settings(task: Task) -> list[str]:
     """The task file's settings, given with other than their default values, that a multi-label run does not use
     (refused rather than ignored)."""
-    top = [k for k in ("voting", "continual") if k in task.model_fields_set
-           and getattr(task, k) != Task.model_fields[k].default]
+    top = ["continual"] if "continual" in task.model_fields_set and task.continual != Task.model_fields[
+        "continual"].default else []
     review = task.review
     fields = type(review).model_fields
     return top + [f"review.{k}" for k in ("policy", "threshold", "bootstrap", "audit_sampling", "stop_early")
@@ -117,31 +129,62 @@ def make_set_reviewer(task: Task, input_path: Path, run_dir: Path) -> Reviewer:
 
 
 class _Views:
-    """The two views the heads read: the run store's embeddings and TF-IDF of the texts."""
+    """The views of a text the specialists read: the run store's embeddings, TF-IDF of the texts (fitted only
+    when a specialist reads it), each zero-shot specialist's cosines to its label prototypes, and each hub
+    model's stored scores."""
 
-    def __init__(self, store: RunStore, seed: int):
+    def __init__(self, store: RunStore, seed: int, specialists: Sequence[SetSpecialist]):
         self.store = store
-        n = store.n_texts
-        sample = np.arange(n) if n <= 50_000 else np.sort(np.random.default_rng(seed).choice(n, 50_000, replace=False))
-        texts = store.texts_by_id(sample.tolist())
-        self.tfidf = fit_tfidf([texts[int(t)][0] for t in sample], seed)
+        self.specialists = list(specialists)
+        self.tfidf: Any = None
+        if any(s.view == "tfidf" for s in self.specialists):
+            n = store.n_texts
+            sample = np.arange(n) if n <= 50_000 else np.sort(np.random.default_rng(seed).choice(n, 50_000,
+                                                                                              replace=False))
+            texts = store.texts_by_id(sample.tolist())
+            self.tfidf = fit_tfidf([texts[int(t)][0] for t in sample], seed)
+
+    def _stored(self, ids: np.ndarray, get: Any) -> np.ndarray:
+        """Rows `ids` of a per-chunk array in the run store (`get(chunk)`)."""
+        parts, where = [], []
+        for c in np.unique(ids // CHUNK):
+            mine = np.flatnonzero(ids // CHUNK == c)
+            block = get(int(c))
+            assert block is not None  # the encode and score steps stored every chunk
+            parts.append(block[ids[mine] - c * CHUNK])
+            where.append(mine)
+        out = np.empty((len(ids), parts[0].shape[1]), parts[0].dtype)
+        for p, w in zip(parts, where, strict=True):
+            out[w] = p
+        return out
+
+    def sample(self, seed: int) -> dict[str, Any]:
+        """The views of a seeded sample of VOTE_SAMPLE rows (all, when fewer), kept: a vote learns on it."""
+        if not hasattr(self, "_sample"):
+            n = self.store.n_texts
+            ids = np.arange(n) if n <= VOTE_SAMPLE else np.sort(
+                np.random.default_rng(seed + 17).choice(n, VOTE_SAMPLE, replace=False))
+            self._sample = self.of(ids)
+        return self._sample
 
     def of(self, ids: Sequence[int]) -> dict[str, Any]:
         ids = np.asarray(ids, dtype=np.int64)
         E = np.zeros((len(ids), 0), np.float32)  # noqa: N806
         if len(ids):
-            parts, where = [], []
-            for c in np.unique(ids // CHUNK):
-                mine = np.flatnonzero(ids // CHUNK == c)
-                emb = self.store.get_embeddings(DEFAULT_ENCODER, int(c))
-                assert emb is not None  # the encode step stored every chunk
-                parts.append(emb[ids[mine] - c * CHUNK])
-                where.append(mine)
-            E = np.empty((len(ids), parts[0].shape[1]), np.float32)  # noqa: N806
-            for p, w in zip(parts, where, strict=True):
-                E[w] = p
-        texts = self.store.texts_by_id(ids.tolist())
-        return {"embedding": E, "tfidf": self.tfidf.transform([texts[int(t)][0] for t in ids])}
+            E = self._stored(ids, lambda c: self.store.get_embeddings(DEFAULT_ENCODER, c))  # noqa: N806
+        out: dict[str, Any] = {"embedding": E}
+        if self.tfidf is not None:
+            texts = self.store.texts_by_id(ids.tolist())
+            out["tfidf"] = self.tfidf.transform([texts[int(t)][0] for t in ids])
+        for s in self.specialists:
+            if s.prototypes is not None:
+                En = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)  # noqa: N806
+                out[s.view] = En @ s.prototypes.T if len(ids) else np.zeros((0, len(s.prototypes)))
+            elif s.scorer is not None:
+                k = len(s.scorer.labels)
+                out[s.view] = (self._stored(ids, lambda c, n=s.name: self.store.get_predictions(n, 0, c))
+                               if len(ids) else np.zeros((0, k), np.float32))
+        return out
 
     def chunks(self) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
         n = self.store.n_texts
@@ -150,11 +193,25 @@ class _Views:
             yield ids, self.of(ids)
 
 
+class _Ensemble:
+    """The specialists' fitted heads and the vote over them: probabilities per label for any rows' views."""
+
+    def __init__(self, heads: list[tuple[SetSpecialist, Head]], vote: vote.SetVote):
+        self.heads = heads
+        self.vote = vote
+
+    def each(self, X: dict[str, Any]) -> list[np.ndarray]:  # noqa: N803
+        return [head.predict_proba(X[s.view]) for s, head in self.heads]
+
+    def __call__(self, X: dict[str, Any]) -> np.ndarray:  # noqa: N803
+        return self.vote(self.each(X))
+
+
 class SetAnnotator:
     """One run of a multi-label task over one input, backed by one run directory."""
 
     def __init__(self, task: Task, input_path: str | Path, run_dir: str | Path, reviewer: Reviewer | None = None,
-                 progress: Progress | None = None, engine: Engine | None = None, combine: str = "max",
+                 progress: Progress | None = None, engine: Engine | None = None, combine: str | None = None,
                  set_calibration: str = "platt"):
         if not task.multi_label:
             raise TaskError("SetAnnotator labels multi-label tasks; this task is single-label (use `pipeline.run`)")
@@ -165,7 +222,9 @@ class SetAnnotator:
         self.reviewer = reviewer
         self.progress = progress or SilentProgress()
         self.engine = engine
-        self.combine = combine
+        self.combine = combine or task.set_voting  # the vote (`multilabel.vote.VOTES`): the task's unless given
+        vote.SetVote(self.combine)  # an unknown name fails here, before anything is written
+        self.specialists: list[SetSpecialist] = []
         self.set_calibration = set_calibration  # `trust.Calibration`'s map of the row's confidence
 
     def run(self, output: str | Path | None = None, details: bool = False, finish: bool = False) -> RunReport:
@@ -181,14 +240,12 @@ class SetAnnotator:
         from ..pipeline.ingest import ingest
 
         task, progress = self.task, self.progress
-        if task.specialists != "auto":
-            raise TaskError("a multi-label task is labeled by labeljury's one-vs-rest heads (embedding and tf-idf); "
-                            "remove `specialists:` from the task file (or set it to auto)")
         unused = unused_settings(task)
         if unused:
-            raise TaskError(f"a multi-label run does not use {', '.join(f'`{k}`' for k in unused)}: its vote takes per "
-                            "label the larger of its heads' probabilities, its stages rank rows by the labels they may "
-                            "get wrong, and its audit is drawn uniformly; remove them from the task file")
+            raise TaskError(f"a multi-label run does not use {', '.join(f'`{k}`' for k in unused)}: its stages are "
+                            "fixed (eight, ranking rows by the labels they may get wrong), and its audit is drawn "
+                            "uniformly; remove them from the task file")
+        self.specialists = set_specialists(task, progress.log)
         check_input_and_output(self.input_path, task.text_column, output)
         check_run_dir(self.run_dir)
         reviewer = self.reviewer or make_set_reviewer(task, self.input_path, self.run_dir)
@@ -200,13 +257,14 @@ class SetAnnotator:
         try:
             ingest(store, self.input_path, task.text_column, progress)
             encode(store, [DEFAULT_ENCODER], progress, engine)
+            self._score_hub_models(store)
             plan = self._plan(store)
             rng = np.random.default_rng(task.seed)
             if not store.is_done(ROUTE_AUDIT):
                 n = store.n_texts
                 audit = np.sort(rng.choice(n, plan.audit, replace=False)) if plan.audit else np.zeros(0, np.int64)
                 store.add_routing(audit.tolist(), AUDIT, None, 0, done_step=ROUTE_AUDIT)
-            views = _Views(store, task.seed)
+            views = _Views(store, task.seed, self.specialists)
             if not store.is_done(ROUTE_BOOTSTRAP):
                 self._route_first(store, views, plan.bootstrap)
             if not self._review(store, store.routed(AUDIT) + store.routed(BOOTSTRAP), finish):
@@ -253,6 +311,25 @@ class SetAnnotator:
             self.progress.log(f"no audit sample (review.audit gives {audit_rows(self.task.review, store.n_rows)} rows, "
                               f"under the {trust.MIN_AUDIT} an estimate needs): the output's accuracy is not estimated")
         return plan
+
+    def _score_hub_models(self, store: RunStore) -> None:
+        """Each hub model's logits for every text, once, chunk by chunk into the run store (a resumed run
+        scores only the chunks it had not)."""
+        n = store.n_texts
+        for s in self.specialists:
+            if s.scorer is None:
+                continue
+            done = store.prediction_chunks(s.name, 0)
+            todo = [c for c in range((n + CHUNK - 1) // CHUNK) if c not in done]
+            if not todo:
+                continue
+            rows = sum(min(n, (c + 1) * CHUNK) - c * CHUNK for c in todo)
+            with self.progress.bar(f"scoring ({s.name})", rows) as bar:
+                for c in todo:
+                    ids = list(range(c * CHUNK, min(n, (c + 1) * CHUNK)))
+                    texts = store.texts_by_id(ids)
+                    store.put_predictions(s.name, 0, c, s.scorer([texts[t][0] for t in ids]))
+                    bar.advance(len(ids))
 
     def _route_first(self, store: RunStore, views: _Views, m: int) -> None:
         """Half of the first sample by the labels' names (each label in turn, the texts most like its name or
@@ -316,15 +393,19 @@ class SetAnnotator:
                 Y[i, index[name]] = 1
         return Y
 
-    def _fit(self, store: RunStore, views: _Views, leave_out: Sequence[int] = ()) -> list[tuple[str, OneVsRestHead]]:
+    def _fit(self, store: RunStore, views: _Views, leave_out: Sequence[int] = ()) -> _Ensemble | None:
+        """Every specialist's head fitted on the answered rows but `leave_out`, and the vote over them (a
+        Dawid-Skene vote learns on a seeded sample of the run's rows); None with nothing to learn from."""
         ids, Y = self._train_rows(store)  # noqa: N806
         keep = ~np.isin(ids, np.asarray(leave_out, np.int64))
         ids, Y = ids[keep], Y[keep]  # noqa: N806
         if not len(ids):
-            return []
+            return None
         X = views.of(ids)  # noqa: N806
-        names = self.task.label_names
-        return [(h, OneVsRestHead(names, C=c, dual=dual).fit(X[h], Y)) for h, (c, dual) in HEADS.items()]
+        fitted = _Ensemble([(s, s.make().fit(X[s.view], Y)) for s in self.specialists], vote.SetVote(self.combine))
+        if fitted.vote.how == "dawid-skene":
+            fitted.vote.fit(fitted.each(views.sample(self.task.seed)))
+        return fitted
 
     def _audit_folds(self, store: RunStore) -> dict[int, int]:
         """Each audit row's part (of FOLDS), fixed for the run: the heads that score an audit row never
@@ -333,14 +414,14 @@ class SetAnnotator:
         fold = np.random.default_rng(self.task.seed + 7).permutation(len(audit)) % FOLDS
         return {t: int(f) for t, f in zip(audit, fold, strict=True)}
 
-    def _fold_heads(self, store: RunStore, views: _Views) -> list[list[tuple[str, OneVsRestHead]]]:
+    def _fold_heads(self, store: RunStore, views: _Views) -> list[_Ensemble | None]:
         """The heads fitted FOLDS times, each on every answered row but one part of the audit."""
         folds = self._audit_folds(store)
         parts = FOLDS if folds else 1
         return [self._fit(store, views, leave_out=[t for t, f in folds.items() if f == j]) for j in range(parts)]
 
     def _cross_fitted(self, store: RunStore, views: _Views, ids: Sequence[int],
-                      heads: list[list[tuple[str, OneVsRestHead]]] | None = None) -> np.ndarray:
+                      heads: list[_Ensemble | None] | None = None) -> np.ndarray:
         """The vote's probabilities on audit rows `ids`, each from heads trained on every answered row but
         its part of the audit (`_audit_folds`)."""
         folds = self._audit_folds(store)
@@ -349,12 +430,10 @@ class SetAnnotator:
         part = np.array([folds[int(t)] for t in ids], np.int64)
         P = np.zeros((len(ids), len(self.task.label_names)))  # noqa: N806
         for k in np.unique(part):
-            if heads[k]:
-                P[part == k] = self._proba(heads[k], views.of(ids[part == k]))
+            fitted = heads[k]
+            if fitted is not None:
+                P[part == k] = fitted(views.of(ids[part == k]))
         return P
-
-    def _proba(self, heads: list[tuple[str, OneVsRestHead]], X: dict[str, Any]) -> np.ndarray:  # noqa: N803
-        return vote.combine([head.predict_proba(X[h]) for h, head in heads], self.combine)
 
     def _route_stage(self, store: RunStore, views: _Views, stage: int, k: int) -> None:
         """The stage's `k` hardest rows among those no one reviewed; audit rows as hard as those count as
@@ -376,12 +455,13 @@ class SetAnnotator:
         routed[store.routed()] = True
         routed[sorted(measuring)] = False  # an audit row not found hard yet stays in the ranking
         hard = np.full(n, -np.inf)
-        if heads[0]:
+        if heads[0] is not None:
             for ids, X in views.chunks():
                 for j in range(parts):
                     mine = ~routed[ids] & (part[ids] == j)
-                    if mine.any():
-                        hard[ids[mine]] = vote.hardness(self._proba(heads[j], {h: X[h][mine] for h in X}))
+                    fitted = heads[j]
+                    if mine.any() and fitted is not None:
+                        hard[ids[mine]] = vote.hardness(fitted({h: X[h][mine] for h in X}))
         else:  # nothing answered yet to learn from: the stage's rows at random
             hard[~routed] = np.random.default_rng(self.task.seed + 2 + stage).random(int((~routed).sum()))
         order = np.argsort(-hard, kind="stable")
@@ -390,12 +470,13 @@ class SetAnnotator:
             if len(taken) >= k or hard[t] == -np.inf:
                 break
             (marked if int(t) in measuring else taken).append(int(t))
-        if heads[0] and taken:  # the vote on each routed row, before its review: the reviewer's hints (`_review`)
+        if heads[0] is not None and taken:  # the vote on each routed row before its review: the reviewer's hints
             rows = np.asarray(taken, np.int64)
             for j in range(parts):
                 mine = rows[part[rows] == j]
-                if len(mine):
-                    P = self._proba(heads[j], views.of(mine))  # noqa: N806
+                fitted = heads[j]
+                if len(mine) and fitted is not None:
+                    P = fitted(views.of(mine))  # noqa: N806
                     store.put_priors({int(t): [round(float(x), 4) for x in P[i]] for i, t in enumerate(mine)})
         store.add_routing(taken, HARD, [float(hard[t]) for t in taken], stage, done_step=route_hard(stage),
                           audit_hard=(marked, [float(hard[t]) for t in marked]))
@@ -440,7 +521,7 @@ class SetAnnotator:
         calibration = trust.Calibration(self.set_calibration)
         allow_empty = bool(self.task.allow_empty)
         names = self.task.label_names
-        measured = len(measuring) >= trust.MIN_AUDIT and bool(heads)
+        measured = len(measuring) >= trust.MIN_AUDIT and heads is not None
         folds = self._fold_heads(store, views) if measured else []
         audit: dict[str, Any] = {}
         if measured:
@@ -457,8 +538,8 @@ class SetAnnotator:
         def records() -> Iterator[tuple[int, str | None, float | None, str, str | None, float | None, str]]:
             for ids, X in views.chunks():
                 reviewed = store.reviews(ids.tolist(), include_pending=True)
-                if heads:
-                    P = self._proba(heads, X)  # noqa: N806
+                if heads is not None:
+                    P = heads(X)  # noqa: N806
                     S = vote.decide(P, allow_empty)  # noqa: N806
                     conf = calibration.sets(vote.set_probability(P, S))
                     C = calibration.labels(P)  # noqa: N806
@@ -467,11 +548,11 @@ class SetAnnotator:
                     weights = store.row_counts_of(ids)
                     for j, fold in enumerate(folds):
                         mine = rest & (part[ids] == j)
-                        if mine.any():
-                            Pj = self._proba(fold, {h: X[h][mine] for h in X})  # noqa: N806
+                        if mine.any() and fold is not None:
+                            Pj = fold({h: X[h][mine] for h in X})  # noqa: N806
                             rest_proxy[:] += trust.proxy_counts(Pj, vote.decide(Pj, allow_empty), weights[mine]).sum(0)
                 for i, t in enumerate(ids.tolist()):
-                    if heads:
+                    if heads is not None:
                         voted = self.sets.text(names[j] for j in np.flatnonzero(S[i]))
                         shown = json.dumps({names[j]: round(float(C[i, j]), 4) for j in np.argsort(-C[i])
                                             if C[i, j] >= SHOWN_LABEL_CONFIDENCE})
@@ -488,7 +569,7 @@ class SetAnnotator:
 
         def estimates() -> dict[str, Any]:
             meta: dict[str, Any] = {"why": None, "estimates": None, "calibration": None}
-            if not heads:
+            if heads is None:
                 meta["why"] = "no reviewed row to learn from: nothing labels the rest"
             elif not measured:
                 meta["why"] = (f"{len(measuring)} answered audit rows, under the {trust.MIN_AUDIT} an estimate needs "
@@ -506,12 +587,12 @@ class SetAnnotator:
             return {ESTIMATE: meta}
 
         store.put_final(records(), meta=estimates)
-        if heads:  # the model `labeljury export-model` writes
+        if heads is not None:  # the model `labeljury export-model` writes
             kind = self.task.reviewer[0].kind
             score = (score_of(audit["P"], audit["T"], allow_empty, kind, self._against() if kind == "llm" else None)
                      if measured else None)
             trained = len(self._train_rows(store)[0])
-            save_set_model(self.run_dir, names, heads, views.tfidf, allow_empty, self.combine, trained,
+            save_set_model(self.run_dir, names, heads.heads, views.tfidf, allow_empty, heads.vote, trained,
                            calibration.to_dict(), score)
 
     def _against(self) -> str:

@@ -112,6 +112,14 @@ class HFTextClassifier(BaseSpecialist):
         self._model = None  # loaded again, there, when next asked
 
     def predict_proba(self, X: Any) -> np.ndarray:
+        p = self.scores(X)
+        if self.multi_label:  # a vote like every other specialist's: the row sums to 1
+            p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
+        return p
+
+    def scores(self, X: Any) -> np.ndarray:
+        """(rows, model labels): the model's own probabilities, a sigmoid per label for a multi-label model
+        (each label on its own, as a multi-label task uses them), else the softmax."""
         texts = texts_of(X, self.name)
         k = len(self.classes_)
         if not texts:
@@ -133,10 +141,6 @@ class HFTextClassifier(BaseSpecialist):
                     return_tensors="pt",
                 ).to(self.device)
                 logits = self._model(**enc).logits.float()
-                if self.multi_label:
-                    p = torch.sigmoid(logits)
-                    p = p / p.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-                else:
-                    p = torch.softmax(logits, dim=-1)
+                p = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
                 out[idx] = p.cpu().numpy()
         return out

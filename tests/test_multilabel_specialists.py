@@ -1,0 +1,240 @@
+"""The specialists and the vote of a multi-label task: what `specialists:` and `voting:` may name, and runs with
+them to the end (the output, the resume, the exported model)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_multilabel_run import LABELS, SENTENCES, _indicators, _write  # noqa: E402
+
+from labeljury import pipeline  # noqa: E402
+from labeljury.errors import LabeljuryError, SpecialistError, TaskError  # noqa: E402
+from labeljury.labelsets import LabelSets, multilabel_scores  # noqa: E402
+from labeljury.multilabel.heads import OwnScoreHead  # noqa: E402
+from labeljury.multilabel.specialists import HubScorer, set_specialists  # noqa: E402
+from labeljury.multilabel.vote import SetVote, combine  # noqa: E402
+from labeljury.store import RunStore  # noqa: E402
+from labeljury.task import Task  # noqa: E402
+
+
+# -- the vote ------------------------------------------------------------------------------------------------------
+def test_the_votes_that_learn_nothing_combine_each_label_on_its_own() -> None:
+    a = np.array([[0.9, 0.2, 0.6], [0.1, 0.4, np.nan]])
+    b = np.array([[0.7, 0.6, 0.3], [0.3, 0.8, np.nan]])
+    c = np.array([[0.8, 0.7, 0.2], [0.2, 0.1, 0.9]])
+    assert np.allclose(combine([a, b, c], "max"), [[0.9, 0.7, 0.6], [0.3, 0.8, 0.9]])
+    assert np.allclose(combine([a, b, c], "soft"), [[0.8, 0.5, 1.1 / 3], [0.2, 1.3 / 3, 0.9]])  # NaN: no opinion
+    # majority: the share of specialists putting the label in; where exactly half do, the mean probability
+    assert np.allclose(combine([a, b, c], "majority"), [[1.0, 2 / 3, 1 / 3], [0.0, 1 / 3, 1.0]], atol=1e-3)
+    assert combine([a, b, c], "majority")[1, 0] > 0  # rows of one share still ordered by the mean probability
+    assert np.allclose(combine([a, b], "majority")[0], [1.0, 0.4, 0.45], atol=1e-3)
+    assert np.allclose(combine([a], "max")[1], [0.1, 0.4, 0.0])  # a label nobody scores: 0
+    with pytest.raises(ValueError, match="unknown vote 'best'"):
+        SetVote("best")
+
+
+def test_dawid_skene_per_label_learns_which_specialist_to_believe_without_reviews() -> None:
+    rng = np.random.default_rng(0)
+    n, k = 6000, 4
+    truth = rng.random((n, k)) < np.array([0.1, 0.3, 0.2, 0.05])
+
+    def specialist(accuracy: float) -> np.ndarray:
+        said = np.where(rng.random((n, k)) < accuracy, truth, ~truth)
+        return np.clip(np.where(said, 0.8, 0.2) + rng.normal(0, 0.05, (n, k)), 0, 1)
+
+    heads = [specialist(0.95), specialist(0.7), specialist(0.65)]
+    ds = SetVote("dawid-skene").fit(heads)
+    accuracy = {how: (((SetVote(how).fit(heads)(heads)) >= 0.5) == truth).mean() for how in ("soft", "majority")}
+    P = ds(heads)
+    assert ((P >= 0.5) == truth).mean() > max(accuracy.values()) + 0.03  # the good specialist is believed
+    sens = ds.confusion_[:, :, 1, 1]  # (labels, specialists) P(says in | in)
+    assert sens[:, 0].mean() > sens[:, 2].mean() and np.allclose(ds.priors_[:, 1], truth.mean(axis=0), atol=0.06)
+    again = SetVote.from_dict(json.loads(json.dumps(ds.to_dict())))
+    assert np.allclose(again(heads), P)
+    partial = heads[1].copy()
+    partial[:, 0] = np.nan  # a specialist that does not score label 0 gives no evidence on it
+    lone = SetVote("dawid-skene").fit([heads[0], partial])([heads[0], partial])
+    assert ((lone[:, 0] >= 0.5) == (heads[0][:, 0] >= 0.5)).all()
+    with pytest.raises(ValueError, match="not fitted"):
+        SetVote("dawid-skene")(heads)
+
+
+def test_the_own_score_head_fits_each_label_on_its_own_score_and_leaves_unscored_labels_out() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(0.3, 0.1, size=(300, 3))
+    X[:, 2] = np.nan  # a label this scorer has no score for
+    Y = np.stack([X[:, 0] > 0.3, X[:, 1] + rng.normal(0, 0.05, 300) > 0.35, np.zeros(300, bool)], axis=1).astype(int)
+    Y[:5, 2] = 1
+    head = OwnScoreHead(["a", "b", "c"], C=0.5).fit(X, Y)
+    P = head.predict_proba(X[:10])
+    for j in range(2):
+        z = ((X[:, j] - X[:, j].mean()) / X[:, j].std())[:, None]
+        ref = LogisticRegression(C=0.5, max_iter=1000).fit(z, Y[:, j]).predict_proba(z[:10])[:, 1]
+        assert np.allclose(P[:, j], ref, atol=1e-6)  # label j reads only its own column
+    assert np.isnan(P[:, 2]).all()
+    flat = OwnScoreHead(["a", "b", "c"]).fit(X, np.zeros_like(Y))
+    assert (flat.predict_proba(X[:3])[:, :2] == 0).all()
+
+
+# -- what `specialists:` may name ------------------------------------------------------------------------------------
+def _task(**over: object) -> Task:
+    return Task.model_validate({"name": "news", "labels": LABELS, "multi_label": True,
+                                "reviewer": [{"kind": "gold", "column": "labels"}], "review": {"budget": 0.3}, **over})
+
+
+def _tiny_multi_label_model(folder: Path, id2label: dict[int, str], multi: bool = True) -> Path:
+    """A 2-layer BERT sequence classifier with a WordPiece vocabulary of the toy news words, saved offline."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        PreTrainedTokenizerFast,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = sorted({w for ss in SENTENCES.values() for s in ss for w in s.split()} | {"and", "story", "(", ")"})
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
+        ("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]", model_max_length=64).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, id2label=id2label,
+                        label2id={v: k for k, v in id2label.items()},
+                        problem_type="multi_label_classification" if multi else "single_label_classification")
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_what_a_multi_label_task_may_name_and_what_it_refuses_in_one_line(tmp_path: Path) -> None:
+    said: list[str] = []
+    named = ["vader", "embedding-head", "zeroshot", {"id": "tfidf-head", "options": {"C": 3}}]
+    built = set_specialists(_task(specialists=named), said.append)
+    assert [s.name for s in built] == ["embedding-head", "zeroshot", "tfidf-head"]
+    assert said and "left out vader" in said[0]  # a lexicon gives one label a text: left out, and said so
+    assert built[2].make().C == 3 and built[1].prototypes.shape == (len(LABELS), 384)
+    assert [s.view for s in set_specialists(_task())] == ["embedding", "tfidf"]  # auto: the two heads
+    single = _tiny_multi_label_model(tmp_path / "single", {0: "sports", 1: "politics"}, multi=False)
+    partial = _tiny_multi_label_model(tmp_path / "partial", {0: "Sports", 1: "POLITICS", 2: "finance"})
+    for specialists, error, match in (
+            (["vader"], TaskError, "no specialist of this task scores label sets"),
+            (["nb-head"], TaskError, "'nb-head' gives one label a text and has no multi-label form yet"),
+            (["finetune"], TaskError, "'finetune' gives one label a text"),
+            ([{"id": "embedding-head", "options": {"C": 0}}], SpecialistError, "C=0 must be a number > 0"),
+            ([{"id": "zeroshot", "options": {"temperature": 1}}], SpecialistError, "no option 'temperature'"),
+            ([{"id": "zeroshot", "label_map": {"a": "sports"}}], SpecialistError, "remove its label_map"),
+            ([str(single)], SpecialistError, "is a single-label model"),
+            ([str(partial)], TaskError, "no specialist scores the label\\(s\\) weather, music"),
+            (["nobody/nothing-here-xyz"], SpecialistError, "could not be loaded"),
+            (["what-is-this"], SpecialistError, "unknown specialist id 'what-is-this' for a multi-label task")):
+        with pytest.raises(error, match=match):
+            set_specialists(_task(specialists=specialists))
+    scorer = next(s.scorer for s in set_specialists(_task(specialists=[str(partial), "embedding-head"]))
+                  if s.scorer is not None)
+    assert isinstance(scorer, HubScorer) and list(scorer.covers()) == [True, True, False, False]
+    logits = scorer(["the striker scored twice", "parliament passed the budget bill"])
+    own = scorer.model.scores(["the striker scored twice", "parliament passed the budget bill"])  # sigmoids
+    assert np.allclose(logits[:, :2], np.log(own[:, :2] / (1 - own[:, :2])), atol=1e-4)
+    assert np.isnan(logits[:, 2:]).all()
+    with pytest.raises(Exception, match="`max`.*multi-label"):
+        Task.model_validate({"name": "x", "labels": ["a", "b"], "voting": "max"})
+
+
+# -- runs with them --------------------------------------------------------------------------------------------------
+def test_a_run_with_zeroshot_and_a_dawid_skene_vote_labels_sets_and_exports_a_model_that_votes_alike(
+        tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from labeljury.cli import app
+    from labeljury.multilabel.export import SetModel
+    from labeljury.specialists import get_encoder
+
+    data, task, truth = _write(tmp_path, audit=60)
+    task = task.model_copy(update={"specialists": _task(specialists=["embedding-head", "zeroshot", "tfidf-head"])
+                                   .specialists, "voting": "dawid-skene"})
+    out = tmp_path / "out.csv"
+    report = pipeline.run(task, data, out, details=True)
+    assert report.status == "complete" and report.reviews == report.budget
+    df = pd.read_csv(out, keep_default_na=False)
+    sets = LabelSets(LABELS)
+    got = [sets.parse(a) for a in df.annotation]
+    assert all(got)
+    scores = multilabel_scores(_indicators(truth), _indicators(got), LABELS)
+    assert scores["micro_f1"] > 0.8  # the toy news: three specialists and their vote label it well
+    run_dir = pipeline.default_run_dir(out)
+    res = CliRunner().invoke(app, ["export-model", str(run_dir), "-o", str(tmp_path / "model")])
+    assert res.exit_code == 0, res.output
+    model = SetModel.load(tmp_path / "model")
+    assert [h["name"] for h in model.meta["heads"]] == ["embedding-head", "zeroshot", "tfidf-head"]
+    assert model.meta["vote"]["how"] == "dawid-skene" and not model.plain
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "Dawid-Skene" in card and "SetModel.load" in card and "zeroshot" in card
+    texts = df.text.tolist()
+    predicted = model.predict(get_encoder().encode(texts), texts)
+    voted = [tuple(v.split("|")) for v in df.annotation_vote]
+    assert np.mean([p == v for p, v in zip(predicted, voted, strict=True)]) >= 0.98
+    with RunStore(run_dir) as store:
+        assert store.get_meta("task")["voting"] == "dawid-skene"
+
+
+def test_a_hub_multi_label_model_is_scored_once_and_a_resumed_run_does_not_score_again(tmp_path: Path,
+                                                                                       monkeypatch) -> None:
+    from labeljury.multilabel.export import SetModel
+    from labeljury.specialists import get_encoder
+
+    hub = _tiny_multi_label_model(tmp_path / "hub", {0: "sports", 1: "politics", 2: "weather", 3: "finance"})
+    data, task, truth = _write(tmp_path, n=200, audit=40)
+    by_file = [task.reviewer[0].model_copy(update={"kind": "file", "column": None})]
+    queued = task.model_copy(update={"specialists": _task(specialists=[str(hub), "embedding-head"]).specialists,
+                                     "reviewer": by_file})
+    out = tmp_path / "out.csv"
+    assert pipeline.run(queued, data, out).status == "waiting"
+    run_dir = pipeline.default_run_dir(out)
+    with RunStore(run_dir) as store:
+        assert store.prediction_chunks(str(hub), 0) == {0}
+        stored = store.get_predictions(str(hub), 0, 0)
+        assert stored.shape == (200, len(LABELS)) and np.isnan(stored[:, 3]).all() and np.isfinite(stored[:, :3]).all()
+
+    def never(self: HubScorer, texts: list[str]) -> np.ndarray:
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(HubScorer, "__call__", never)
+    # the people answer the queue, round by round; the run goes on without scoring the texts again
+    queue = run_dir / "review_queue.jsonl"
+    report = pipeline.run(queued, data, out)
+    while report.status == "waiting":
+        lines = [json.loads(x) for x in queue.read_text().splitlines()]
+        for x in lines:
+            x["label"] = list(truth[x["row"]])
+        queue.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        report = pipeline.run(queued, data, out, details=True)
+    assert report.status == "complete"
+    monkeypatch.undo()
+    model = SetModel.load(run_dir / "checkpoints" / "sets")
+    head = model.meta["heads"][0]
+    assert head["model"] == str(hub) and head["view"] == f"scores:{hub}"
+    df = pd.read_csv(out, keep_default_na=False)
+    texts = df.text.tolist()[:40]
+    predicted = model.predict(get_encoder().encode(texts), texts)  # loads the hub model again, by its folder
+    assert [tuple(v.split("|")) for v in df.annotation_vote[:40]] == predicted
+
+
+def test_a_task_that_names_no_set_specialist_fails_before_writing(tmp_path: Path) -> None:
+    data, task, _ = _write(tmp_path, n=40)
+    out = tmp_path / "out.csv"
+    with pytest.raises(LabeljuryError, match="no specialist of this task scores label sets"):
+        pipeline.run(task.model_copy(update={"specialists": _task(specialists=["profanity"]).specialists}), data, out)
+    assert not out.exists() and not pipeline.default_run_dir(out).exists()
