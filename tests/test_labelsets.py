@@ -96,7 +96,8 @@ def test_what_does_not_take_sets_yet_refuses_a_multi_label_task_in_one_line_and_
     task.write_text("name: emotions\nlabels: [anger, joy, love, sadness]\nmulti_label: true\n"
                     "reviewer: [{kind: gold, column: labels}, {kind: human}]\n")
     out = tmp_path / "out.csv"
-    for args, said in ((["run", task, "-i", data, "-o", out], "cascades of reviewers do not answer with sets yet"),):
+    for args, said in ((["run", task, "-i", data, "-o", out], "by one reviewer, or by an LLM then a trusted reviewer "
+                        "(gold, file or human), not gold, human"),):
         result = runner.invoke(app, [str(a) for a in args])
         assert result.exit_code == 2, result.output
         errors = [line for line in result.output.splitlines() if line.startswith("error:")]

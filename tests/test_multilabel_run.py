@@ -564,3 +564,63 @@ def test_the_llm_baseline_labels_sets_and_a_vote_keeps_each_label_most_llms_chos
     assert rows[0] == ("sports|music", pytest.approx(2 / 3), "llm:vote")
     # no label more than half chose, and no empty sets: the most chosen, ties to the task's order (politics)
     assert rows[1] == ("politics", pytest.approx(1 / 3), "llm:vote")
+
+
+def test_an_llm_then_gold_cascade_counts_the_llm_s_rows_as_right_as_it_measured_them(tmp_path: Path) -> None:
+    """The LLM decides the hard rows it is sure of; the gold reviewer answers the audit, the first sample and the
+    rest. The LLM is wrong on a third of the rows: the estimate counts its rows at its agreement with gold on
+    audit rows a stage picked, so the interval covers the output's true micro-F1 (counting them as right would
+    not)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from llm_fakes import OracleLLMServer, make_spec
+
+    from labeljury.status import run_status
+
+    data, base, truth = _write(tmp_path, n=2000)
+    texts = pd.read_csv(data)["text"].tolist()
+    truth_of = dict(zip(texts, truth, strict=True))
+    rng = np.random.default_rng(3)
+    wrong = {t: rng.random() < 0.35 for t in texts}
+    sure = {t: rng.random() < 0.8 for t in texts}
+
+    def decide(text: str) -> dict[str, object]:
+        right = list(truth_of[text])
+        labels = right if not wrong[text] else [LABELS[(LABELS.index(right[0]) + 1) % len(LABELS)]]
+        return {"labels": labels, "confidence": 0.9 if sure[text] else 0.3, "reason": "it reads that way"}
+
+    out = tmp_path / "out.csv"
+    with OracleLLMServer(decide) as server:
+        task = Task.model_validate({**base.model_dump(mode="json", exclude_unset=True), "llm": make_spec(
+            server.base_url).model_dump(), "reviewer": [{"kind": "llm", "min_confidence": 0.5},
+                                                        {"kind": "gold", "column": "labels"}],
+            "review": {"budget": 0.3, "audit": 400}})
+        report = pipeline.run(task, data, out)
+        asked = list(server.asked)
+    assert report.status == "complete" and report.reviews == report.budget == 600
+    df = pd.read_csv(out, keep_default_na=False)
+    run_dir = pipeline.default_run_dir(out)
+    with RunStore(run_dir) as s:
+        audit, first = set(s.routed("audit")), set(s.routed("bootstrap"))
+        marked = set(s.audit_hard())
+        said = s.answers()
+        estimate = s.get_meta("set_estimate")
+    sources = df["annotation_source"]
+    by_llm = sources.eq("reviewed:llm").to_numpy()
+    assert by_llm.sum() > 20 and sources.eq("reviewed:gold").sum() > len(audit)
+    # the audit and the first sample go to gold; the LLM is asked about hard rows, and about audit rows a stage picked
+    assert all(sources[i] == "reviewed:gold" for i in sorted(audit | first))
+    asked_audit = {t for t in audit if "llm" in said.get(t, {})}
+    assert asked_audit and asked_audit <= marked and {texts[t] for t in asked_audit} <= set(asked)
+    assert not {texts[t] for t in first} & set(asked)
+    # the rows the LLM decided carry its measured exact-set agreement as their confidence, not its own 0.9
+    llm_conf = set(df["annotation_confidence"][by_llm])
+    assert len(llm_conf) == 1 and 0.4 < llm_conf.pop() < 0.85
+    got = [tuple(a.split("|")) for a in df["annotation"]]
+    true_f1 = multilabel_scores(_indicators(truth), _indicators(got), LABELS)["micro_f1"]
+    micro = next(e for e in estimate["estimates"] if e["metric"] == "micro_f1")
+    assert micro["settled_rows"] == by_llm.sum() and micro["settled_measured"] >= 10
+    assert micro["low"] <= true_f1 <= micro["high"], (micro, true_f1)
+    llm_right = np.mean([got[i] == truth[i] for i in np.flatnonzero(by_llm)])
+    assert llm_right < 0.8  # the LLM's rows are often wrong: counting them as right would overstate the output
+    info = run_status(run_dir)
+    assert "the rows the LLM decided count as often right" in info["measured_against"]

@@ -40,11 +40,13 @@ from ..sources import (
     ROUTE_AUDIT,
     ROUTE_BOOTSTRAP,
     VOTE,
+    reviewed,
+    reviewer_of,
     route_hard,
 )
 from ..specialists import DEFAULT_ENCODER
 from ..store import CHUNK, RunStore, check_run_dir, storage_errors
-from ..task import ContinualSpec, Task
+from ..task import ContinualSpec, ReviewerSpec, Task
 from . import trust, vote
 from .export import save_set_model, score_of
 from .heads import fit_tfidf
@@ -106,14 +108,30 @@ def unused_settings(task: Task) -> list[str]:
                   if k in review.model_fields_set and getattr(review, k) != fields[k].default]
 
 
+TRUSTED = ("gold", "file", "human")  # reviewers whose sets are taken as right
+
+
 def make_set_reviewer(task: Task, input_path: Path, run_dir: Path) -> Reviewer:
+    """The task's reviewer of sets: one of `gold`, `file`, `llm`, `human`, or a cascade of an LLM then a trusted
+    reviewer (`gold`, `file` or `human`), which answers the audit, the first sample and what the LLM does not
+    settle (no answer, or one under the LLM's `min_confidence`)."""
+    from ..review.cascade import CascadeReviewer
+
+    specs = task.reviewer
+    kinds = [r.kind for r in specs]
+    if len(specs) == 2 and kinds[0] == "llm" and kinds[1] in TRUSTED:
+        return CascadeReviewer([(_one_set_reviewer(specs[0], task, input_path, run_dir), specs[0].min_confidence),
+                                (_one_set_reviewer(specs[1], task, input_path, run_dir), None)])
+    if len(specs) != 1:
+        raise TaskError(f"a multi-label task is reviewed by one reviewer, or by an LLM then a trusted reviewer (gold, "
+                        f"file or human), not {', '.join(kinds)}; reorder or shorten the `reviewer:` list")
+    return _one_set_reviewer(specs[0], task, input_path, run_dir)
+
+
+def _one_set_reviewer(spec: ReviewerSpec, task: Task, input_path: Path, run_dir: Path) -> Reviewer:
     from ..review import FileReviewer, GoldReviewer
 
-    if len(task.reviewer) != 1 or task.reviewer[0].kind not in ("gold", "file", "llm", "human"):
-        kinds = ", ".join(r.kind for r in task.reviewer)
-        raise TaskError(f"a multi-label task is reviewed by one of `gold`, `file`, `llm` or `human` for now, not {kinds}: "
-                        "cascades of reviewers do not answer with sets yet; choose one reviewer")
-    spec, sets = task.reviewer[0], task.label_sets
+    sets = task.label_sets
     if spec.kind == "human":  # people on the review page (`labeljury review`), its API or Label Studio
         from ..review.human import HumanReviewer
 
@@ -276,6 +294,7 @@ class SetAnnotator:
                     progress.log(f"stage {i + 1}/{len(plan.stages)}: {found['routed']} hardest rows to review"
                                  + (f" ({found['audit_rows_found_hard']} audit rows among them, not asked again)"
                                     if found["audit_rows_found_hard"] else ""))
+                self._measure_first_reviewer(store, i)
                 if not self._review(store, store.routed(HARD, stage=i), finish):
                     return self._report(store, "waiting", None)
             if not store.is_done(FINALIZE):
@@ -470,8 +489,9 @@ class SetAnnotator:
             if len(taken) >= k or hard[t] == -np.inf:
                 break
             (marked if int(t) in measuring else taken).append(int(t))
-        if heads[0] is not None and taken:  # the vote on each routed row before its review: the reviewer's hints
-            rows = np.asarray(taken, np.int64)
+        hinted = taken + (marked if self._first_reviewer() is not None else [])
+        if heads[0] is not None and hinted:  # the vote on each routed row before its review: the reviewer's hints
+            rows = np.asarray(hinted, np.int64)
             for j in range(parts):
                 mine = rows[part[rows] == j]
                 fitted = heads[j]
@@ -481,7 +501,35 @@ class SetAnnotator:
         store.add_routing(taken, HARD, [float(hard[t]) for t in taken], stage, done_step=route_hard(stage),
                           audit_hard=(marked, [float(hard[t]) for t in marked]))
         store.put_stage(stage, {"stage": stage, "routed": len(taken), "audit_rows_found_hard": len(marked),
-                                "trained_on": int(len(self._train_rows(store)[0]))})
+                                "trained_on": int(len(self._train_rows(store)[0])), "marked": marked})
+
+    def _first_reviewer(self) -> Reviewer | None:
+        """The LLM first in a cascade (it decides the hard rows it settles), else None."""
+        from ..review.cascade import CascadeReviewer
+
+        return self.reviewer.reviewers[0][0] if isinstance(self.reviewer, CascadeReviewer) else None
+
+    def _measure_first_reviewer(self, store: RunStore, stage: int) -> None:
+        """In a cascade: ask the LLM about the audit rows stage `stage` would have picked, as it is asked about
+        the stage's hard rows (the vote in context), and keep its answers beside the trusted reviewer's: they
+        measure how often the rows it decides are right (`trust.Settled`). Each is asked once (a failed answer
+        too: a row it would not have settled)."""
+        llm = self._first_reviewer()
+        if llm is None:
+            return
+        marked = store.stages()[stage].get("marked") or []
+        asked = store.answered_by(llm.kind)
+        todo = [t for t in marked if t not in asked]
+        if not todo:
+            return
+        texts, priors = store.texts_by_id(todo), store.priors(todo)
+        items = [self._item(t, texts[t], HARD, priors.get(t)) for t in todo]
+        with self.progress.bar(f"reviewing (audit rows the stage picked, answered by {llm.kind} to measure it)",
+                               len(items)) as bar:
+            for r in llm.review(items):
+                if not r.pending:
+                    store.put_answer(llm.kind, r)
+                bar.advance(1)
 
     def _review(self, store: RunStore, ids: Sequence[int], finish: bool) -> bool:
         """Ask the reviewer for the rows of `ids` without an answer; False while some wait for a person."""
@@ -496,15 +544,25 @@ class SetAnnotator:
         items = [self._item(t, texts[t], reasons.get(t, HARD), priors.get(t)) for t in todo]
         waiting = 0
         assert self.reviewer is not None
+        from ..review.cascade import CascadeReviewer
+
+        # in a cascade the trusted reviewer answers the audit and the first sample (they measure and seed); the LLM
+        # decides only hard rows, on which the audit rows a stage picks measure it
+        cascade = isinstance(self.reviewer, CascadeReviewer)
+        batches = [(self.reviewer.last, [it for it in items if it.reason != HARD]),
+                   (self.reviewer, [it for it in items if it.reason == HARD])] if cascade else [(self.reviewer, items)]
         with self.progress.bar(f"reviewing ({self.reviewer.kind})", len(items)) as bar:
-            for r in self.reviewer.review(items):
-                store.put_review(r)
-                waiting += r.pending
-                bar.advance(1)
+            for reviewer, batch in batches:
+                for r in reviewer.review(batch) if batch else ():
+                    store.put_review(r)
+                    for said in (*r.trail, r) if cascade and not r.pending else ():
+                        store.put_answer(reviewer_of(said.source), said)
+                    waiting += r.pending
+                    bar.advance(1)
         return waiting == 0 or finish
 
     def _item(self, key: int, text: tuple[str, int], reason: str, prior: list[float] | None) -> ReviewItem:
-        if prior is None:  # the audit and the first sample are asked blind: no vote yet
+        if prior is None or reason == AUDIT:  # the audit and the first sample are asked blind
             return ReviewItem(key=key, text=text[0], row=text[1], reason=reason)
         P = np.asarray([prior])  # noqa: N806
         S = vote.decide(P, bool(self.task.allow_empty))  # noqa: N806
@@ -524,6 +582,9 @@ class SetAnnotator:
         measured = len(measuring) >= trust.MIN_AUDIT and heads is not None
         folds = self._fold_heads(store, views) if measured else []
         audit: dict[str, Any] = {}
+        settled, settled_ids = self._settled(store, reviews)
+        settled_confidence = None if settled is None or len(settled.T) < trust.MIN_SETTLED else \
+            float(np.average((settled.T == settled.L).all(axis=1), weights=settled.weights))
         if measured:
             P = self._cross_fitted(store, views, measuring, folds)  # noqa: N806
             T = self._indicators([reviews[t].label for t in measuring])  # noqa: N806
@@ -561,7 +622,10 @@ class SetAnnotator:
                         voted, shown, vc = None, "{}", None
                     r = reviewed.get(t)
                     if r is not None and r.label is not None:
-                        yield t, r.label, r.confidence, r.source, voted, vc, shown
+                        # a row the LLM decided: as sure as its sets were right on the audit rows that measure it
+                        sure = settled_confidence if t in settled_ids and settled_confidence is not None else \
+                            r.confidence
+                        yield t, r.label, sure, r.source, voted, vc, shown
                     elif r is not None:  # asked, not answered: the vote, and the source says why
                         yield t, voted, vc, r.source, voted, vc, shown
                     else:
@@ -574,29 +638,61 @@ class SetAnnotator:
             elif not measured:
                 meta["why"] = (f"{len(measuring)} answered audit rows, under the {trust.MIN_AUDIT} an estimate needs "
                                "(set review.audit)")
+            elif settled is not None and settled.texts and len(settled.T) < trust.MIN_SETTLED:
+                meta["why"] = (f"the LLM decided {settled.texts} rows, and {len(settled.T)} audit rows a stage picked "
+                               f"measure how often it is right, under the {trust.MIN_SETTLED} needed (raise review.audit, "
+                               "or its min_confidence)")
             else:
-                answered = [t for t, r in reviews.items() if r.label is not None]
+                answered = [t for t, r in reviews.items() if r.label is not None and t not in settled_ids]
                 n_rest = store.n_texts - len(reviews)
                 rest_rows = int(store.n_rows - store.n_skipped
                                 - store.row_counts_of(np.array(sorted(reviews), np.int64)).sum())
                 ests = trust.estimate(audit["T"], audit["S"], audit["P"], store.row_counts_of(np.array(measuring, np.int64)),
                                       self._indicators([reviews[t].label for t in answered]).sum(axis=1),
-                                      store.row_counts_of(np.array(answered, np.int64)), n_rest, rest_rows, rest_proxy)
+                                      store.row_counts_of(np.array(answered, np.int64)), n_rest, rest_rows, rest_proxy,
+                                      settled if settled is not None and settled.texts else None)
                 meta.update(estimates=[e.to_dict() for e in ests], calibration=calibration.to_dict(),
                             calibrated_on=f"{len(measuring)} audit rows", against=self._against())
             return {ESTIMATE: meta}
 
         store.put_final(records(), meta=estimates)
         if heads is not None:  # the model `labeljury export-model` writes
-            kind = self.task.reviewer[0].kind
+            kind = self.task.trusted_reviewer.kind
             score = (score_of(audit["P"], audit["T"], allow_empty, kind, self._against() if kind == "llm" else None)
                      if measured else None)
             trained = len(self._train_rows(store)[0])
             save_set_model(self.run_dir, names, heads.heads, views.tfidf, allow_empty, heads.vote, trained,
                            calibration.to_dict(), score)
 
+    def _settled(self, store: RunStore, reviews: dict[int, Any]) -> tuple[trust.Settled | None, set[int]]:
+        """In a cascade: the rows the LLM decided, and the audit rows that measure it (`trust.Settled`)."""
+        llm = self._first_reviewer()
+        if llm is None:
+            return None, set()
+        audit = set(store.routed(AUDIT))
+        decided = sorted(t for t, r in reviews.items() if r.source == reviewed(llm.kind) and t not in audit)
+        min_confidence = self.task.reviewer[0].min_confidence
+        said = store.answers(sorted(audit))
+        rows = []
+        for t in sorted(audit):
+            mine, truth = said.get(t, {}).get(llm.kind), reviews.get(t)
+            if mine is None or mine.label is None or truth is None or truth.label is None:
+                continue
+            if min_confidence is not None and (mine.confidence is None or mine.confidence < min_confidence):
+                continue  # it would have sent the row on: the trusted reviewer decides such rows
+            rows.append((t, mine.label, truth.label))
+        ids = np.array([t for t, _, _ in rows], np.int64)
+        settled = trust.Settled(self._indicators([truth for _, _, truth in rows]),
+                                self._indicators([mine for _, mine, _ in rows]),
+                                store.row_counts_of(ids).astype(np.float64), len(decided),
+                                int(store.row_counts_of(np.array(decided, np.int64)).sum()), llm.kind)
+        return settled, set(decided)
+
     def _against(self) -> str:
         """What the estimate measures against: the reviewer's answers, taken as right."""
+        if self._first_reviewer() is not None:
+            return (f"the {self.task.trusted_reviewer.kind} reviewer's sets, taken as right; the rows the LLM decided "
+                    "count as often right as its sets were on the audit rows a stage picked (answered by both)")
         kind = self.task.reviewer[0].kind
         if kind == "llm":
             return ("the LLM reviewer's sets, taken as right: its own mistakes are not counted (no person checked "

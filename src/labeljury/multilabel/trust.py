@@ -15,7 +15,10 @@ what is measured here errs low by what the last part teaches.
   taken as right) and exact-set accuracy. Each is a ratio of totals; the unreviewed rows' totals are
   estimated from the audit rows' mean counts, and the interval is the ratio's linearised standard error
   with both sources of chance (which rows the audit drew, and the luck of the rows left unreviewed:
-  1/n_audit + 1/n_rest), Student's t on n_audit - 1 degrees of freedom.
+  1/n_audit + 1/n_rest), Student's t on n_audit - 1 degrees of freedom. In a cascade (an LLM, then a trusted
+  reviewer) the rows the LLM decided are not taken as right: they count as often right as its sets were on the
+  audit rows a stage would have picked, which it answered as it answers a hard row (`Settled`); that second
+  sample's chance widens the interval, and the smaller sample sets the degrees of freedom.
 """
 
 from __future__ import annotations
@@ -27,6 +30,21 @@ from typing import Any
 import numpy as np
 
 MIN_AUDIT = 30  # fewer audit rows than this measure nothing: no calibration, no estimate
+MIN_SETTLED = 10  # audit rows that measure the rows an LLM decided (first in a cascade): fewer, no estimate
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The rows an untrusted reviewer decided (an LLM, first in a cascade) and the audit rows that measure it:
+    audit rows a stage would have picked (a uniform sample of the rows it sends on), which the LLM answered as
+    it answers a hard row, settled (its confidence high enough), and the trusted reviewer answered too."""
+
+    T: np.ndarray  # (m, labels) the trusted reviewer's sets of the measuring rows
+    L: np.ndarray  # (m, labels) the LLM's sets of them
+    weights: np.ndarray  # (m,) their input-row counts
+    texts: int  # the texts the LLM decided
+    rows: int  # their input rows
+    reviewer: str = "llm"
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,8 @@ class Estimate:
     audit_rows: int
     unreviewed_rows: int
     reviewed_rows: int
+    settled_rows: int = 0  # of the reviewed rows, those the LLM decided: counted at its measured agreement
+    settled_measured: int = 0  # the audit rows that measured it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,9 +68,14 @@ class Estimate:
         return f"{self.metric.replace('_', ' ')} {self.detail()}"
 
     def detail(self) -> str:
+        if not self.settled_rows:
+            reviewed = f"the {self.reviewed_rows} reviewed rows count as right"
+        else:
+            reviewed = (f"the {self.reviewed_rows - self.settled_rows} rows the trusted reviewer answered count as "
+                        f"right, the {self.settled_rows} the LLM decided as right as it was on {self.settled_measured} "
+                        "audit rows a stage picked")
         return (f"{100 * self.value:.2f}% [{100 * self.low:.1f}, {100 * self.high:.1f}] (95%; {self.audit_rows} audit "
-                f"rows measure the {self.unreviewed_rows} rows the vote labeled, the {self.reviewed_rows} reviewed rows "
-                "count as right)")
+                f"rows measure the {self.unreviewed_rows} rows the vote labeled, {reviewed})")
 
 
 class Calibration:
@@ -129,24 +154,36 @@ def proxy_counts(P: np.ndarray, S: np.ndarray, weights: np.ndarray) -> np.ndarra
 
 
 def _ratio(metric: str, a: np.ndarray, b: np.ndarray, a_hat: np.ndarray, b_hat: np.ndarray, reviewed: float,
-           n_rest: int, rest_hat: tuple[float, float], rows: tuple[int, int, int]) -> Estimate:
-    """sum(a) / sum(b) over the output: `reviewed` for the reviewed rows (right: a = b), the proxies' totals
-    `rest_hat` over the rows the vote labeled, corrected by the audit's mean residuals (a - a_hat, b - b_hat)."""
+           n_rest: int, rest_hat: tuple[float, float], rows: tuple[int, ...],
+           settled: tuple[np.ndarray, np.ndarray, int] | None = None) -> Estimate:
+    """sum(a) / sum(b) over the output: `reviewed` for the rows a trusted reviewer answered (right: a = b), the
+    proxies' totals `rest_hat` over the rows the vote labeled, corrected by the audit's mean residuals
+    (a - a_hat, b - b_hat), and, for the `settled` texts an LLM decided, their count times the mean of the
+    measuring rows' (a, b): a second sample, whose chance adds to the interval."""
     n = len(a)
     ra, rb = a - a_hat, b - b_hat
     A = reviewed + rest_hat[0] + n_rest * ra.mean()  # noqa: N806
     B = reviewed + rest_hat[1] + n_rest * rb.mean()  # noqa: N806
+    if settled is not None:
+        sa, sb, k = settled
+        A, B = A + k * sa.mean(), B + k * sb.mean()  # noqa: N806
     value = min(1.0, max(0.0, A / B)) if B > 0 else 1.0
     z = ra - value * rb
     s = float(z.std(ddof=1)) if n > 1 else 0.0
-    se = (n_rest / B) * s * math.sqrt(1.0 / n + (1.0 / n_rest if n_rest else 0.0)) if B > 0 else 0.0
-    half = _t95(n - 1) * se
+    var = (n_rest / B) ** 2 * s * s * (1.0 / n + (1.0 / n_rest if n_rest else 0.0)) if B > 0 else 0.0
+    df = n - 1
+    if settled is not None and B > 0:
+        zs = sa - value * sb
+        m = len(zs)
+        var += (k / B) ** 2 * (float(zs.var(ddof=1)) if m > 1 else 0.0) / m
+        df = min(df, m - 1)  # the smaller sample sets the tails
+    half = _t95(df) * math.sqrt(var)
     return Estimate(metric, float(value), max(0.0, float(value - half)), min(1.0, float(value + half)), *rows)
 
 
 def estimate(T: np.ndarray, S: np.ndarray, P: np.ndarray | None, weights: np.ndarray,  # noqa: N803
              reviewed_sizes: np.ndarray, reviewed_weights: np.ndarray, n_rest: int, rest_rows: int,
-             rest_proxy: np.ndarray | None = None) -> list[Estimate]:
+             rest_proxy: np.ndarray | None = None, settled: Settled | None = None) -> list[Estimate]:
     """Micro-F1 and exact-set accuracy of the output, by prediction-powered inference.
 
     `T`, `S`, `P`: the audit rows' reviewed sets, voted sets and the vote's probabilities (texts x labels),
@@ -157,7 +194,8 @@ def estimate(T: np.ndarray, S: np.ndarray, P: np.ndarray | None, weights: np.nda
     carry what they know of every row (a text with many labels expects many); the audit corrects their
     mistakes, so the estimate is unbiased whatever the probabilities, and narrower the better they are. A
     few texts with many labels weigh much in micro-F1 and a small audit often draws none: without the
-    proxies, the estimate then errs high. `P` None: no proxies (the audit's plain counts)."""
+    proxies, the estimate then errs high. `P` None: no proxies (the audit's plain counts). `settled`: the rows
+    an LLM decided, first in a cascade (then `reviewed_*` are the trusted reviewer's rows only)."""
     w = np.asarray(weights, dtype=np.float64)
     tp = (T & S).sum(axis=1)
     fp = ((1 - T) & S).sum(axis=1)
@@ -166,11 +204,22 @@ def estimate(T: np.ndarray, S: np.ndarray, P: np.ndarray | None, weights: np.nda
     hat = proxy_counts(P, S, w) if P is not None else np.zeros((len(T), 3))
     rest_hat = np.zeros(3) if P is None or rest_proxy is None else np.asarray(rest_proxy, dtype=np.float64)
     rw = np.asarray(reviewed_weights, dtype=np.float64)
-    rows = (len(T), rest_rows, int(rw.sum()))
     a_rev = float(2 * (rw * reviewed_sizes).sum())
+    s_f1 = s_exact = None
+    rows: tuple[int, ...] = (len(T), rest_rows, int(rw.sum()))
+    if settled is not None:
+        sw = np.asarray(settled.weights, dtype=np.float64)
+        stp = (settled.T & settled.L).sum(axis=1)
+        sfp = ((1 - settled.T) & settled.L).sum(axis=1)
+        sfn = (settled.T & (1 - settled.L)).sum(axis=1)
+        s_f1 = (2 * sw * stp, sw * (2 * stp + sfp + sfn), settled.texts)
+        # the exact-set ratio's denominator is the rows: known for the settled texts too
+        s_exact = (sw * (settled.T == settled.L).all(axis=1), np.full(len(sw), settled.rows / max(1, settled.texts)),
+                   settled.texts)
+        rows = (len(T), rest_rows, int(rw.sum()) + settled.rows, settled.rows, len(settled.T))
     f1 = _ratio("micro_f1", 2 * w * tp, w * (2 * tp + fp + fn), hat[:, 0], hat[:, 1], a_rev, n_rest,
-                (rest_hat[0], rest_hat[1]), rows)
+                (rest_hat[0], rest_hat[1]), rows, s_f1)
     # the rows are known: the denominator needs no estimate
     exact_set = _ratio("exact_set_accuracy", w * exact, w, hat[:, 2], w, float(rw.sum()), n_rest,
-                       (rest_hat[2], float(rest_rows)), rows)
+                       (rest_hat[2], float(rest_rows)), rows, s_exact)
     return [f1, exact_set]
