@@ -238,3 +238,43 @@ def test_a_task_that_names_no_set_specialist_fails_before_writing(tmp_path: Path
     with pytest.raises(LabeljuryError, match="no specialist of this task scores label sets"):
         pipeline.run(task.model_copy(update={"specialists": _task(specialists=["profanity"]).specialists}), data, out)
     assert not out.exists() and not pipeline.default_run_dir(out).exists()
+
+
+def test_the_card_of_a_run_with_a_zero_shot_head_labels_with_numpy_alone_as_the_run_does(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    import types
+
+    from typer.testing import CliRunner
+
+    from labeljury.cli import app
+    from labeljury.multilabel.export import SetModel
+    from labeljury.specialists import get_encoder
+
+    data, task, _ = _write(tmp_path, n=300, audit=60)
+    task = task.model_copy(update={"specialists": _task(specialists=["zeroshot", "embedding-head"]).specialists})
+    out = tmp_path / "out.csv"
+    pipeline.run(task, data, out, details=True)
+    res = CliRunner().invoke(app, ["export-model", str(pipeline.default_run_dir(out)), "-o", str(tmp_path / "model")])
+    assert res.exit_code == 0, res.output
+    model = SetModel.load(tmp_path / "model")
+    assert model.plain and model.meta["tfidf"] is None  # no head reads TF-IDF: none fitted, none saved
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "SetModel.load" not in card and "zeroshot" in card
+
+    class Encoder:  # sentence-transformers' API over the encoder labeljury loads from its package
+        def __init__(self, name: str) -> None:
+            assert name == "sentence-transformers/all-MiniLM-L6-v2"
+
+        def encode(self, texts: list[str], normalize_embeddings: bool = False) -> np.ndarray:
+            assert normalize_embeddings
+            return get_encoder().encode(texts)
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=Encoder))
+    code = card.split("```python\n")[1].split("```")[0].replace(repr("model"), repr(str(tmp_path / "model")))
+    namespace: dict[str, object] = {}
+    exec(code, namespace)  # noqa: S102 - the card's own example
+    texts = pd.read_csv(out, keep_default_na=False).text.tolist()[:60]
+    from_card = [tuple(s) for s in namespace["label_sets"](texts)]  # type: ignore[operator]
+    voted = [tuple(v.split("|")) for v in pd.read_csv(out, keep_default_na=False).annotation_vote[:60]]
+    assert from_card == model.predict(get_encoder().encode(texts), texts)
+    assert np.mean([a == b for a, b in zip(from_card, voted, strict=True)]) >= 0.98

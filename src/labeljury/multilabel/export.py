@@ -102,9 +102,9 @@ class SetModel:
 
     @property
     def plain(self) -> bool:
-        """Whether numpy and scikit-learn alone reproduce it (the model card's code): one-vs-rest heads on the
-        embeddings and TF-IDF, voting by max or mean."""
-        return all(h["kind"] == "one-vs-rest" for h in self.meta["heads"]) and \
+        """Whether numpy and scikit-learn alone reproduce it (the model card's code): heads on the embeddings, the
+        TF-IDF and zero-shot cosines (no hub model), voting by max or mean."""
+        return not any(h["view"].startswith("scores:") for h in self.meta["heads"]) and \
             self.meta["vote"]["how"] in ("max", "soft")
 
     def vectorizer(self) -> Any:
@@ -232,13 +232,17 @@ def _plain_code(meta: dict[str, Any], folder_name: str) -> list[str]:
         "    tfidf.vocabulary_, tfidf.idf_ = meta['tfidf']['vocabulary'], arrays['tfidf_idf']",
         "",
         "def label_sets(texts):",
-        "    views = {'embedding': SentenceTransformer(meta['encoder']).encode(texts, normalize_embeddings=True)}",
-        "    if meta['tfidf']:",
-        "        views['tfidf'] = tfidf.transform(texts)",
+        "    E = SentenceTransformer(meta['encoder']).encode(texts, normalize_embeddings=True)",
+        "    views = {'embedding': E, 'tfidf': tfidf.transform(texts) if meta['tfidf'] else None}",
         "    P = 0",
         "    for h in meta['heads']:",
         "        name = h['name']",
-        "        p = 1 / (1 + np.exp(-(np.asarray(views[h['view']] @ arrays[name + '_coef']) + arrays[name + '_intercept'])))",
+        "        if h['kind'] == 'one-vs-rest':  # a logistic regression per label on the view",
+        "            z = np.asarray(views[h['view']] @ arrays[name + '_coef']) + arrays[name + '_intercept']",
+        "        else:  # zero-shot: per label, a logistic fit on its own cosine to the label's prototype",
+        "            cos = E @ arrays[name + '_prototypes'].T",
+        "            z = (cos - arrays[name + '_mean']) / arrays[name + '_scale'] * arrays[name + '_coef'] + arrays[name + '_intercept']",
+        "        p = 1 / (1 + np.exp(-z))",
         "        fixed = ~np.isnan(arrays[name + '_constant'])  # a label training never varied: its constant",
         "        p[:, fixed] = arrays[name + '_constant'][fixed]",
         f"        {combine}",
