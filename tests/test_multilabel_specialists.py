@@ -132,7 +132,8 @@ def test_what_a_multi_label_task_may_name_and_what_it_refuses_in_one_line(tmp_pa
     for specialists, error, match in (
             (["vader"], TaskError, "no specialist of this task scores label sets"),
             (["nb-head"], TaskError, "'nb-head' gives one label a text and has no multi-label form yet"),
-            (["finetune"], TaskError, "'finetune' gives one label a text"),
+            ([{"id": "finetune", "options": {"epochs": 0}}], SpecialistError, "finetune options epochs"),
+            ([{"id": "finetune", "options": {"colour": 1}}], SpecialistError, "no option 'colour'"),
             ([{"id": "embedding-head", "options": {"C": 0}}], SpecialistError, "C=0 must be a number > 0"),
             ([{"id": "zeroshot", "options": {"temperature": 1}}], SpecialistError, "no option 'temperature'"),
             ([{"id": "zeroshot", "label_map": {"a": "sports"}}], SpecialistError, "remove its label_map"),
@@ -278,3 +279,63 @@ def test_the_card_of_a_run_with_a_zero_shot_head_labels_with_numpy_alone_as_the_
     voted = [tuple(v.split("|")) for v in pd.read_csv(out, keep_default_na=False).annotation_vote[:60]]
     assert from_card == model.predict(get_encoder().encode(texts), texts)
     assert np.mean([a == b for a, b in zip(from_card, voted, strict=True)]) >= 0.98
+
+
+def test_finetune_trains_a_sigmoid_per_label_and_saves_a_multi_label_model(tmp_path: Path) -> None:
+    from transformers import AutoConfig
+
+    from labeljury.specialists.finetune import FineTunedClassifier
+
+    base = _tiny_multi_label_model(tmp_path / "base", {0: "x", 1: "y"}, multi=False)
+    texts, sets = [], []
+    for i in range(48):
+        chosen = [LABELS[i % 4]] + ([LABELS[(i + 1) % 4]] if i % 3 == 0 else [])
+        texts.append(" and ".join(SENTENCES[c][i % 6] for c in chosen))
+        sets.append(chosen)
+    Y = _indicators(sets)
+    clf = FineTunedClassifier(LABELS, model=str(base), epochs=30, lr=3e-3, batch_size=8, multi_label=True)
+    with pytest.raises(SpecialistError, match="0/1 matrix"):
+        clf.fit(texts, [s[0] for s in sets])
+    P = clf.fit(texts, Y).predict_proba(texts)
+    assert P.shape == (48, 4) and not np.allclose(P.sum(axis=1), 1.0)  # each label on its own, no softmax
+    assert ((P >= 0.5) == Y).mean() > 0.75  # it learned the words of labels (saying "none" everywhere: 0.67)
+    clf.save(tmp_path / "saved")
+    assert AutoConfig.from_pretrained(tmp_path / "saved").problem_type == "multi_label_classification"
+    again = FineTunedClassifier.load(tmp_path / "saved")
+    assert again.multi_label and np.allclose(again.predict_proba(texts[:5]), P[:5], atol=1e-5)
+
+
+def test_a_run_with_finetune_fits_it_once_a_stage_without_the_audit_and_exports_it(tmp_path: Path) -> None:
+    from labeljury.multilabel.export import SetModel
+    from labeljury.progress import SilentProgress
+    from labeljury.specialists import get_encoder
+
+    class Said(SilentProgress):
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def log(self, message: str) -> None:
+            self.lines.append(message)
+
+    base = _tiny_multi_label_model(tmp_path / "base", {0: "x", 1: "y"}, multi=False)
+    data, task, _ = _write(tmp_path, n=240, audit=60)
+    named = [{"id": "finetune", "options": {"model": str(base), "epochs": 2, "batch_size": 16, "lr": 1e-3}},
+             "embedding-head"]
+    task = task.model_copy(update={"specialists": _task(specialists=named).specialists})
+    out = tmp_path / "out.csv"
+    said = Said()
+    report = pipeline.run(task, data, out, details=True, progress=said)
+    assert report.status == "complete"
+    fits = [line for line in said.lines if line.startswith("fine-tuning finetune")]
+    with RunStore(pipeline.default_run_dir(out)) as s:
+        audit = set(s.routed("audit"))
+        stages = len(s.stages())
+        reviewed = [t for t, r in s.reviews().items() if r.label is not None]
+    assert len(fits) == stages + 1  # one fit a stage (serving its five folds) and one for the output
+    model = SetModel.load(pipeline.default_run_dir(out) / "checkpoints" / "sets")
+    tuned = model.head("finetune")
+    assert tuned.history[-1]["rows"] == len([t for t in reviewed if t not in audit])  # the audit left out
+    assert model.meta["heads"][0]["kind"] == "finetune" and not model.plain
+    df = pd.read_csv(out, keep_default_na=False)
+    texts = df.text.tolist()[:40]
+    assert model.predict(get_encoder().encode(texts), texts) == [tuple(v.split("|")) for v in df.annotation_vote[:40]]

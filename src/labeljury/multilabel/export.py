@@ -45,6 +45,10 @@ def save_set_model(run_dir: Path, labels: Sequence[str], heads: Sequence[tuple[S
     arrays: dict[str, np.ndarray] = {} if tfidf is None else {"tfidf_idf": np.asarray(tfidf.idf_, np.float64)}
     described = []
     for s, head in heads:
+        if not isinstance(head, (OneVsRestHead, OwnScoreHead)):  # a fine-tuned transformer: its own folder
+            head.save(tmp / s.name)
+            described.append({"name": s.name, "view": s.view, "kind": "finetune", "folder": s.name})
+            continue
         arrays[f"{s.name}_coef"] = np.asarray(head.coef_, np.float32)
         arrays[f"{s.name}_intercept"] = np.asarray(head.intercept_, np.float64)
         arrays[f"{s.name}_constant"] = np.asarray(head.constant_, np.float64)
@@ -84,6 +88,7 @@ class SetModel:
 
     meta: dict[str, Any]
     arrays: dict[str, np.ndarray]
+    folder: Path | None = None
 
     @classmethod
     def load(cls, folder: str | Path) -> SetModel:
@@ -94,7 +99,7 @@ class SetModel:
             meta["vote"] = {"how": meta["combine"]}
         with np.load(folder / ARRAYS) as z:
             arrays = {k: z[k] for k in z.files}
-        return cls(meta, arrays)
+        return cls(meta, arrays, folder)
 
     @property
     def labels(self) -> list[str]:
@@ -104,7 +109,7 @@ class SetModel:
     def plain(self) -> bool:
         """Whether numpy and scikit-learn alone reproduce it (the model card's code): heads on the embeddings, the
         TF-IDF and zero-shot cosines (no hub model), voting by max or mean."""
-        return not any(h["view"].startswith("scores:") for h in self.meta["heads"]) and \
+        return not any(h["view"].startswith("scores:") or h["kind"] == "finetune" for h in self.meta["heads"]) and \
             self.meta["vote"]["how"] in ("max", "soft")
 
     def vectorizer(self) -> Any:
@@ -123,6 +128,8 @@ class SetModel:
             return embeddings
         if view == "tfidf":
             return self.vectorizer().transform(list(texts))
+        if view == "text":
+            return list(texts)
         if view.startswith("zeroshot:"):
             E = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)  # noqa: N806
             return E @ self.arrays[f"{head['name']}_prototypes"].T
@@ -144,6 +151,11 @@ class SetModel:
     def head(self, name: str) -> Head:
         """The saved head `name`, as the run fitted it."""
         kind = next(h["kind"] for h in self.meta["heads"] if h["name"] == name)
+        if kind == "finetune":
+            from ..specialists.finetune import FineTunedClassifier
+
+            assert self.folder is not None
+            return FineTunedClassifier.load(self.folder / name)
         head: Head
         if kind == "one-vs-rest":
             head = OneVsRestHead(self.labels)
@@ -208,6 +220,9 @@ def _how_it_decides(meta: dict[str, Any]) -> str:
         elif view.startswith("zeroshot:"):
             parts.append(f"`{h['name']}`: per label, a logistic fit on the cosine of the embedding to the label's "
                          "name and description (prototypes in `arrays.npz`)")
+        elif h["kind"] == "finetune":
+            parts.append(f"`{h['name']}`: a transformer fine-tuned with a sigmoid per label (its folder `{h['folder']}` "
+                         "here, a standard Hugging Face model)")
         else:
             parts.append(f"`{h['name']}`: per label, a logistic fit on the logit of the Hugging Face model "
                          f"`{h['model']}` (loaded by name, not copied here)")

@@ -191,9 +191,12 @@ class _Views:
         if len(ids):
             E = self._stored(ids, lambda c: self.store.get_embeddings(DEFAULT_ENCODER, c))  # noqa: N806
         out: dict[str, Any] = {"embedding": E}
-        if self.tfidf is not None:
-            texts = self.store.texts_by_id(ids.tolist())
-            out["tfidf"] = self.tfidf.transform([texts[int(t)][0] for t in ids])
+        if self.tfidf is not None or any(s.view == "text" for s in self.specialists):
+            by_id = self.store.texts_by_id(ids.tolist())
+            texts = [by_id[int(t)][0] for t in ids]
+            out["text"] = _Texts(texts)
+            if self.tfidf is not None:
+                out["tfidf"] = self.tfidf.transform(texts)
         for s in self.specialists:
             if s.prototypes is not None:
                 En = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)  # noqa: N806
@@ -209,6 +212,16 @@ class _Views:
         for start in range(0, n, CHUNK):
             ids = np.arange(start, min(n, start + CHUNK))
             yield ids, self.of(ids)
+
+
+class _Texts(list):  # type: ignore[type-arg]
+    """The texts of some rows: `X[mask]` selects rows, as for the other views' arrays."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, np.ndarray):
+            picked = np.flatnonzero(key) if key.dtype == bool else key
+            return _Texts(list.__getitem__(self, int(i)) for i in picked)
+        return list.__getitem__(self, key)
 
 
 class _Ensemble:
@@ -243,6 +256,7 @@ class SetAnnotator:
         self.combine = combine or task.set_voting  # the vote (`multilabel.vote.VOTES`): the task's unless given
         vote.SetVote(self.combine)  # an unknown name fails here, before anything is written
         self.specialists: list[SetSpecialist] = []
+        self._blind: dict[str, tuple[Any, Any]] = {}  # an audit-blind specialist's last fit, by its training rows
         self.set_calibration = set_calibration  # `trust.Calibration`'s map of the row's confidence
 
     def run(self, output: str | Path | None = None, details: bool = False, finish: bool = False) -> RunReport:
@@ -421,7 +435,19 @@ class SetAnnotator:
         if not len(ids):
             return None
         X = views.of(ids)  # noqa: N806
-        fitted = _Ensemble([(s, s.make().fit(X[s.view], Y)) for s in self.specialists], vote.SetVote(self.combine))
+        audit = np.isin(ids, np.asarray(store.routed(AUDIT), np.int64))
+        heads = []
+        for s in self.specialists:
+            if not s.audit_blind:
+                heads.append((s, s.make().fit(X[s.view], Y)))
+                continue
+            # one fit on the answered rows but the audit serves every fold, and the output, of this stage
+            key = (s.name, tuple(ids[~audit].tolist()))
+            if self._blind.get(s.name, (None,))[0] != key:
+                self.progress.log(f"fine-tuning {s.name} on {int((~audit).sum())} reviewed rows (the audit's left out)")
+                self._blind[s.name] = (key, s.make().fit(X[s.view][~audit], Y[~audit]))
+            heads.append((s, self._blind[s.name][1]))
+        fitted = _Ensemble(heads, vote.SetVote(self.combine))
         if fitted.vote.how == "dawid-skene":
             fitted.vote.fit(fitted.each(views.sample(self.task.seed)))
         return fitted

