@@ -126,7 +126,7 @@ def test_what_a_multi_label_task_may_name_and_what_it_refuses_in_one_line(tmp_pa
     assert [s.name for s in built] == ["embedding-head", "zeroshot", "tfidf-head"]
     assert said and "left out vader" in said[0]  # a lexicon gives one label a text: left out, and said so
     assert built[2].make().C == 3 and built[1].prototypes.shape == (len(LABELS), 384)
-    assert [s.view for s in set_specialists(_task())] == ["embedding", "tfidf"]  # auto: the two heads
+    assert [s.view for s in set_specialists(_task())] == ["embedding", "tfidf", "zeroshot:zeroshot"]  # auto
     single = _tiny_multi_label_model(tmp_path / "single", {0: "sports", 1: "politics"}, multi=False)
     partial = _tiny_multi_label_model(tmp_path / "partial", {0: "Sports", 1: "POLITICS", 2: "finance"})
     for specialists, error, match in (
@@ -339,3 +339,32 @@ def test_a_run_with_finetune_fits_it_once_a_stage_without_the_audit_and_exports_
     df = pd.read_csv(out, keep_default_na=False)
     texts = df.text.tolist()[:40]
     assert model.predict(get_encoder().encode(texts), texts) == [tuple(v.split("|")) for v in df.annotation_vote[:40]]
+
+
+def test_a_run_keeps_the_auto_specialists_it_began_with(tmp_path: Path) -> None:
+    """`auto` grew (zero-shot joined the two heads): a run begun before goes on with the two heads."""
+    from labeljury.multilabel.export import SetModel
+    from labeljury.multilabel.run import AUTO_META
+    from labeljury.multilabel.specialists import AUTO
+
+    data, task, truth = _write(tmp_path, n=200, audit=40)
+    queued = task.model_copy(update={"reviewer": [task.reviewer[0].model_copy(update={"kind": "file", "column": None})]})
+    out = tmp_path / "out.csv"
+    run_dir = pipeline.default_run_dir(out)
+    assert pipeline.run(queued, data, out).status == "waiting"
+    with RunStore(run_dir) as s:
+        assert s.get_meta(AUTO_META) == list(AUTO)
+        s.set_meta(AUTO_META, None)  # as a run made before the key existed
+    queue = run_dir / "review_queue.jsonl"
+    report = pipeline.run(queued, data, out)
+    while report.status == "waiting":
+        lines = [json.loads(x) for x in queue.read_text().splitlines()]
+        for x in lines:
+            x["label"] = list(truth[x["row"]])
+        queue.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        report = pipeline.run(queued, data, out)
+    assert [h["name"] for h in SetModel.load(run_dir / "checkpoints" / "sets").meta["heads"]] == ["embedding", "tfidf"]
+    fresh = tmp_path / "fresh.csv"
+    pipeline.run(task, data, fresh)
+    heads = SetModel.load(pipeline.default_run_dir(fresh) / "checkpoints" / "sets").meta["heads"]
+    assert [h["name"] for h in heads] == ["embedding", "tfidf", "zeroshot"]

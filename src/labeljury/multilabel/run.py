@@ -50,7 +50,7 @@ from ..task import ContinualSpec, ReviewerSpec, Task
 from . import trust, vote
 from .export import save_set_model, score_of
 from .heads import fit_tfidf
-from .specialists import Head, SetSpecialist, set_specialists
+from .specialists import AUTO, AUTO_BEFORE_ZEROSHOT, Head, SetSpecialist, set_specialists
 
 if TYPE_CHECKING:
     from ..pipeline import RunReport
@@ -60,6 +60,7 @@ MIN_STAGE_REVIEWS = 25
 FIRST_SHARE = 0.1  # the first sample: a tenth of the reviews not in the audit, half of it by the labels' names
 ESTIMATE = "set_estimate"  # meta: the estimates, the calibration, what they rest on
 PLAN = "budget_plan"
+AUTO_META = "set_specialists_auto"  # the specialists `auto` stood for when the run began
 SHOWN_LABEL_CONFIDENCE = 0.01  # `--details` lists each label whose calibrated probability reaches this
 FOLDS = 5  # the audit's parts: an audit row is scored by heads that did not learn from its part
 VOTE_SAMPLE = 20_000  # rows a Dawid-Skene vote learns its specialists' sensitivities and specificities on
@@ -287,6 +288,13 @@ class SetAnnotator:
         store = open_run_store(self.run_dir, task, self.input_path, output)
         engine = self.engine or make_engine(task.engine)
         try:
+            if task.specialists == "auto":  # a run keeps the `auto` it began with (a run made before goes on)
+                began = store.get_meta(AUTO_META)
+                if began is None:
+                    began = list(AUTO_BEFORE_ZEROSHOT if store.is_done(ROUTE_AUDIT) else AUTO)
+                    store.set_meta(AUTO_META, began)
+                if tuple(began) != AUTO:
+                    self.specialists = set_specialists(task, progress.log, auto=began)
             ingest(store, self.input_path, task.text_column, progress)
             encode(store, [DEFAULT_ENCODER], progress, engine)
             self._score_hub_models(store)
@@ -648,9 +656,9 @@ class SetAnnotator:
                         voted, shown, vc = None, "{}", None
                     r = reviewed.get(t)
                     if r is not None and r.label is not None:
-                        # a row the LLM decided: as sure as its sets were right on the audit rows that measure it
-                        sure = settled_confidence if t in settled_ids and settled_confidence is not None else \
-                            r.confidence
+                        # a row the LLM decided: as sure as its sets were right on the audit rows that measure it;
+                        # too few of them: no confidence (its own is no measure of how often it is right)
+                        sure = settled_confidence if t in settled_ids else r.confidence
                         yield t, r.label, sure, r.source, voted, vc, shown
                     elif r is not None:  # asked, not answered: the vote, and the source says why
                         yield t, voted, vc, r.source, voted, vc, shown
