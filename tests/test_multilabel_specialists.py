@@ -189,6 +189,19 @@ def test_a_run_with_zeroshot_and_a_dawid_skene_vote_labels_sets_and_exports_a_mo
     assert np.mean([p == v for p, v in zip(predicted, voted, strict=True)]) >= 0.98
     with RunStore(run_dir) as store:
         assert store.get_meta("task")["voting"] == "dawid-skene"
+    # each specialist alone, on the audit rows no stage picked (out of fold), in `labeljury status`
+    from labeljury.status import render, run_status
+
+    info = run_status(run_dir)
+    alone = {sp["name"]: sp for sp in info["specialists"]}
+    assert list(alone) == ["embedding-head", "zeroshot", "tfidf-head"]
+    assert all(0 < sp["micro_f1"] <= 1 and sp["labels"] == len(LABELS) and sp["rows"] >= 30 for sp in alone.values())
+    from rich.console import Console
+
+    console = Console(width=250, record=True)
+    console.print(render(info, run_dir))
+    shown = console.export_text()
+    assert "specialist zeroshot" in shown and "alone: micro-F1" in shown
 
 
 def test_a_hub_multi_label_model_is_scored_once_and_a_resumed_run_does_not_score_again(tmp_path: Path,

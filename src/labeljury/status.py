@@ -232,6 +232,7 @@ def _set_status(s: RunStore, task: dict[str, Any]) -> dict[str, Any]:
         "calibrated_on": meta.get("calibrated_on"),
         "measured_against": meta.get("against"),
         "audit_rows": len(s.routed(AUDIT)),
+        "specialists": meta.get("specialists"),
     }
 
 
@@ -279,6 +280,9 @@ def render(info: dict[str, Any], run_dir: Path | str) -> Any:
             t.add_row("estimate", f"none: {info.get('no_estimate')}")
         if info.get("calibrated_on"):
             t.add_row("confidence", f"calibrated on {info['calibrated_on']} (out-of-fold predictions)")
+        for sp in info.get("specialists") or []:  # each alone, where none of them learned
+            t.add_row(f"specialist {sp['name']}", f"alone: micro-F1 {sp['micro_f1']:.3f}, macro-F1 {sp['macro_f1']:.3f} "
+                      f"on the {sp['rows']} audit rows (out of fold; its {sp['labels']} labels)")
         return Group(t, *_sources(info.get("sources") or {}, None))
     if info.get("kind") == "baseline":
         return Group(t, *_sources(info.get("sources") or {}, None))

@@ -477,16 +477,27 @@ class SetAnnotator:
                       heads: list[_Ensemble | None] | None = None) -> np.ndarray:
         """The vote's probabilities on audit rows `ids`, each from heads trained on every answered row but
         its part of the audit (`_audit_folds`)."""
+        vote_p, _ = self._cross_fitted_each(store, views, ids, heads)
+        return vote_p
+
+    def _cross_fitted_each(self, store: RunStore, views: _Views, ids: Sequence[int],
+                           heads: list[_Ensemble | None] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`_cross_fitted`'s vote, and each specialist's own probabilities (NaN where it scores no label)."""
         folds = self._audit_folds(store)
         heads = heads if heads is not None else self._fold_heads(store, views)
         ids = np.asarray(ids, np.int64)
         part = np.array([folds[int(t)] for t in ids], np.int64)
-        P = np.zeros((len(ids), len(self.task.label_names)))  # noqa: N806
+        shape = (len(ids), len(self.task.label_names))
+        P = np.zeros(shape)  # noqa: N806
+        each = [np.full(shape, np.nan) for _ in self.specialists]
         for k in np.unique(part):
             fitted = heads[k]
             if fitted is not None:
-                P[part == k] = fitted(views.of(ids[part == k]))
-        return P
+                own = fitted.each(views.of(ids[part == k]))
+                P[part == k] = fitted.vote(own)
+                for e, p in zip(each, own, strict=True):
+                    e[part == k] = p
+        return P, each
 
     def _route_stage(self, store: RunStore, views: _Views, stage: int, k: int) -> None:
         """The stage's `k` hardest rows among those no one reviewed; audit rows as hard as those count as
@@ -620,11 +631,11 @@ class SetAnnotator:
         settled_confidence = None if settled is None or len(settled.T) < trust.MIN_SETTLED else \
             float(np.average((settled.T == settled.L).all(axis=1), weights=settled.weights))
         if measured:
-            P = self._cross_fitted(store, views, measuring, folds)  # noqa: N806
+            P, each = self._cross_fitted_each(store, views, measuring, folds)  # noqa: N806
             T = self._indicators([reviews[t].label for t in measuring])  # noqa: N806
             S = vote.decide(P, allow_empty)  # noqa: N806
             calibration.fit(P, T, S)
-            audit = {"P": P, "T": T, "S": S}
+            audit = {"P": P, "T": T, "S": S, "each": self._specialist_scores(each, T)}
         # the rows the vote labels, each also scored by the heads of a random part (of the audit's kind): the
         # estimate's proxies
         part = np.random.default_rng(self.task.seed + 13).integers(max(1, len(folds)), size=store.n_texts)
@@ -686,7 +697,8 @@ class SetAnnotator:
                                       store.row_counts_of(np.array(answered, np.int64)), n_rest, rest_rows, rest_proxy,
                                       settled if settled is not None and settled.texts else None)
                 meta.update(estimates=[e.to_dict() for e in ests], calibration=calibration.to_dict(),
-                            calibrated_on=f"{len(measuring)} audit rows", against=self._against())
+                            calibrated_on=f"{len(measuring)} audit rows", against=self._against(),
+                            specialists=audit["each"])
             return {ESTIMATE: meta}
 
         store.put_final(records(), meta=estimates)
@@ -697,6 +709,21 @@ class SetAnnotator:
             trained = len(self._train_rows(store)[0])
             save_set_model(self.run_dir, names, heads.heads, views.tfidf, allow_empty, heads.vote, trained,
                            calibration.to_dict(), score)
+
+    def _specialist_scores(self, each: list[np.ndarray], T: np.ndarray) -> list[dict[str, Any]]:  # noqa: N803
+        """Each specialist's own sets on the audit rows no stage picked (out of fold, as the vote's), scored on the
+        labels it scores: how much each brings, measured where none of them learned."""
+        from ..labelsets import multilabel_scores
+
+        out = []
+        allow_empty = bool(self.task.allow_empty)
+        for s, P in zip(self.specialists, each, strict=True):  # noqa: N806
+            scored = ~np.isnan(P).all(axis=0)
+            S = vote.decide(np.nan_to_num(P[:, scored]), allow_empty)  # noqa: N806
+            sc = multilabel_scores(T[:, scored], S)
+            out.append({"name": s.name, "micro_f1": float(sc["micro_f1"]), "macro_f1": float(sc["macro_f1"]),
+                        "labels": int(scored.sum()), "rows": int(len(T))})
+        return out
 
     def _settled(self, store: RunStore, reviews: dict[int, Any]) -> tuple[trust.Settled | None, set[int]]:
         """In a cascade: the rows the LLM decided, and the audit rows that measure it (`trust.Settled`)."""
