@@ -647,3 +647,20 @@ def test_a_cascade_whose_llm_too_few_audit_rows_measure_shows_no_confidence_and_
     with RunStore(pipeline.default_run_dir(out)) as s:
         said = s.get_meta("set_estimate")
     assert said["estimates"] is None and "audit rows a stage picked measure how often it is right" in said["why"]
+
+
+def test_a_cascade_to_a_file_queue_waits_on_the_queue_for_the_audit_and_the_first_sample(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from llm_fakes import OracleLLMServer, make_spec
+
+    data, base, truth = _write(tmp_path, n=200)
+    out = tmp_path / "out.csv"
+    with OracleLLMServer(lambda text: {"labels": ["sports"], "confidence": 0.9, "reason": "so"}) as server:
+        task = Task.model_validate({**base.model_dump(mode="json", exclude_unset=True), "llm": make_spec(
+            server.base_url).model_dump(), "reviewer": [{"kind": "llm"}, {"kind": "file"}],
+            "review": {"budget": 0.3, "audit": 40}})
+        report = pipeline.run(task, data, out)
+        assert not server.asked  # the audit and the first sample are the trusted reviewer's, before any stage
+    queue = pipeline.default_run_dir(out) / "review_queue.jsonl"
+    assert report.status == "waiting" and report.queue == queue and report.waiting_for == "file"
+    assert report.pending == len(queue.read_text().splitlines()) > 40

@@ -764,12 +764,12 @@ class SetAnnotator:
         return f"the {kind} reviewer's sets, taken as right"
 
     def _report(self, store: RunStore, status: str, output: Path | None) -> RunReport:
-        from ..pipeline import RunReport
+        from ..pipeline import RunReport, _members
 
-        reviewer = self.reviewer
+        members = _members(self.reviewer) if self.reviewer is not None else []  # a cascade's reviewers too
         return RunReport(status=status, run_dir=self.run_dir, output=output, rows=store.n_rows, texts=store.n_texts,
                          sources=store.source_counts() if status == "complete" else {},
                          reviews=store.count_reviews(), budget=budget_rows(self.task.review, store.n_rows),
                          pending=store.count_reviews(pending=True),
-                         queue=reviewer.path if isinstance(reviewer, Queued) else None,
-                         waiting_for="human" if reviewer is not None and reviewer.kind == "human" else "file")
+                         queue=next((r.path for r in members if isinstance(r, Queued)), None),
+                         waiting_for="human" if any(r.kind == "human" for r in members) else "file")
