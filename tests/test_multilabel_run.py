@@ -14,7 +14,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from labeljury import pipeline
-from labeljury.errors import ReviewError, TaskError
+from labeljury.errors import LabeljuryError, ReviewError, TaskError
 from labeljury.labelsets import LabelSets, multilabel_scores
 from labeljury.multilabel import OneVsRestHead, SetAnnotator, plan_sets, trust, vote
 from labeljury.review.base import ReviewItem, ReviewResult
@@ -194,7 +194,7 @@ def test_a_multi_label_run_refuses_what_it_cannot_do_before_writing(tmp_path: Pa
     out = tmp_path / "out.csv"
     with pytest.raises(TaskError, match="nb-head.*no multi-label form yet"):
         pipeline.run(task.model_copy(update={"specialists": [SpecialistSpec(id="nb-head")]}), data, out)
-    with pytest.raises(TaskError, match="--from does not continue multi-label runs"):
+    with pytest.raises(LabeljuryError, match="is not a run directory"):
         pipeline.run(task, data, out, from_run=tmp_path)
     assert not out.exists() and not pipeline.default_run_dir(out).exists()
     with pytest.raises(TaskError, match="single-label"):
@@ -664,3 +664,77 @@ def test_a_cascade_to_a_file_queue_waits_on_the_queue_for_the_audit_and_the_firs
     queue = pipeline.default_run_dir(out) / "review_queue.jsonl"
     assert report.status == "waiting" and report.queue == queue and report.waiting_for == "file"
     assert report.pending == len(queue.read_text().splitlines()) > 40
+
+
+def test_a_batch_continues_an_earlier_one_learning_from_its_reviews_and_reusing_their_sets(tmp_path: Path) -> None:
+    """`--from`: the earlier batch's reviewed rows train this one's heads (no drift: no first sample), a text
+    both batches hold keeps its earlier set without being asked again, and the run says what it carried."""
+    from labeljury.multilabel.export import SetModel
+    from labeljury.sources import DRIFT
+
+    texts, sets = _sets_data(500)
+    frame = pd.DataFrame({"text": texts, "labels": ["|".join(x) for x in sets]})
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    frame[::2].to_csv(first, index=False)  # two batches of one source (their texts' numbers interleave)
+    pd.concat([frame[1::2], frame[::2][:40]]).to_csv(second, index=False)  # 40 texts of the first come again
+    task = Task.model_validate({"name": "news", "labels": LABELS, "multi_label": True,
+                                "reviewer": [{"kind": "gold", "column": "labels"}],
+                                "review": {"budget": 0.3, "audit": 40}})
+    earlier_out, out = tmp_path / "first_out.csv", tmp_path / "second_out.csv"
+    assert pipeline.run(task, first, earlier_out).status == "complete"
+    earlier = pipeline.default_run_dir(earlier_out)
+    with RunStore(earlier) as s:
+        answered = {t: r.label for t, r in s.reviews().items() if r.label is not None}
+        by_id = s.texts_by_id(sorted(answered))
+        reviewed_before = {by_id[t][0]: lab for t, lab in answered.items()}
+    report = pipeline.run(task, second, out, from_run=earlier, details=True)
+    assert report.status == "complete" and report.texts == 290 and report.reviews <= report.budget == 87
+    df = pd.read_csv(out, keep_default_na=False)
+    again = df[df.text.isin(reviewed_before)]
+    assert len(again) and (again.annotation_source == "earlier:gold").all()
+    assert all(a == reviewed_before[t] for t, a in zip(again.text, again.annotation, strict=True))
+    run_dir = pipeline.default_run_dir(out)
+    with RunStore(run_dir) as s:
+        carried, _ = s.carried_totals()
+        plan, drift = s.get_meta("budget_plan"), s.get_meta(DRIFT)
+        asked = {t for t, r in s.reviews().items() if r.source == "reviewed:gold"}
+    assert carried == len(reviewed_before) and drift["tested"] and not drift["drifted"]
+    known = {i for i, t in enumerate(df.text) if t in reviewed_before}
+    assert plan["bootstrap"] == 0 and known and not asked & known  # reviewed before: not asked again
+    assert not drift["drifted"] or pytest.fail(f"two halves of one source drifted: {drift}")
+    trained = SetModel.load(run_dir / "checkpoints" / "sets").meta["trained_rows"]
+    assert trained >= len(asked) + carried - 40  # the earlier reviews train this batch's heads
+    assert drift["estimate"]["metric"] == "micro_f1" and drift["estimate"]["dropped"] in (True, False)
+    single = task.model_copy(update={"multi_label": False, "label_separator": None, "allow_empty": None,
+                                     "reviewer": [task.reviewer[0].model_copy(update={"column": "label"})]})
+    plain = tmp_path / "plain.csv"
+    pd.DataFrame({"text": texts[:60], "label": [x[0] for x in sets[:60]]}).to_csv(plain, index=False)
+    pipeline.run(single, plain, tmp_path / "plain_out.csv")
+    with pytest.raises(LabeljuryError, match="not a multi-label run"):
+        pipeline.run(task, second, tmp_path / "third.csv", from_run=pipeline.default_run_dir(tmp_path / "plain_out.csv"))
+    assert not (tmp_path / "third.csv.run").exists()
+
+
+def test_a_batch_that_drifted_from_the_earlier_one_keeps_its_first_sample_and_learns_only_from_itself(
+        tmp_path: Path) -> None:
+    from labeljury.multilabel.export import SetModel
+    from labeljury.sources import DRIFT
+
+    texts, sets = _sets_data(500)
+    frame = pd.DataFrame({"text": texts, "labels": ["|".join(x) for x in sets]})
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    frame[:250].to_csv(first, index=False)  # the texts' story numbers run 0-249, then 250-499: told apart
+    frame[250:].to_csv(second, index=False)
+    task = Task.model_validate({"name": "news", "labels": LABELS, "multi_label": True,
+                                "reviewer": [{"kind": "gold", "column": "labels"}],
+                                "review": {"budget": 0.3, "audit": 40}})
+    pipeline.run(task, first, tmp_path / "a.csv")
+    out = tmp_path / "b.csv"
+    assert pipeline.run(task, second, out, from_run=pipeline.default_run_dir(tmp_path / "a.csv")).status == "complete"
+    run_dir = pipeline.default_run_dir(out)
+    with RunStore(run_dir) as s:
+        drift, plan = s.get_meta(DRIFT), s.get_meta("budget_plan")
+        own = sum(r.label is not None for t, r in s.reviews().items() if t < s.n_input_texts)
+        carried, _ = s.carried_totals()
+    assert drift["drifted"] and plan["bootstrap"] > 0 and carried > 0
+    assert SetModel.load(run_dir / "checkpoints" / "sets").meta["trained_rows"] == own  # not the earlier rows

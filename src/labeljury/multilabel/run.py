@@ -77,7 +77,9 @@ class SetPlan:
         return {**asdict(self), "stages": list(self.stages), "kind": "multi-label"}
 
 
-def plan_sets(task: Task, n_rows: int, n_texts: int) -> SetPlan:
+def plan_sets(task: Task, n_rows: int, n_texts: int, first_sample: bool = True) -> SetPlan:
+    """The budget's rows: the audit, the first sample (none for a batch that continues an earlier one without
+    drifting: the heads start from its reviewed rows), the stages."""
     review, continual = task.review, task.continual or ContinualSpec()
     total = min(budget_rows(review, n_rows), n_texts)
     audit = min(audit_rows(review, n_rows), total)
@@ -85,7 +87,7 @@ def plan_sets(task: Task, n_rows: int, n_texts: int) -> SetPlan:
         audit = 0
     rest = total - audit
     first = bootstrap_rows(review, n_rows, 0) if review.bootstrap is not None else max(min(10, rest), int(FIRST_SHARE * rest))
-    first = min(first, rest)
+    first = min(first, rest) if first_sample else 0
     hard = rest - first
     if not continual.enabled:
         n = 1
@@ -180,7 +182,7 @@ class _Views:
     def sample(self, seed: int) -> dict[str, Any]:
         """The views of a seeded sample of VOTE_SAMPLE rows (all, when fewer), kept: a vote learns on it."""
         if not hasattr(self, "_sample"):
-            n = self.store.n_texts
+            n = self.store.n_input_texts
             ids = np.arange(n) if n <= VOTE_SAMPLE else np.sort(
                 np.random.default_rng(seed + 17).choice(n, VOTE_SAMPLE, replace=False))
             self._sample = self.of(ids)
@@ -209,7 +211,8 @@ class _Views:
         return out
 
     def chunks(self) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
-        n = self.store.n_texts
+        """The input's texts, a chunk at a time (not those an earlier batch brought: they only train)."""
+        n = self.store.n_input_texts
         for start in range(0, n, CHUNK):
             ids = np.arange(start, min(n, start + CHUNK))
             yield ids, self.of(ids)
@@ -244,7 +247,7 @@ class SetAnnotator:
 
     def __init__(self, task: Task, input_path: str | Path, run_dir: str | Path, reviewer: Reviewer | None = None,
                  progress: Progress | None = None, engine: Engine | None = None, combine: str | None = None,
-                 set_calibration: str = "platt"):
+                 set_calibration: str = "platt", from_run: str | Path | None = None):
         if not task.multi_label:
             raise TaskError("SetAnnotator labels multi-label tasks; this task is single-label (use `pipeline.run`)")
         self.task = task
@@ -259,6 +262,7 @@ class SetAnnotator:
         self.specialists: list[SetSpecialist] = []
         self._blind: dict[str, tuple[Any, Any]] = {}  # an audit-blind specialist's last fit, by its training rows
         self.set_calibration = set_calibration  # `trust.Calibration`'s map of the row's confidence
+        self.from_run = None if from_run is None else Path(from_run)  # the earlier batch's run this one continues
 
     def run(self, output: str | Path | None = None, details: bool = False, finish: bool = False) -> RunReport:
         """Run (or resume) to the end, or until reviews must wait for a person (status "waiting"); as
@@ -285,7 +289,15 @@ class SetAnnotator:
         self.reviewer = reviewer
         if isinstance(reviewer, Checked):
             reviewer.check()
-        store = open_run_store(self.run_dir, task, self.input_path, output)
+        if self.from_run is not None:
+            from ..pipeline.carry import check_earlier
+
+            earlier = check_earlier(self.from_run, task)
+            if not earlier.get("multi_label") or earlier.get("label_separator") != task.model_dump(
+                    mode="json").get("label_separator"):
+                raise TaskError(f"--from {str(self.from_run)!r} was not a multi-label run with this task's label_separator; "
+                                "a multi-label run continues a multi-label run of the same task")
+        store = open_run_store(self.run_dir, task, self.input_path, output, self.from_run)
         engine = self.engine or make_engine(task.engine)
         try:
             if task.specialists == "auto":  # a run keeps the `auto` it began with (a run made before goes on)
@@ -296,12 +308,18 @@ class SetAnnotator:
                 if tuple(began) != AUTO:
                     self.specialists = set_specialists(task, progress.log, auto=began)
             ingest(store, self.input_path, task.text_column, progress)
+            if self.from_run is not None:
+                from ..pipeline.carry import carry
+                from ..task import MAX_TRAIN_ROWS
+
+                carry(store, self.from_run, progress, task.seed, cap=MAX_TRAIN_ROWS)
             encode(store, [DEFAULT_ENCODER], progress, engine)
             self._score_hub_models(store)
-            plan = self._plan(store)
+            drifted = self._drift(store) if self.from_run is not None else True
+            plan = self._plan(store, first_sample=drifted)
             rng = np.random.default_rng(task.seed)
             if not store.is_done(ROUTE_AUDIT):
-                n = store.n_texts
+                n = store.n_input_texts
                 audit = np.sort(rng.choice(n, plan.audit, replace=False)) if plan.audit else np.zeros(0, np.int64)
                 store.add_routing(audit.tolist(), AUDIT, None, 0, done_step=ROUTE_AUDIT)
             views = _Views(store, task.seed, self.specialists)
@@ -328,6 +346,8 @@ class SetAnnotator:
                 progress.log(f"measured against {said.get('against')}")
             else:
                 progress.log(f"no estimate: {said.get('why')}")
+            if self.from_run is not None:
+                self._compare_with_earlier(store)
             if output is not None:
                 export(store, self.input_path, output, details=details, progress=progress, sets=self.sets)
             return self._report(store, "complete", None if output is None else Path(output))
@@ -338,20 +358,60 @@ class SetAnnotator:
             if isinstance(reviewer, Closeable):
                 reviewer.close()
 
-    def _plan(self, store: RunStore) -> SetPlan:
+    def _plan(self, store: RunStore, first_sample: bool = True) -> SetPlan:
         saved = store.get_meta(PLAN)
         if saved is not None:
             plan = SetPlan(int(saved["total"]), int(saved["audit"]), int(saved["bootstrap"]), tuple(saved["stages"]))
-            if plan.total != min(budget_rows(self.task.review, store.n_rows), store.n_texts):
+            if plan.total != min(budget_rows(self.task.review, store.n_rows), store.n_input_texts):
                 raise TaskError("review.budget changed since this multi-label run started; put it back, or pass a new "
                                 "--run-dir (a multi-label run cannot be resized yet)")
             return plan
-        plan = plan_sets(self.task, store.n_rows, store.n_texts)
+        plan = plan_sets(self.task, store.n_rows, store.n_input_texts, first_sample=first_sample)
         store.set_meta(PLAN, plan.to_dict())
         if not plan.audit and plan.total:
             self.progress.log(f"no audit sample (review.audit gives {audit_rows(self.task.review, store.n_rows)} rows, "
                               f"under the {trust.MIN_AUDIT} an estimate needs): the output's accuracy is not estimated")
         return plan
+
+    def _drift(self, store: RunStore) -> bool:
+        """Whether this batch drifted from the earlier one it continues (`pipeline.carry.test_drift`, on the
+        stored embeddings): then the heads do not learn from the earlier rows and the first sample is kept."""
+        from ..pipeline.carry import test_drift
+
+        class Stored:  # the embeddings `test_drift` reads, from the run store
+            def embeddings(self, encoder: str, ids: np.ndarray) -> np.ndarray:
+                return _Views(store, 0, [])._stored(np.asarray(ids, np.int64),
+                                                    lambda c: store.get_embeddings(encoder, c))
+
+        drift = test_drift(store, Stored(), DEFAULT_ENCODER, self.task.seed, self.progress)
+        return bool(drift.get("drifted")) or not store.carried_totals()[0]
+
+    def _compare_with_earlier(self, store: RunStore) -> None:
+        """This batch's estimated micro-F1 against the earlier batch's: a drop beyond both intervals is said."""
+        from ..sources import DRIFT, FROM_RUN
+
+        def micro(s: RunStore) -> dict[str, Any] | None:
+            return next((e for e in (s.get_meta(ESTIMATE) or {}).get("estimates") or []
+                         if e["metric"] == "micro_f1"), None)
+
+        where = store.get_meta(FROM_RUN)
+        ours = micro(store)
+        if where is None or ours is None or not (Path(where) / "run.db").is_file():
+            return
+        with RunStore.existing(where) as s:
+            theirs = micro(s)
+        if theirs is None:
+            return
+        dropped = ours["high"] < theirs["low"]
+        drift = dict(store.get_meta(DRIFT) or {})
+        drift["estimate"] = {"metric": "micro_f1", "earlier": theirs["value"], "earlier_low": theirs["low"],
+                             "earlier_high": theirs["high"], "now": ours["value"], "dropped": dropped}
+        store.set_meta(DRIFT, drift)
+        if dropped:
+            self.progress.log(f"WARNING: this batch's sets are less right than the earlier batch's beyond doubt: "
+                              f"estimated micro-F1 {ours['value']:.1%} [{ours['low']:.1%}, {ours['high']:.1%}] against "
+                              f"{theirs['value']:.1%} [{theirs['low']:.1%}, {theirs['high']:.1%}]. Check the batch "
+                              "(labeljury report), or give it more reviews")
 
     def _score_hub_models(self, store: RunStore) -> None:
         """Each hub model's logits for every text, once, chunk by chunk into the run store (a resumed run
@@ -382,7 +442,7 @@ class SetAnnotator:
         taken: list[int] = []
         marked: list[int] = []
         by_names = m // 2
-        n = store.n_texts
+        n = store.n_input_texts
         if by_names and n:
             prompts = [(d or name).replace("_", " ").replace("-", " ") for name, d in task.labels.items()]
             L = get_encoder(DEFAULT_ENCODER).encode(prompts)  # noqa: N806
@@ -416,9 +476,12 @@ class SetAnnotator:
                           audit_hard=(marked, [0.0] * len(marked)))
 
     def _train_rows(self, store: RunStore) -> tuple[np.ndarray, np.ndarray]:
-        """The text ids to learn from, every answered review (the audit's included), and their sets."""
+        """The text ids to learn from, every answered review (the audit's included; an earlier batch's, `--from`,
+        unless this one drifted from it), and their sets."""
         reviews = store.reviews()
-        ids = np.array(sorted(t for t, r in reviews.items() if r.label is not None), np.int64)
+        n_input, carried = store.n_input_texts, store.learns_from_carried
+        ids = np.array(sorted(t for t, r in reviews.items() if r.label is not None and (carried or t < n_input)),
+                       np.int64)
         return ids, self._indicators([reviews[int(t)].label for t in ids])
 
     def _measuring(self, store: RunStore) -> set[int]:
@@ -689,7 +752,7 @@ class SetAnnotator:
                                "or its min_confidence)")
             else:
                 answered = [t for t, r in reviews.items() if r.label is not None and t not in settled_ids]
-                n_rest = store.n_texts - len(reviews)
+                n_rest = store.n_input_texts - sum(t < store.n_input_texts for t in reviews)
                 rest_rows = int(store.n_rows - store.n_skipped
                                 - store.row_counts_of(np.array(sorted(reviews), np.int64)).sum())
                 ests = trust.estimate(audit["T"], audit["S"], audit["P"], store.row_counts_of(np.array(measuring, np.int64)),
@@ -767,7 +830,8 @@ class SetAnnotator:
         from ..pipeline import RunReport, _members
 
         members = _members(self.reviewer) if self.reviewer is not None else []  # a cascade's reviewers too
-        return RunReport(status=status, run_dir=self.run_dir, output=output, rows=store.n_rows, texts=store.n_texts,
+        return RunReport(status=status, run_dir=self.run_dir, output=output, rows=store.n_rows,
+                         texts=store.n_input_texts,
                          sources=store.source_counts() if status == "complete" else {},
                          reviews=store.count_reviews(), budget=budget_rows(self.task.review, store.n_rows),
                          pending=store.count_reviews(pending=True),

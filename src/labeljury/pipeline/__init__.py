@@ -424,9 +424,7 @@ def run(task: Task, input_path: str | Path, output: str | Path, run_dir: str | P
     if task.multi_label:  # label sets: their own steps (`multilabel.run`), on the same store and reviewers
         from ..multilabel import SetAnnotator
 
-        if from_run is not None:
-            raise TaskError("--from does not continue multi-label runs yet; label the new batch in a run of its own")
-        return SetAnnotator(task, input_path, run_dir, reviewer=reviewer, progress=progress,
-                            engine=engine).run(output, details=details, finish=finish)
+        return SetAnnotator(task, input_path, run_dir, reviewer=reviewer, progress=progress, engine=engine,
+                            from_run=from_run).run(output, details=details, finish=finish)
     return Annotator(task, input_path, run_dir, reviewer=reviewer, progress=progress, engine=engine,
                      tuning=tuning, stopping=stopping, from_run=from_run).run(output, details=details, finish=finish)
