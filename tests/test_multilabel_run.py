@@ -357,7 +357,8 @@ def test_a_run_reviewed_by_an_llm_says_its_estimate_is_agreement_with_the_llm(tm
 
 
 def test_an_audit_row_is_scored_by_heads_that_never_learned_from_it(tmp_path: Path) -> None:
-    from labeljury.multilabel.run import FOLDS, _Views
+    from labeljury.multilabel.run import FOLDS
+    from labeljury.multilabel.views import Views
     from labeljury.multilabel.specialists import set_specialists
 
     data, task, _ = _write(tmp_path, n=300, audit=60)
@@ -365,7 +366,7 @@ def test_an_audit_row_is_scored_by_heads_that_never_learned_from_it(tmp_path: Pa
     pipeline.run(task, data, out)
     annotator = SetAnnotator(task, data, pipeline.default_run_dir(out))
     with RunStore(pipeline.default_run_dir(out)) as s:
-        views = _Views(s, task.seed, set_specialists(task))
+        views = Views(s, task.seed, set_specialists(task))
         annotator.specialists = set_specialists(task)
         folds = annotator._audit_folds(s)
         assert sorted(folds) == sorted(s.routed("audit")) and set(folds.values()) == set(range(FOLDS))

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpecialistError, TaskError
+from ..progress import Progress
+from ..store import CHUNK, RunStore
 from ..task import SpecialistSpec, Task
 from .heads import HEADS, OneVsRestHead, OwnScoreHead
 
@@ -189,3 +191,23 @@ def set_specialists(task: Task, log: Callable[[str], None] | None = None,
         raise TaskError(f"no specialist scores the label(s) {', '.join(missing[:5])}: add embedding-head or tfidf-head "
                         "(they score every label), or map the labels in the hub model's label_map")
     return out
+
+
+def score_hub_models(store: RunStore, specialists: Sequence[SetSpecialist], progress: Progress) -> None:
+    """Each hub model's logits for every text, once, chunk by chunk into the run store (a resumed run scores only
+    the chunks it had not)."""
+    n = store.n_texts
+    for s in specialists:
+        if s.scorer is None:
+            continue
+        done = store.prediction_chunks(s.name, 0)
+        todo = [c for c in range((n + CHUNK - 1) // CHUNK) if c not in done]
+        if not todo:
+            continue
+        rows = sum(min(n, (c + 1) * CHUNK) - c * CHUNK for c in todo)
+        with progress.bar(f"scoring ({s.name})", rows) as bar:
+            for c in todo:
+                ids = list(range(c * CHUNK, min(n, (c + 1) * CHUNK)))
+                texts = store.texts_by_id(ids)
+                store.put_predictions(s.name, 0, c, s.scorer([texts[t][0] for t in ids]))
+                bar.advance(len(ids))

@@ -24,11 +24,13 @@ what is measured here errs low by what the last part teaches.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+ESTIMATE = "set_estimate"  # the run store's meta key: the estimates, the calibration, what they rest on
 MIN_AUDIT = 30  # fewer audit rows than this measure nothing: no calibration, no estimate
 MIN_SETTLED = 10  # audit rows that measure the rows an LLM decided (first in a cascade): fewer, no estimate
 
@@ -223,3 +225,21 @@ def estimate(T: np.ndarray, S: np.ndarray, P: np.ndarray | None, weights: np.nda
     exact_set = _ratio("exact_set_accuracy", w * exact, w, hat[:, 2], w, float(rw.sum()), n_rest,
                        (rest_hat[2], float(rest_rows)), rows, s_exact)
     return [f1, exact_set]
+
+
+def specialist_scores(names: Sequence[str], each: Sequence[np.ndarray], T: np.ndarray,  # noqa: N803
+                      allow_empty: bool) -> list[dict[str, Any]]:
+    """Each specialist's own sets (`each`: its out-of-fold probabilities on the audit rows no stage picked, as the
+    vote's) against the reviewed sets `T`, on the labels it scores: how much each brings, measured where none of
+    them learned."""
+    from ..labelsets import multilabel_scores
+    from .vote import decide
+
+    out = []
+    for name, P in zip(names, each, strict=True):  # noqa: N806
+        scored = ~np.isnan(P).all(axis=0)
+        S = decide(np.nan_to_num(P[:, scored]), allow_empty)  # noqa: N806
+        sc = multilabel_scores(T[:, scored], S)
+        out.append({"name": name, "micro_f1": float(sc["micro_f1"]), "macro_f1": float(sc["macro_f1"]),
+                    "labels": int(scored.sum()), "rows": int(len(T))})
+    return out
