@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,41 @@ def _indicators(sets: Sequence[Sequence[str]]) -> np.ndarray:
         for name in s:
             Y[i, LABELS.index(name)] = 1
     return Y
+
+
+def card_label_sets(card: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The `label_sets` of a model card's code, run as a user would: only the hub is out of reach here, so
+    SentenceTransformer is the encoder labeljury loads from its package."""
+    import types
+
+    from labeljury.specialists import get_encoder
+
+    class Encoder:
+        def __init__(self, name: str) -> None:
+            assert name == "sentence-transformers/all-MiniLM-L6-v2"
+
+        def encode(self, texts: list[str], normalize_embeddings: bool = False) -> np.ndarray:
+            assert normalize_embeddings
+            return get_encoder().encode(texts)
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=Encoder))
+    code = card.split("```python\n")[1].split("```")[0].replace(repr("model"), repr(str(folder)))
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # noqa: S102 - the card's own example
+    return namespace["label_sets"]
+
+
+def answer_queue(task: Task, data: Path, out: Path, truth: Sequence[Sequence[str]], **run: Any) -> Any:
+    """Run `task` with a file reviewer to the end, each round's queue answered with the true sets."""
+    queue = pipeline.default_run_dir(out) / "review_queue.jsonl"
+    report = pipeline.run(task, data, out, **run)
+    while report.status == "waiting":
+        lines = [json.loads(x) for x in queue.read_text().splitlines()]
+        for x in lines:
+            x["label"] = list(truth[x["row"]])
+        queue.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        report = pipeline.run(task, data, out, **run)
+    return report
 
 
 def test_a_gold_run_labels_every_row_with_a_set_and_estimates_its_micro_f1_honestly(tmp_path: Path) -> None:
@@ -434,7 +470,6 @@ def test_the_report_of_a_multi_label_run_draws_its_estimates_and_each_label_in_a
 
 def test_export_model_writes_the_run_s_heads_and_a_card_whose_code_labels_like_the_run(tmp_path: Path,
                                                                                       monkeypatch) -> None:
-    import types
 
     from typer.testing import CliRunner
 
@@ -469,21 +504,7 @@ def test_export_model_writes_the_run_s_heads_and_a_card_whose_code_labels_like_t
     predicted = model.predict(embeddings, texts)
     assert np.mean([p == v for p, v in zip(predicted, voted)]) >= 0.98  # the run's own vote, from the folder alone
 
-    # the card's code, run as a user would: only the hub is out of reach here, so SentenceTransformer is the
-    # encoder labeljury loads from its package
-    class Encoder:
-        def __init__(self, name: str) -> None:
-            assert name == "sentence-transformers/all-MiniLM-L6-v2"
-
-        def encode(self, texts: list[str], normalize_embeddings: bool = False) -> np.ndarray:
-            assert normalize_embeddings
-            return get_encoder().encode(texts)
-
-    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=Encoder))
-    code = card.split("```python\n")[1].split("```")[0].replace(repr("model"), repr(str(tmp_path / "model")))
-    namespace: dict[str, object] = {}
-    exec(code, namespace)  # noqa: S102 - the card's own example
-    from_card = namespace["label_sets"](texts[:50])  # type: ignore[operator]
+    from_card = card_label_sets(card, tmp_path / "model", monkeypatch)(texts[:50])  # the card's code, as a user runs it
     assert [tuple(s) for s in from_card] == predicted[:50]
 
 

@@ -13,7 +13,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_multilabel_run import LABELS, SENTENCES, _indicators, _write  # noqa: E402
+from test_multilabel_run import LABELS, SENTENCES, _indicators, _write, answer_queue, card_label_sets  # noqa: E402
 
 from labeljury import pipeline  # noqa: E402
 from labeljury.errors import LabeljuryError, SpecialistError, TaskError  # noqa: E402
@@ -227,14 +227,7 @@ def test_a_hub_multi_label_model_is_scored_once_and_a_resumed_run_does_not_score
 
     monkeypatch.setattr(HubScorer, "__call__", never)
     # the people answer the queue, round by round; the run goes on without scoring the texts again
-    queue = run_dir / "review_queue.jsonl"
-    report = pipeline.run(queued, data, out)
-    while report.status == "waiting":
-        lines = [json.loads(x) for x in queue.read_text().splitlines()]
-        for x in lines:
-            x["label"] = list(truth[x["row"]])
-        queue.write_text("".join(json.dumps(x) + "\n" for x in lines))
-        report = pipeline.run(queued, data, out, details=True)
+    report = answer_queue(queued, data, out, truth, details=True)
     assert report.status == "complete"
     monkeypatch.undo()
     model = SetModel.load(run_dir / "checkpoints" / "sets")
@@ -256,7 +249,6 @@ def test_a_task_that_names_no_set_specialist_fails_before_writing(tmp_path: Path
 
 def test_the_card_of_a_run_with_a_zero_shot_head_labels_with_numpy_alone_as_the_run_does(tmp_path: Path,
                                                                                          monkeypatch) -> None:
-    import types
 
     from typer.testing import CliRunner
 
@@ -275,20 +267,8 @@ def test_the_card_of_a_run_with_a_zero_shot_head_labels_with_numpy_alone_as_the_
     card = (tmp_path / "model" / "README.md").read_text()
     assert "SetModel.load" not in card and "zeroshot" in card
 
-    class Encoder:  # sentence-transformers' API over the encoder labeljury loads from its package
-        def __init__(self, name: str) -> None:
-            assert name == "sentence-transformers/all-MiniLM-L6-v2"
-
-        def encode(self, texts: list[str], normalize_embeddings: bool = False) -> np.ndarray:
-            assert normalize_embeddings
-            return get_encoder().encode(texts)
-
-    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=Encoder))
-    code = card.split("```python\n")[1].split("```")[0].replace(repr("model"), repr(str(tmp_path / "model")))
-    namespace: dict[str, object] = {}
-    exec(code, namespace)  # noqa: S102 - the card's own example
     texts = pd.read_csv(out, keep_default_na=False).text.tolist()[:60]
-    from_card = [tuple(s) for s in namespace["label_sets"](texts)]  # type: ignore[operator]
+    from_card = [tuple(s) for s in card_label_sets(card, tmp_path / "model", monkeypatch)(texts)]
     voted = [tuple(v.split("|")) for v in pd.read_csv(out, keep_default_na=False).annotation_vote[:60]]
     assert from_card == model.predict(get_encoder().encode(texts), texts)
     assert np.mean([a == b for a, b in zip(from_card, voted, strict=True)]) >= 0.98
@@ -368,14 +348,7 @@ def test_a_run_keeps_the_auto_specialists_it_began_with(tmp_path: Path) -> None:
     with RunStore(run_dir) as s:
         assert s.get_meta(AUTO_META) == list(AUTO)
         s.set_meta(AUTO_META, None)  # as a run made before the key existed
-    queue = run_dir / "review_queue.jsonl"
-    report = pipeline.run(queued, data, out)
-    while report.status == "waiting":
-        lines = [json.loads(x) for x in queue.read_text().splitlines()]
-        for x in lines:
-            x["label"] = list(truth[x["row"]])
-        queue.write_text("".join(json.dumps(x) + "\n" for x in lines))
-        report = pipeline.run(queued, data, out)
+    answer_queue(queued, data, out, truth)
     assert [h["name"] for h in SetModel.load(run_dir / "checkpoints" / "sets").meta["heads"]] == ["embedding", "tfidf"]
     fresh = tmp_path / "fresh.csv"
     pipeline.run(task, data, fresh)
